@@ -1,2 +1,77 @@
 #!/usr/bin/env node
-export {};
+// tproxy command line: `tproxy run` (the proxy) and `tproxy ca create` (make a CA).
+import { Command, Option } from "commander";
+import { writeCa } from "./certs/ca.ts";
+import { parseRunConfig, type RawRunOptions } from "./config.ts";
+import { TproxyError } from "./errors.ts";
+import { createLogger } from "./observe/log.ts";
+import { TproxyServer } from "./proxy.ts";
+
+function fail(err: unknown): never {
+  const message = err instanceof TproxyError ? err.message : err instanceof Error ? err.message : String(err);
+  process.stderr.write(`tproxy: ${message}\n`);
+  process.exit(err instanceof TproxyError && err.code === "ERR_CONFIG" ? 2 : 1);
+}
+
+const program = new Command("tproxy")
+  .description("Transparent HTTP/HTTPS proxy that runs a TypeScript filter on every request.")
+  .showHelpAfterError();
+
+program
+  .command("run")
+  .description("Run the proxy: transparent listener, optional standard (explicit) listener, metrics and health.")
+  .addOption(new Option("--ca-cert <file>", "CA certificate (PEM) that signs the leaf certificates").env("TPROXY_CA_CERT"))
+  .addOption(new Option("--ca-key <file>", "CA private key (PEM)").env("TPROXY_CA_KEY"))
+  .addOption(new Option("--filter <path>", "filter script (TypeScript); reloaded live when it changes").env("TPROXY_FILTER"))
+  .addOption(new Option("--transparent-port <port>", "port that REDIRECTed connections arrive on").env("TPROXY_TRANSPARENT_PORT").default("8080"))
+  .addOption(new Option("--standard-port <port>", "explicit-proxy port (CONNECT and absolute-form); off unless given").env("TPROXY_STANDARD_PORT"))
+  .addOption(new Option("--metrics-port <port>", "port of /metrics, /healthz and /readyz").env("TPROXY_METRICS_PORT").default("9090"))
+  .addOption(new Option("--listen-address <ip>", "address the listeners bind to").env("TPROXY_LISTEN_ADDRESS").default("::"))
+  .addOption(new Option("--upstream-ca <file>", "extra CA bundle (PEM) trusted for upstream servers, besides the system roots").env("TPROXY_UPSTREAM_CA"))
+  .addOption(new Option("--insecure-upstream", "do not verify upstream certificates (debugging only)").env("TPROXY_INSECURE_UPSTREAM"))
+  .addOption(new Option("--on-filter-error <mode>", "what a hook that throws or times out means for its request").choices(["deny", "allow"]).env("TPROXY_ON_FILTER_ERROR").default("deny"))
+  .addOption(new Option("--filter-timeout <ms>", "time budget of one hook call").env("TPROXY_FILTER_TIMEOUT").default("100"))
+  .addOption(new Option("--log-format <format>", "log lines as text (for people) or json").choices(["text", "json"]).env("TPROXY_LOG_FORMAT").default("text"))
+  .addOption(new Option("--probe-address <ip>", "plain-HTTP requests redirected from this address:80 are answered by the proxy (sidecar-init's readiness probe)").env("TPROXY_PROBE_ADDRESS").default("192.0.2.1"))
+  .addOption(new Option("--drain-timeout <ms>", "longest wait for requests in flight on SIGTERM").env("TPROXY_DRAIN_TIMEOUT").default("25000"))
+  .action(async (raw: RawRunOptions) => {
+    let server: TproxyServer;
+    try {
+      const config = parseRunConfig(raw);
+      const log = createLogger(config.logFormat);
+      server = new TproxyServer(config, log);
+      await server.start();
+    } catch (err) {
+      fail(err);
+    }
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`tproxy: ${signal}: draining requests in flight\n`);
+      server.stop().then(() => process.exit(0), fail);
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+  });
+
+const ca = program.command("ca").description("Certificate authority tools.");
+ca.command("create")
+  .description("Write a new CA certificate and key (PEM). Refuses to overwrite existing files without --force.")
+  .addOption(new Option("--cert <file>", "where to write the CA certificate").env("TPROXY_CA_CERT").makeOptionMandatory())
+  .addOption(new Option("--key <file>", "where to write the CA private key (mode 0600)").env("TPROXY_CA_KEY").makeOptionMandatory())
+  .addOption(new Option("--common-name <name>", "subject common name").default("tproxy CA"))
+  .addOption(new Option("--days <days>", "validity in days").default("3650"))
+  .option("--force", "overwrite existing files")
+  .action(async (opts: { cert: string; key: string; commonName: string; days: string; force?: boolean }) => {
+    const days = Number(opts.days);
+    if (!Number.isInteger(days) || days < 1) fail(new Error(`--days "${opts.days}" must be a positive whole number`));
+    try {
+      await writeCa(opts.cert, opts.key, { commonName: opts.commonName, days, force: opts.force ?? false });
+      process.stdout.write(`wrote CA certificate ${opts.cert} and key ${opts.key}\n`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+await program.parseAsync();

@@ -1,1 +1,81 @@
-export {};
+// The filter contract: what a filter script imports (`import type { Filter } from "@tproxy/tproxy/filter"`).
+// Kept apart from the code that loads, reloads and runs filters.
+
+/** Header map with lower-case names. A repeated header is an array. Writable where the hook allows. */
+export type Headers = Record<string, string | string[] | undefined>;
+
+/** Who made the request: the pod's address as the node sees it. */
+export interface FlowClient {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** The request as the client sent it. Only `headers` may be changed (in the `request` hook). */
+export interface FlowRequest {
+  /** "GET", "POST", ... */
+  readonly method: string;
+  /** "http" or "https" (the connection to the proxy was TLS). */
+  readonly scheme: "http" | "https";
+  /**
+   * The name the request claims: the Host header (which must match the TLS SNI, when both are present).
+   * When the request names nothing (IP literal, no SNI), the original destination address.
+   */
+  readonly host: string;
+  readonly port: number;
+  /** Path and query, e.g. "/bucket/object?alt=media". */
+  readonly path: string;
+  /** scheme://host[:port]path, the port omitted when it is the scheme's default. */
+  readonly url: string;
+  /** Request headers; changes made in the `request` hook are sent upstream. */
+  headers: Headers;
+}
+
+/** The upstream's answer, seen by the `response` hook. Only `headers` may be changed. */
+export interface FlowResponse {
+  readonly status: number;
+  /** Response headers; changes made in the `response` hook reach the client. */
+  headers: Headers;
+}
+
+/** One request/response exchange passing through the proxy. */
+export interface Flow {
+  /** Unique per request; also in the proxy's log line. */
+  readonly id: string;
+  readonly client: FlowClient;
+  /** Where the client's connection was headed before the node redirected it (transparent mode). */
+  readonly destination: { readonly address: string; readonly port: number } | undefined;
+  /** The TLS server name the client sent, if any. */
+  readonly sni: string | undefined;
+  readonly request: FlowRequest;
+  /** Present in the `response` hook. */
+  readonly response: FlowResponse | undefined;
+  /**
+   * Answers the client without going upstream (in `request`), or replaces the upstream's answer (in
+   * `response`). A request answered by the filter is logged as denied. Calling it again replaces the answer.
+   */
+  respond(status: number, body?: string | Uint8Array, headers?: Record<string, string>): void;
+}
+
+/** A hook may finish synchronously or return a promise. */
+export type Hook = (flow: Flow) => void | Promise<void>;
+
+/**
+ * A filter script's default export. Every hook is optional; with no `request` hook every request passes.
+ *
+ * ```ts
+ * import type { Filter } from "@tproxy/tproxy/filter";
+ * export default {
+ *   request(flow) {
+ *     if (!flow.request.url.startsWith("https://storage.googleapis.com/our-bucket/")) {
+ *       flow.respond(418, "Access Denied by Administrator");
+ *     }
+ *   },
+ * } satisfies Filter;
+ * ```
+ */
+export interface Filter {
+  /** Runs before the request goes upstream: call `flow.respond` to answer (deny), or edit headers. */
+  request?: Hook;
+  /** Runs when the upstream's status and headers arrive: edit headers, or `flow.respond` to replace the answer. */
+  response?: Hook;
+}

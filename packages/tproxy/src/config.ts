@@ -1,0 +1,97 @@
+// `tproxy run` configuration: flags and environment variables, parsed once into a frozen object.
+import { isIP } from "node:net";
+import { resolve } from "node:path";
+import { ConfigError } from "./errors.ts";
+import type { LogFormat } from "./observe/log.ts";
+
+export interface RunConfig {
+  readonly caCert: string;
+  readonly caKey: string;
+  readonly filter: string;
+  /** Transparent listener port (REDIRECT target). Default 8080. */
+  readonly transparentPort: number;
+  /** Standard (explicit proxy) port; off when undefined. */
+  readonly standardPort: number | undefined;
+  /** Port of /metrics, /healthz, /readyz. Default 9090. */
+  readonly metricsPort: number;
+  /** Address the listeners bind to. Default "::" (all IPv4 and IPv6 addresses). */
+  readonly listenAddress: string;
+  /** Extra CA bundle trusted for upstream servers, besides the system roots. */
+  readonly upstreamCa: string | undefined;
+  /** Skip upstream certificate verification (off; for debugging only). */
+  readonly insecureUpstream: boolean;
+  /** What a hook that throws or times out means for its request. Default "deny". */
+  readonly onFilterError: "deny" | "allow";
+  /** Time budget of one hook call in ms. Default 100. */
+  readonly filterTimeoutMs: number;
+  readonly logFormat: LogFormat;
+  /** Readiness-probe address answered by the proxy itself (TEST-NET-1). Default 192.0.2.1. */
+  readonly probeAddress: string;
+  /** Longest wait for in-flight requests on SIGTERM, in ms. Default 25000. */
+  readonly drainTimeoutMs: number;
+}
+
+export interface RawRunOptions {
+  caCert?: string;
+  caKey?: string;
+  filter?: string;
+  transparentPort?: string;
+  standardPort?: string;
+  metricsPort?: string;
+  listenAddress?: string;
+  upstreamCa?: string;
+  insecureUpstream?: boolean;
+  onFilterError?: string;
+  filterTimeout?: string;
+  logFormat?: string;
+  probeAddress?: string;
+  drainTimeout?: string;
+}
+
+function port(flag: string, value: string | undefined, fallback: number): number;
+function port(flag: string, value: string | undefined, fallback: undefined): number | undefined;
+function port(flag: string, value: string | undefined, fallback: number | undefined): number | undefined {
+  if (value === undefined || value === "") return fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65535) throw new ConfigError(`${flag} "${value}" is not a port number (0-65535)`);
+  return n;
+}
+
+function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined || value === "") return fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1) throw new ConfigError(`${flag} "${value}" must be a positive whole number of milliseconds`);
+  return n;
+}
+
+function required(flag: string, value: string | undefined): string {
+  if (value === undefined || value === "") throw new ConfigError(`${flag} is required`);
+  return value;
+}
+
+export function parseRunConfig(raw: RawRunOptions): RunConfig {
+  const onFilterError = raw.onFilterError ?? "deny";
+  if (onFilterError !== "deny" && onFilterError !== "allow") throw new ConfigError(`--on-filter-error "${onFilterError}" must be deny or allow`);
+  const logFormat = raw.logFormat ?? "text";
+  if (logFormat !== "text" && logFormat !== "json") throw new ConfigError(`--log-format "${logFormat}" must be text or json`);
+  const listenAddress = raw.listenAddress ?? "::";
+  if (isIP(listenAddress) === 0) throw new ConfigError(`--listen-address "${listenAddress}" is not an IP address`);
+  const probeAddress = raw.probeAddress ?? "192.0.2.1";
+  if (isIP(probeAddress) === 0) throw new ConfigError(`--probe-address "${probeAddress}" is not an IP address`);
+  return Object.freeze({
+    caCert: required("--ca-cert", raw.caCert),
+    caKey: required("--ca-key", raw.caKey),
+    filter: resolve(required("--filter", raw.filter)),
+    transparentPort: port("--transparent-port", raw.transparentPort, 8080),
+    standardPort: port("--standard-port", raw.standardPort, undefined),
+    metricsPort: port("--metrics-port", raw.metricsPort, 9090),
+    listenAddress,
+    upstreamCa: raw.upstreamCa === "" ? undefined : raw.upstreamCa,
+    insecureUpstream: raw.insecureUpstream ?? false,
+    onFilterError,
+    filterTimeoutMs: positiveInt("--filter-timeout", raw.filterTimeout, 100),
+    logFormat,
+    probeAddress,
+    drainTimeoutMs: positiveInt("--drain-timeout", raw.drainTimeout, 25_000),
+  });
+}

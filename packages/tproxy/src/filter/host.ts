@@ -1,0 +1,218 @@
+// Runs filter hooks in a worker thread, with a time budget per call, and keeps filter versions alive
+// while requests that started with them are still in flight.
+import { EventEmitter } from "node:events";
+import { Worker } from "node:worker_threads";
+import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.ts";
+import type { CompiledFilter } from "./compile.ts";
+import type { Answer, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
+import type { Headers } from "./types.ts";
+
+export interface HookResult {
+  /** Set when the hook called `flow.respond`. */
+  answer: Answer | undefined;
+  /** The headers as the hook left them (request headers for `request`, response headers for `response`). */
+  headers: Headers;
+}
+
+/** A loaded filter version, pinned by a request for as long as it is in flight. */
+export interface FilterVersion {
+  readonly version: number;
+  readonly hash: string;
+  readonly hooks: ReadonlySet<HookName>;
+}
+
+interface LiveVersion extends FilterVersion {
+  code: string;
+  filename: string;
+  refs: number;
+}
+
+interface PendingCall {
+  message: ToWorker & { type: "call" };
+  resolve(r: HookResult): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+export interface FilterHostOptions {
+  /** Budget of one hook call in milliseconds (default 100). */
+  timeoutMs?: number;
+  /** Budget for evaluating a new filter's top-level code (default 2000). */
+  loadTimeoutMs?: number;
+}
+
+const WORKER_URL = new URL(`./worker${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
+
+/**
+ * Events: "worker-restart" (reason: string) when a stuck worker was replaced.
+ */
+export class FilterHost extends EventEmitter {
+  readonly timeoutMs: number;
+  readonly #loadTimeoutMs: number;
+  #worker!: Worker;
+  #nextId = 1;
+  #nextVersion = 1;
+  readonly #calls = new Map<number, PendingCall>();
+  readonly #pings = new Map<number, () => void>();
+  readonly #loads = new Map<number, { resolve(hooks: HookName[]): void; reject(e: Error): void }>();
+  readonly #versions = new Map<number, LiveVersion>();
+  #current: LiveVersion | undefined;
+  #checking = false;
+  #closed = false;
+
+  constructor(options: FilterHostOptions = {}) {
+    super();
+    this.timeoutMs = options.timeoutMs ?? 100;
+    this.#loadTimeoutMs = options.loadTimeoutMs ?? 2000;
+    this.#spawn();
+  }
+
+  /** The version new requests get, or undefined when no filter has loaded yet. */
+  get current(): FilterVersion | undefined {
+    return this.#current;
+  }
+
+  #spawn(): void {
+    const worker = new Worker(WORKER_URL, { stdout: false, stderr: false });
+    worker.on("message", (msg: FromWorker) => this.#onMessage(msg));
+    worker.on("error", (err) => this.#replaceWorker(`filter worker crashed: ${err.message}`));
+    worker.unref();
+    this.#worker = worker;
+  }
+
+  #post(message: ToWorker): void {
+    this.#worker.postMessage(message);
+  }
+
+  #onMessage(msg: FromWorker): void {
+    switch (msg.type) {
+      case "result":
+      case "hook-error": {
+        const call = this.#calls.get(msg.id);
+        if (!call) return; // timed out already
+        this.#calls.delete(msg.id);
+        clearTimeout(call.timer);
+        if (msg.type === "result") call.resolve({ answer: msg.answer, headers: msg.headers });
+        else call.reject(new FilterHookError(msg.message));
+        return;
+      }
+      case "loaded":
+        this.#loads.get(msg.version)?.resolve(msg.hooks);
+        return;
+      case "load-error":
+        this.#loads.get(msg.version)?.reject(new FilterLoadError(msg.message));
+        return;
+      case "pong":
+        this.#pings.get(msg.id)?.();
+        return;
+    }
+  }
+
+  /** Evaluates a compiled filter in the worker and makes it current for new requests. */
+  async load(compiled: CompiledFilter): Promise<FilterVersion> {
+    const version = this.#nextVersion++;
+    const hooks = await this.#loadInWorker(version, compiled.code, compiled.path);
+    const live: LiveVersion = { version, hash: compiled.hash, hooks: new Set(hooks), code: compiled.code, filename: compiled.path, refs: 0 };
+    this.#versions.set(version, live);
+    const previous = this.#current;
+    this.#current = live;
+    if (previous) this.#dropIfUnused(previous);
+    return live;
+  }
+
+  #loadInWorker(version: number, code: string, filename: string): Promise<HookName[]> {
+    return new Promise<HookName[]>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#loads.delete(version);
+        reject(new FilterLoadError(`${filename}: evaluating the filter's top-level code took longer than ${this.#loadTimeoutMs} ms`));
+        this.#replaceWorker("filter top-level code did not finish");
+      }, this.#loadTimeoutMs);
+      this.#loads.set(version, {
+        resolve: (h) => { clearTimeout(timer); this.#loads.delete(version); resolve(h); },
+        reject: (e) => { clearTimeout(timer); this.#loads.delete(version); reject(e); },
+      });
+      this.#post({ type: "load", version, code, filename });
+    });
+  }
+
+  /** Pins the current version for one request; release it with `release` when the request is done. */
+  acquire(): FilterVersion | undefined {
+    const v = this.#current;
+    if (v) v.refs += 1;
+    return v;
+  }
+
+  release(version: FilterVersion): void {
+    const live = this.#versions.get(version.version);
+    if (!live) return;
+    live.refs -= 1;
+    this.#dropIfUnused(live);
+  }
+
+  #dropIfUnused(v: LiveVersion): void {
+    if (v.refs <= 0 && v !== this.#current) {
+      this.#versions.delete(v.version);
+      this.#post({ type: "drop", version: v.version });
+    }
+  }
+
+  /** Runs one hook of a pinned version. Rejects with FilterHookError or FilterTimeoutError. */
+  run(version: FilterVersion, hook: HookName, flow: FlowData): Promise<HookResult> {
+    return new Promise<HookResult>((resolve, reject) => {
+      const id = this.#nextId++;
+      const message = { type: "call", id, version: version.version, hook, flow } as const;
+      const timer = setTimeout(() => {
+        this.#calls.delete(id);
+        reject(new FilterTimeoutError(hook, this.timeoutMs));
+        this.#checkWorker();
+      }, this.timeoutMs);
+      this.#calls.set(id, { message, resolve, reject, timer });
+      this.#post(message);
+    });
+  }
+
+  // A call ran out of time: either its hook awaits something slow (the worker still answers), or the
+  // worker's thread is stuck in a loop. In the second case, replace the worker and replay the calls
+  // that were waiting behind it, so other requests are only delayed, never lost.
+  #checkWorker(): void {
+    if (this.#checking || this.#closed) return;
+    this.#checking = true;
+    const id = this.#nextId++;
+    const timer = setTimeout(() => {
+      this.#pings.delete(id);
+      this.#checking = false;
+      this.#replaceWorker(`a filter hook ran longer than ${this.timeoutMs} ms without yielding`);
+    }, Math.max(50, this.timeoutMs / 2));
+    this.#pings.set(id, () => {
+      clearTimeout(timer);
+      this.#pings.delete(id);
+      this.#checking = false;
+    });
+    this.#post({ type: "ping", id });
+  }
+
+  #replaceWorker(reason: string): void {
+    if (this.#closed) return;
+    const old = this.#worker;
+    old.removeAllListeners("message");
+    old.removeAllListeners("error");
+    old.on("error", () => undefined);
+    void old.terminate();
+    this.#spawn();
+    this.emit("worker-restart", reason);
+    for (const v of this.#versions.values()) {
+      void this.#loadInWorker(v.version, v.code, v.filename).catch(() => undefined);
+    }
+    for (const call of this.#calls.values()) this.#post(call.message);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const call of this.#calls.values()) {
+      clearTimeout(call.timer);
+      call.reject(new FilterHookError("proxy is shutting down"));
+    }
+    this.#calls.clear();
+    await this.#worker.terminate();
+  }
+}

@@ -1,0 +1,90 @@
+// Watches the filter file the way Kubernetes updates a ConfigMap volume and loads each new version.
+//
+// A ConfigMap mounted as a directory holds timestamped data directories, a `..data` symlink to the
+// current one, and `filter.ts -> ..data/filter.ts`. An update writes a new data directory and swaps
+// `..data` atomically (rename of `..data_tmp`), so the file's own path never changes and its inode
+// watch would miss it: the directory is watched, and any event there leads to re-reading the file
+// through its path and comparing hashes.
+import { dirname } from "node:path";
+import { watch, type FSWatcher } from "chokidar";
+import type { Logger } from "pino";
+import { FilterLoadError } from "../errors.ts";
+import { compileFilter, hashFilterSource } from "./compile.ts";
+import type { FilterHost } from "./host.ts";
+
+export interface ReloaderEvents {
+  onLoaded?(hash: string): void;
+  onError?(err: FilterLoadError): void;
+}
+
+export class FilterReloader {
+  readonly #path: string;
+  readonly #host: FilterHost;
+  readonly #log: Logger;
+  readonly #events: ReloaderEvents;
+  #watcher: FSWatcher | undefined;
+  #poll: NodeJS.Timeout | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  #running: Promise<void> = Promise.resolve();
+  /** Hash of the last source we tried (loaded or failed), so a broken file is reported once, not on every event. */
+  #lastSeen: string | undefined;
+
+  constructor(path: string, host: FilterHost, log: Logger, events: ReloaderEvents = {}) {
+    this.#path = path;
+    this.#host = host;
+    this.#log = log;
+    this.#events = events;
+  }
+
+  /** Loads the filter once (a failure leaves no filter: every request is denied), then watches it. */
+  async start(options: { pollMs?: number } = {}): Promise<void> {
+    await this.check();
+    this.#watcher = watch(dirname(this.#path), { ignoreInitial: true, depth: 0, followSymlinks: false, persistent: false });
+    this.#watcher.on("all", () => this.#schedule());
+    this.#watcher.on("error", (err) => this.#log.warn({ err }, "filter watch error"));
+    await new Promise<void>((resolve) => this.#watcher!.once("ready", () => resolve()));
+    // A safety net for missed events (some volume types do not deliver inotify events): a cheap re-hash.
+    this.#poll = setInterval(() => this.#schedule(), options.pollMs ?? 10_000);
+    this.#poll.unref();
+  }
+
+  #schedule(): void {
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => { void this.check(); }, 100);
+    this.#debounce.unref();
+  }
+
+  /** Re-reads the filter and loads it if it changed. Serialised: one check at a time. */
+  check(): Promise<void> {
+    this.#running = this.#running.then(() => this.#check());
+    return this.#running;
+  }
+
+  async #check(): Promise<void> {
+    try {
+      const hash = await hashFilterSource(this.#path);
+      if (hash === this.#lastSeen) return;
+      this.#lastSeen = hash;
+      const compiled = await compileFilter(this.#path);
+      const started = performance.now();
+      await this.#host.load(compiled);
+      this.#log.info({ filter: this.#path, hash: compiled.hash, ms: Math.round(performance.now() - started) }, "filter loaded");
+      this.#events.onLoaded?.(compiled.hash);
+    } catch (err) {
+      const e = err instanceof FilterLoadError ? err : new FilterLoadError(String(err));
+      if (e.message.startsWith("cannot read filter")) this.#lastSeen = undefined; // try again on the next event
+      const current = this.#host.current;
+      this.#log.error(
+        { filter: this.#path, location: e.location, kept: current?.hash ?? null },
+        current ? `filter not loaded, previous version stays in force: ${e.message}` : `filter not loaded, no filter in force (every request is denied): ${e.message}`,
+      );
+      this.#events.onError?.(e);
+    }
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.#debounce);
+    clearInterval(this.#poll);
+    await this.#watcher?.close();
+  }
+}

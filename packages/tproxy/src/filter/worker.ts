@@ -1,0 +1,93 @@
+// The filter worker thread: evaluates filter versions and runs their hooks. Running filters here, not on
+// the proxy's thread, means a hook stuck in a loop can be cut off (the thread is terminated and replaced)
+// while the proxy keeps serving, and a filter cannot reach the proxy's own state.
+import { createRequire } from "node:module";
+import { compileFunction } from "node:vm";
+import { parentPort } from "node:worker_threads";
+import type { Filter, Flow, Headers, Hook } from "./types.ts";
+import type { Answer, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
+
+if (!parentPort) throw new Error("filter worker must run in a worker thread");
+const port = parentPort;
+const versions = new Map<number, Filter>();
+
+function send(message: FromWorker): void {
+  port.postMessage(message);
+}
+
+function evaluate(code: string, filename: string): Filter {
+  const fn = compileFunction(code, ["exports", "require", "module", "__filename", "__dirname"], { filename });
+  const module = { exports: {} as Record<string, unknown> };
+  const dir = filename.slice(0, filename.lastIndexOf("/")) || "/";
+  fn(module.exports, createRequire(filename), module, filename, dir);
+  const candidate = (module.exports.default ?? module.exports) as unknown;
+  if (candidate === null || typeof candidate !== "object") {
+    throw new TypeError("the filter's default export must be an object with optional request/response hooks");
+  }
+  const filter = candidate as Record<string, unknown>;
+  for (const hook of ["request", "response"] as const) {
+    if (filter[hook] !== undefined && typeof filter[hook] !== "function") {
+      throw new TypeError(`the filter's "${hook}" export must be a function, not ${typeof filter[hook]}`);
+    }
+  }
+  return filter as Filter;
+}
+
+function normaliseHeaders(input: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (input) for (const [k, v] of Object.entries(input)) out[k.toLowerCase()] = String(v);
+  return out;
+}
+
+function makeFlow(data: FlowData, record: (a: Answer) => void): Flow {
+  return {
+    id: data.id,
+    client: data.client,
+    destination: data.destination,
+    sni: data.sni,
+    request: data.request,
+    response: data.response,
+    respond(status: number, body: string | Uint8Array = "", headers?: Record<string, string>) {
+      if (!Number.isInteger(status) || status < 100 || status > 999) throw new RangeError(`respond(): invalid status ${status}`);
+      record({ status, body: typeof body === "string" || body instanceof Uint8Array ? body : String(body), headers: normaliseHeaders(headers) });
+    },
+  };
+}
+
+async function call(id: number, version: number, hookName: HookName, data: FlowData): Promise<void> {
+  const filter = versions.get(version);
+  const hook = filter?.[hookName] as Hook | undefined;
+  let answer: Answer | undefined;
+  const flow = makeFlow(data, (a) => { answer = a; });
+  try {
+    if (hook) await hook.call(filter, flow);
+    const headers: Headers = hookName === "request" ? data.request.headers : (data.response?.headers ?? {});
+    send({ type: "result", id, answer, headers });
+  } catch (err) {
+    send({ type: "hook-error", id, message: err instanceof Error ? `${err.name}: ${err.message}` : `non-error thrown: ${String(err)}` });
+  }
+}
+
+port.on("message", (msg: ToWorker) => {
+  switch (msg.type) {
+    case "call":
+      void call(msg.id, msg.version, msg.hook, msg.flow);
+      break;
+    case "load":
+      try {
+        const filter = evaluate(msg.code, msg.filename);
+        versions.set(msg.version, filter);
+        const hooks = (["request", "response"] as const).filter((h) => typeof filter[h] === "function");
+        send({ type: "loaded", version: msg.version, hooks });
+      } catch (err) {
+        send({ type: "load-error", version: msg.version, message: err instanceof Error ? `${err.name}: ${err.message}` : String(err) });
+      }
+      break;
+    case "drop":
+      versions.delete(msg.version);
+      break;
+    case "ping":
+      send({ type: "pong", id: msg.id });
+      break;
+  }
+});

@@ -1,0 +1,69 @@
+// Tells TLS from plain HTTP by a connection's first bytes, and reads SNI from a TLS ClientHello.
+
+export type Sniffed =
+  | { kind: "tls"; sni: string | undefined }
+  | { kind: "http" }
+  | { kind: "unknown"; reason: string };
+
+/** Result of looking at the bytes received so far: decided, or more bytes are needed. */
+export type SniffResult = Sniffed | { kind: "need-more" };
+
+const MAX_CLIENT_HELLO = 16 * 1024 + 5;
+const HTTP_METHOD = /^[A-Z]{3,10} /;
+
+/** Classifies the first bytes of a connection. Call again with more bytes while it answers "need-more". */
+export function sniff(data: Buffer): SniffResult {
+  if (data.length === 0) return { kind: "need-more" };
+  if (data[0] === 0x16) return sniffTls(data);
+  // An HTTP/1.x request line starts with a method token and a space.
+  const head = data.subarray(0, 11).toString("latin1");
+  if (HTTP_METHOD.test(head)) return { kind: "http" };
+  if (data.length < 11 && /^[A-Z]*$/.test(head)) return { kind: "need-more" };
+  return { kind: "unknown", reason: `first bytes are neither TLS nor HTTP (0x${data.subarray(0, 4).toString("hex")})` };
+}
+
+function sniffTls(data: Buffer): SniffResult {
+  if (data.length < 5) return { kind: "need-more" };
+  if (data[1] !== 0x03) return { kind: "unknown", reason: `TLS record with unknown version 0x${data.subarray(1, 3).toString("hex")}` };
+  const recordLength = data.readUInt16BE(3);
+  // A ClientHello can span several records; the first one nearly always holds the whole SNI extension.
+  if (data.length < Math.min(5 + recordLength, MAX_CLIENT_HELLO)) return { kind: "need-more" };
+  try {
+    return { kind: "tls", sni: serverName(data.subarray(5, 5 + recordLength)) };
+  } catch {
+    // A ClientHello we cannot walk: let the TLS stack decide (it will fail the handshake if it is garbage).
+    return { kind: "tls", sni: undefined };
+  }
+}
+
+/** Walks a handshake message and returns the server_name extension's host name, if any. */
+function serverName(hs: Buffer): string | undefined {
+  if (hs[0] !== 0x01) throw new Error("not a ClientHello");
+  let p = 4; // type(1) + length(3)
+  p += 2 + 32; // client_version + random
+  p += 1 + hs[p]!; // session_id
+  p += 2 + hs.readUInt16BE(p); // cipher_suites
+  p += 1 + hs[p]!; // compression_methods
+  if (p + 2 > hs.length) return undefined; // no extensions
+  const end = Math.min(hs.length, p + 2 + hs.readUInt16BE(p));
+  p += 2;
+  while (p + 4 <= end) {
+    const type = hs.readUInt16BE(p);
+    const len = hs.readUInt16BE(p + 2);
+    p += 4;
+    if (type === 0x0000) {
+      // server_name_list: length(2), then entries of type(1) length(2) name
+      let q = p + 2;
+      const listEnd = p + len;
+      while (q + 3 <= listEnd) {
+        const nameType = hs[q]!;
+        const nameLen = hs.readUInt16BE(q + 1);
+        if (nameType === 0) return hs.subarray(q + 3, q + 3 + nameLen).toString("ascii").toLowerCase();
+        q += 3 + nameLen;
+      }
+      return undefined;
+    }
+    p += len;
+  }
+  return undefined;
+}

@@ -1,0 +1,181 @@
+// The proxy process: CA and leaf certificates, the filter (worker thread + live reload), the
+// transparent and standard listeners, the request pipeline, and the admin endpoints.
+import http from "node:http";
+import https from "node:https";
+import { readFile } from "node:fs/promises";
+import { getCACertificates } from "node:tls";
+import type { AddressInfo, Server as NetServer } from "node:net";
+import type { Duplex } from "node:stream";
+import type { Logger } from "pino";
+import type { RunConfig } from "./config.ts";
+import { ConfigError } from "./errors.ts";
+import { loadCa } from "./certs/ca.ts";
+import { LeafCertificates } from "./certs/leaf-cache.ts";
+import { FilterHost } from "./filter/host.ts";
+import { FilterReloader } from "./filter/reloader.ts";
+import { ProxyMetrics } from "./observe/metrics.ts";
+import { Interceptor } from "./server/interceptor.ts";
+import { attachConnect, createTransparentServer, type HandOffDeps } from "./server/listeners.ts";
+import type { ConnectionInfo } from "./server/target.ts";
+
+export interface ProxyAddresses {
+  transparent: number;
+  standard: number | undefined;
+  metrics: number;
+}
+
+async function upstreamTrust(config: RunConfig): Promise<string[]> {
+  // Node's bundled roots plus the machine's (/etc/ssl/certs in the image), plus --upstream-ca.
+  const roots = [...new Set([...getCACertificates("bundled"), ...getCACertificates("system")])];
+  if (config.upstreamCa !== undefined) {
+    const extra = await readFile(config.upstreamCa, "utf8").catch((err: Error) => {
+      throw new ConfigError(`--upstream-ca ${config.upstreamCa}: ${err.message}`);
+    });
+    if (!extra.includes("BEGIN CERTIFICATE")) throw new ConfigError(`--upstream-ca ${config.upstreamCa}: no PEM certificate in the file`);
+    roots.push(extra);
+  }
+  return roots;
+}
+
+function listen(server: NetServer, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ port, host, ipv6Only: false }, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+export class TproxyServer {
+  readonly config: RunConfig;
+  readonly metrics = new ProxyMetrics();
+  readonly #log: Logger;
+  #filters: FilterHost | undefined;
+  #reloader: FilterReloader | undefined;
+  #interceptor: Interceptor | undefined;
+  #transparent: NetServer | undefined;
+  #standard: http.Server | undefined;
+  #inner: http.Server | undefined;
+  #admin: http.Server | undefined;
+  #agents: { http: http.Agent; https: https.Agent } | undefined;
+  #ready = false;
+
+  constructor(config: RunConfig, log: Logger) {
+    this.config = config;
+    this.#log = log;
+  }
+
+  async start(): Promise<ProxyAddresses> {
+    const config = this.config;
+    const ca = await loadCa(config.caCert, config.caKey);
+    const leafs = new LeafCertificates(ca);
+    const ca_ = await upstreamTrust(config);
+    this.#agents = {
+      http: new http.Agent({ keepAlive: true, maxFreeSockets: 256 }),
+      https: new https.Agent({ keepAlive: true, maxFreeSockets: 256, ca: ca_, rejectUnauthorized: !config.insecureUpstream }),
+    };
+    if (config.insecureUpstream) this.#log.warn("--insecure-upstream: upstream certificates are NOT verified");
+
+    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs });
+    filters.on("worker-restart", (reason: string) => {
+      this.metrics.filterWorkerRestarts.inc();
+      this.#log.warn({ reason }, "filter worker replaced");
+    });
+    this.#filters = filters;
+    this.#reloader = new FilterReloader(config.filter, filters, this.#log, {
+      onLoaded: (hash) => {
+        this.metrics.filterReloads.inc({ result: "success" });
+        this.metrics.setFilter(hash);
+      },
+      onError: () => this.metrics.filterReloads.inc({ result: "error" }),
+    });
+    await this.#reloader.start();
+
+    const connections = new WeakMap<Duplex, ConnectionInfo>();
+    const interceptor = new Interceptor(filters, this.#log, this.metrics, connections, {
+      onFilterError: config.onFilterError,
+      probeAddress: config.probeAddress,
+      httpAgent: this.#agents.http,
+      httpsAgent: this.#agents.https,
+    });
+    this.#interceptor = interceptor;
+
+    const inner = http.createServer({ requestTimeout: 0, keepAliveTimeout: 30_000 });
+    inner.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    interceptor.attach(inner);
+    this.#inner = inner;
+    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics };
+
+    this.#transparent = createTransparentServer(deps);
+    const transparent = await listen(this.#transparent, config.transparentPort, config.listenAddress);
+    let standard: number | undefined;
+    if (config.standardPort !== undefined) {
+      this.#standard = http.createServer({ requestTimeout: 0, keepAliveTimeout: 30_000 });
+      this.#standard.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+      attachConnect(this.#standard, deps);
+      interceptor.attach(this.#standard);
+      standard = await listen(this.#standard, config.standardPort, config.listenAddress);
+    }
+    this.#admin = http.createServer((req, res) => void this.#adminRequest(req, res));
+    const metrics = await listen(this.#admin, config.metricsPort, config.listenAddress);
+    this.#ready = true;
+    this.#log.info({ transparent, standard, metrics, filter: config.filter, hash: filters.current?.hash ?? null }, "tproxy listening");
+    return { transparent, standard, metrics };
+  }
+
+  // A request the HTTP parser cannot read gets 400 on its own connection; the proxy carries on.
+  #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    this.#log.info({ err: err.message, code: err.code }, "malformed request; connection closed");
+    if (socket.writable && err.code !== "ECONNRESET") {
+      socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\ntproxy: malformed request\n");
+    } else {
+      socket.destroy();
+    }
+  }
+
+  async #adminRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/metrics") {
+      res.writeHead(200, { "content-type": this.metrics.registry.contentType });
+      res.end(await this.metrics.registry.metrics());
+    } else if (path === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("ok\n");
+    } else if (path === "/readyz") {
+      // Ready means: listening, not draining, and a filter in force (without one every request is denied).
+      const filter = this.#filters?.current;
+      const ready = this.#ready && !this.#interceptor?.draining && filter !== undefined;
+      res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" });
+      res.end(ready ? `ready filter=${filter!.hash}\n` : `not ready: ${filter ? "draining" : "no filter loaded"}\n`);
+    } else {
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found: try /metrics, /healthz or /readyz\n");
+    }
+  }
+
+  /** Stops accepting, lets requests in flight finish (up to the drain timeout), then closes everything. */
+  async stop(): Promise<void> {
+    const interceptor = this.#interceptor;
+    if (interceptor) interceptor.draining = true;
+    this.#transparent?.close();
+    this.#standard?.close();
+    this.#inner?.closeIdleConnections();
+    this.#standard?.closeIdleConnections();
+    const deadline = Date.now() + this.config.drainTimeoutMs;
+    while (interceptor && interceptor.inFlight > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      this.#inner?.closeIdleConnections();
+      this.#standard?.closeIdleConnections();
+    }
+    this.#log.info({ unfinished: interceptor?.inFlight ?? 0 }, "tproxy stopped");
+    this.#inner?.closeAllConnections();
+    this.#standard?.closeAllConnections();
+    this.#admin?.close();
+    this.#admin?.closeAllConnections();
+    this.#agents?.http.destroy();
+    this.#agents?.https.destroy();
+    await this.#reloader?.close();
+    await this.#filters?.close();
+  }
+}

@@ -1,0 +1,131 @@
+// Accepting connections: the transparent listener (connections REDIRECTed by the node) and the
+// standard listener (explicit proxy: CONNECT and absolute-form requests). Both look at a connection's
+// first bytes, terminate TLS in-process with a leaf certificate for the claimed name, and hand the
+// stream to the in-process HTTP server that runs the request pipeline.
+import type http from "node:http";
+import net from "node:net";
+import { TLSSocket } from "node:tls";
+import type { Duplex } from "node:stream";
+import type { Logger } from "pino";
+import type { LeafCertificates } from "../certs/leaf-cache.ts";
+import { originalDestination } from "../net/original-dst.ts";
+import { sniff, type Sniffed } from "../net/sniff.ts";
+import type { ProxyMetrics } from "../observe/metrics.ts";
+import type { ConnectionInfo } from "./target.ts";
+
+const FIRST_BYTES_TIMEOUT_MS = 30_000;
+
+export interface HandOffDeps {
+  /** The in-process server (never listening) that runs the request pipeline. */
+  inner: http.Server;
+  leafs: LeafCertificates;
+  connections: WeakMap<Duplex, ConnectionInfo>;
+  log: Logger;
+  metrics: ProxyMetrics;
+}
+
+function clientOf(socket: net.Socket): { address: string; port: number } {
+  return { address: (socket.remoteAddress ?? "unknown").replace(/^::ffff:/, ""), port: socket.remotePort ?? 0 };
+}
+
+/** Reads until the first bytes say TLS, HTTP or neither, then puts them back on the socket. */
+function readFirstBytes(socket: Duplex, done: (result: Sniffed) => void): void {
+  let buffered: Buffer = Buffer.alloc(0);
+  const timer = setTimeout(() => finish({ kind: "unknown", reason: `no data within ${FIRST_BYTES_TIMEOUT_MS / 1000} s` }), FIRST_BYTES_TIMEOUT_MS);
+  const onData = (chunk: Buffer): void => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    const result = sniff(buffered);
+    if (result.kind !== "need-more") finish(result);
+  };
+  const onEnd = (): void => finish({ kind: "unknown", reason: "closed before sending a request" });
+  function finish(result: Sniffed): void {
+    clearTimeout(timer);
+    socket.removeListener("data", onData);
+    socket.removeListener("end", onEnd);
+    socket.pause();
+    if (buffered.length > 0) socket.unshift(buffered);
+    done(result);
+  }
+  socket.on("data", onData);
+  socket.once("end", onEnd);
+}
+
+/** Terminates TLS or passes plain HTTP to the inner server; closes anything else. */
+export function handOff(socket: net.Socket | Duplex, info: Omit<ConnectionInfo, "tls" | "sni">, fallbackName: string, deps: HandOffDeps): void {
+  readFirstBytes(socket, (result) => {
+    if (result.kind === "unknown") {
+      deps.metrics.rejectedConnections.inc({ reason: "unknown-protocol" });
+      deps.log.warn({ client: `${info.client.address}:${info.client.port}`, destination: info.destination }, `connection closed: ${result.reason}`);
+      socket.destroy();
+      return;
+    }
+    if (result.kind === "http") {
+      deps.connections.set(socket, { ...info, tls: false, sni: undefined });
+      deps.inner.emit("connection", socket);
+      socket.resume();
+      return;
+    }
+    const name = result.sni ?? fallbackName;
+    const hits = deps.leafs.hits;
+    let context;
+    try {
+      context = deps.leafs.contextFor(name);
+    } catch (err) {
+      deps.log.error({ name, err: (err as Error).message }, "cannot mint a certificate");
+      socket.destroy();
+      return;
+    }
+    deps.metrics.certCacheLookups.inc({ result: deps.leafs.hits > hits ? "hit" : "mint" });
+    deps.metrics.certCacheEntries.set(deps.leafs.size);
+    const tls = new TLSSocket(socket as net.Socket, { isServer: true, secureContext: context, ALPNProtocols: ["http/1.1"] });
+    tls.once("error", (err) => {
+      deps.metrics.rejectedConnections.inc({ reason: "tls-handshake" });
+      deps.log.info({ client: `${info.client.address}:${info.client.port}`, sni: result.sni, err: err.message }, "TLS handshake with client failed (does the pod trust the tproxy CA?)");
+      tls.destroy();
+    });
+    tls.once("secure", () => tls.removeAllListeners("error").on("error", () => tls.destroy()));
+    deps.connections.set(tls, { ...info, tls: true, sni: result.sni });
+    deps.inner.emit("connection", tls);
+  });
+}
+
+/** The transparent listener: every connection was REDIRECTed here by the node's nat rules. */
+export function createTransparentServer(deps: HandOffDeps): net.Server {
+  return net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
+    deps.metrics.openConnections.inc({ mode: "transparent" });
+    socket.once("close", () => deps.metrics.openConnections.dec({ mode: "transparent" }));
+    socket.on("error", (err) => deps.log.debug({ err: err.message }, "client socket error"));
+    let destination;
+    try {
+      destination = originalDestination(socket);
+    } catch (err) {
+      deps.log.error({ err: (err as Error).message }, "cannot read the original destination; connection closed");
+      socket.destroy();
+      return;
+    }
+    const fallback = destination?.address ?? (socket.localAddress ?? "localhost").replace(/^::ffff:/, "");
+    handOff(socket, { mode: "transparent", client: clientOf(socket), destination }, fallback, deps);
+  });
+}
+
+/** Adds CONNECT handling to the standard (explicit proxy) server; its plain requests use the pipeline directly. */
+export function attachConnect(server: http.Server, deps: HandOffDeps): void {
+  server.on("connection", (socket: net.Socket) => {
+    deps.metrics.openConnections.inc({ mode: "standard" });
+    socket.once("close", () => deps.metrics.openConnections.dec({ mode: "standard" }));
+    deps.connections.set(socket, { mode: "standard", tls: false, client: clientOf(socket), destination: undefined, sni: undefined });
+  });
+  server.on("connect", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    socket.on("error", (err) => deps.log.debug({ err: err.message }, "client socket error"));
+    const authority = req.url ?? "";
+    const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(authority);
+    if (!m) {
+      socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\ntproxy: CONNECT needs host:port\n");
+      return;
+    }
+    const destination = { address: m[1]!.toLowerCase(), port: Number(m[2]) };
+    socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (head.length > 0) socket.unshift(head);
+    handOff(socket, { mode: "standard", client: clientOf(socket), destination }, destination.address, deps);
+  });
+}
