@@ -1,4 +1,47 @@
 #!/usr/bin/env node
-import { Command } from "commander";
+import { Command, Option } from "commander";
+import { pino } from "pino";
+import { DEFAULT_ANNOTATION, DEFAULT_METRICS_PORT, DEFAULT_PROXY_PORT, DEFAULT_RESYNC, parseConfig, type RawOptions } from "./config.ts";
+import { startPodwatch } from "./controller.ts";
+import { PodwatchError } from "./errors.ts";
 
-new Command("tproxy-podwatch").description("not implemented yet").parse();
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+const program = new Command("tproxy-podwatch")
+  .description(
+    "Keeps the nat chain TPROXY-REDIRECT of this node exactly right: one REDIRECT to the transparent " +
+      "proxy per annotated, running pod IP of this node.\n\nKubernetes access: KUBECONFIG, ~/.kube/config " +
+      "or the in-cluster service account. Log level: env TPROXY_LOG_LEVEL (default info).",
+  )
+  .addOption(new Option("--node-name <name>", "this node's name (required)").env("NODE_NAME"))
+  .addOption(new Option("--annotation <key>", 'opt-in pod annotation (value must be "true")').env("TPROXY_ANNOTATION").default(DEFAULT_ANNOTATION))
+  .addOption(new Option("--namespace <ns>", "watch only this namespace; repeat for more (env: comma-separated); default all").env("TPROXY_NAMESPACES").argParser(collect))
+  .addOption(new Option("--proxy-port <port>", "transparent proxy port to redirect to").env("TPROXY_PROXY_PORT").default(String(DEFAULT_PROXY_PORT)))
+  .addOption(new Option("--resync <duration>", "period of the full resync that repairs drift").env("TPROXY_RESYNC").default(DEFAULT_RESYNC))
+  .addOption(new Option("--metrics-port <port>", "port of /healthz and /metrics").env("TPROXY_METRICS_PORT").default(String(DEFAULT_METRICS_PORT)))
+  .action(async (raw: RawOptions) => {
+    const config = parseConfig(raw);
+    const log = pino({ name: "tproxy-podwatch", level: process.env.TPROXY_LOG_LEVEL ?? "info" });
+    const podwatch = await startPodwatch(config, { log });
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, "stopping; the chain stays as it is");
+      podwatch.stop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err }, "stop failed");
+          process.exit(1);
+        },
+      );
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  const msg = err instanceof PodwatchError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
+  process.stderr.write(`tproxy-podwatch: ${msg}\n`);
+  process.exit(err instanceof PodwatchError && err.code === "ERR_CONFIG" ? 2 : 1);
+});

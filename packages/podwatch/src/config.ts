@@ -1,0 +1,97 @@
+// Command-line flags and environment → one frozen, validated configuration.
+import { ConfigError } from "./errors.ts";
+
+export const DEFAULT_ANNOTATION = "initializer.kubernetes.io/tproxy";
+export const DEFAULT_PROXY_PORT = 8080;
+export const DEFAULT_RESYNC = "60s";
+export const DEFAULT_METRICS_PORT = 9091;
+
+export interface PodwatchConfig {
+  /** This node's name (`spec.nodeName` of the pods to watch). Flag `--node-name`, env `NODE_NAME`; required. */
+  readonly nodeName: string;
+  /** Opt-in annotation key; its value must be `"true"`. Default `initializer.kubernetes.io/tproxy`. */
+  readonly annotation: string;
+  /** Namespaces to watch; empty (default) watches all. */
+  readonly namespaces: readonly string[];
+  /** Transparent proxy port the rules redirect to; default 8080. */
+  readonly proxyPort: number;
+  /** Period of the drift-repairing resync, in ms; default 60 000. */
+  readonly resyncMs: number;
+  /** Port of `/healthz` and `/metrics`; default 9091 (0 picks a free one). */
+  readonly metricsPort: number;
+}
+
+/** Raw values as commander hands them over (strings from flags or environment). */
+export interface RawOptions {
+  nodeName?: string;
+  annotation?: string;
+  namespace?: readonly string[] | string;
+  proxyPort?: string | number;
+  resync?: string;
+  metricsPort?: string | number;
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const ANNOTATION_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+export function parseConfig(raw: RawOptions): PodwatchConfig {
+  const nodeName = (raw.nodeName ?? "").trim();
+  if (nodeName === "") throw new ConfigError("--node-name (or NODE_NAME) is required: the name of the node this podwatch runs on");
+  if (!DNS_SUBDOMAIN.test(nodeName)) throw new ConfigError(`--node-name ${JSON.stringify(nodeName)} is not a valid node name (lower-case DNS subdomain expected)`);
+
+  const annotation = raw.annotation ?? DEFAULT_ANNOTATION;
+  if (!validAnnotationKey(annotation)) {
+    throw new ConfigError(`--annotation ${JSON.stringify(annotation)} is not a valid annotation key (expected [prefix/]name, e.g. ${DEFAULT_ANNOTATION})`);
+  }
+
+  const nsValues = typeof raw.namespace === "string" ? [raw.namespace] : (raw.namespace ?? []);
+  const namespaces = [...new Set(nsValues.flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== ""))];
+  for (const ns of namespaces) {
+    if (!DNS_LABEL.test(ns)) throw new ConfigError(`--namespace ${JSON.stringify(ns)} is not a valid namespace name (lower-case DNS label expected)`);
+  }
+
+  return Object.freeze({
+    nodeName,
+    annotation,
+    namespaces: Object.freeze(namespaces),
+    proxyPort: parsePort("--proxy-port", raw.proxyPort ?? DEFAULT_PROXY_PORT, 1),
+    resyncMs: parseDuration("--resync", raw.resync ?? DEFAULT_RESYNC),
+    metricsPort: parsePort("--metrics-port", raw.metricsPort ?? DEFAULT_METRICS_PORT, 0),
+  });
+}
+
+function validAnnotationKey(key: string): boolean {
+  const parts = key.split("/");
+  if (parts.length > 2) return false;
+  const name = parts.at(-1) ?? "";
+  if (!ANNOTATION_NAME.test(name)) return false;
+  return parts.length === 1 || DNS_SUBDOMAIN.test(parts[0] ?? "");
+}
+
+function parsePort(flag: string, value: string | number, min: number): number {
+  const text = String(value).trim();
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isInteger(n) || n < min || n > 65535) {
+    throw new ConfigError(`${flag} ${JSON.stringify(String(value))} is not a port (expected an integer ${min}-65535)`);
+  }
+  return n;
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** "60s", "1m30s", "500ms", "2h" → milliseconds. */
+export function parseDuration(flag: string, value: string): number {
+  const text = value.trim();
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  let total = 0;
+  let matched = 0;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    total += Number(m[1]) * (UNITS[m[2] ?? ""] ?? Number.NaN);
+    matched = re.lastIndex;
+  }
+  if (text === "" || matched !== text.length || !(total >= 100)) {
+    throw new ConfigError(`${flag} ${JSON.stringify(value)} is not a duration of at least 100ms (expected e.g. 60s, 1m30s, 500ms)`);
+  }
+  return Math.round(total);
+}

@@ -1,0 +1,103 @@
+// Wires the parts: pod informers → coalescing reconciler → iptables; plus /healthz and /metrics.
+import { KubeConfig } from "@kubernetes/client-node";
+import { pino, type Logger } from "pino";
+import { systemClock, type Clock } from "./clock.ts";
+import type { PodwatchConfig } from "./config.ts";
+import { ExecIptables, type IptablesRunner } from "./iptables.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
+import { Reconciler } from "./reconciler.ts";
+import { startStatusServer, type Health, type StatusServer } from "./server.ts";
+import { PodWatcher } from "./watcher.ts";
+
+/** Side effects podwatch uses; each defaults to the real thing. */
+export interface PodwatchDeps {
+  /** Default: `loadFromDefault()` (KUBECONFIG, ~/.kube/config, or the in-cluster service account). */
+  readonly kubeConfig?: KubeConfig;
+  /** Default: the `iptables-*` / `ip6tables-*` binaries on PATH. */
+  readonly runner?: IptablesRunner;
+  readonly clock?: Clock;
+  readonly log?: Logger;
+  readonly metrics?: Metrics;
+  /** Skip the HTTP status server (library use). Default false. */
+  readonly noStatusServer?: boolean;
+}
+
+export interface Podwatch {
+  /** Port of /healthz and /metrics (undefined with `noStatusServer`). */
+  readonly statusPort: number | undefined;
+  readonly reconciler: Reconciler;
+  readonly watcher: PodWatcher;
+  health(): Health;
+  /** Stops watching and serving. The chain in the kernel is left as it is (fail closed). */
+  stop(): Promise<void>;
+}
+
+export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps = {}): Promise<Podwatch> {
+  const log = deps.log ?? pino({ name: "tproxy-podwatch" });
+  const clock = deps.clock ?? systemClock;
+  const metrics = deps.metrics ?? createMetrics();
+  let kubeConfig = deps.kubeConfig;
+  if (!kubeConfig) {
+    kubeConfig = new KubeConfig();
+    kubeConfig.loadFromDefault();
+  }
+
+  let watcher: PodWatcher | undefined;
+  const reconciler = new Reconciler({
+    pods: () => watcher?.pods() ?? [],
+    runner: deps.runner ?? new ExecIptables(),
+    clock,
+    log,
+    metrics,
+    annotation: config.annotation,
+    nodeName: config.nodeName,
+    proxyPort: config.proxyPort,
+    resyncMs: config.resyncMs,
+  });
+  watcher = new PodWatcher({
+    kubeConfig,
+    nodeName: config.nodeName,
+    namespaces: config.namespaces,
+    clock,
+    log,
+    metrics,
+    onChange: (reason) => reconciler.enqueue(reason),
+    onSynced: () => reconciler.start(),
+  });
+  const w = watcher;
+
+  const health = (): Health => {
+    const lastApplyOk = reconciler.lastOk ?? false;
+    const at = reconciler.lastSuccessAt;
+    return {
+      healthy: w.synced && lastApplyOk,
+      synced: w.synced,
+      lastApplyOk,
+      ...(reconciler.lastError !== undefined ? { lastError: reconciler.lastError } : {}),
+      ...(at !== undefined ? { lastSuccessAgoSeconds: Math.round((clock.now() - at) / 100) / 10 } : {}),
+    };
+  };
+
+  let server: StatusServer | undefined;
+  if (!deps.noStatusServer) {
+    server = await startStatusServer({ port: config.metricsPort, registry: metrics.registry, health });
+    log.info({ port: server.port }, "serving /healthz and /metrics");
+  }
+  log.info(
+    { node: config.nodeName, namespaces: config.namespaces.length > 0 ? config.namespaces : "all", annotation: config.annotation, proxyPort: config.proxyPort, resyncMs: config.resyncMs },
+    "watching pods of this node",
+  );
+  w.start();
+
+  return {
+    statusPort: server?.port,
+    reconciler,
+    watcher: w,
+    health,
+    async stop() {
+      await w.stop();
+      await reconciler.stop();
+      await server?.close();
+    },
+  };
+}

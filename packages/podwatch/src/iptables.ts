@@ -1,0 +1,58 @@
+// The only place podwatch runs iptables binaries. Tests swap in their own `IptablesRunner`.
+import { spawn } from "node:child_process";
+import { IptablesError } from "./errors.ts";
+import type { Family } from "./desired.ts";
+
+/** Reads and writes the nat table of one address family. */
+export interface IptablesRunner {
+  /** `iptables-save -t nat` output. */
+  save(family: Family): Promise<string>;
+  /** Feeds `input` to `iptables-restore --noflush` (one kernel transaction). */
+  restore(family: Family, input: string): Promise<void>;
+}
+
+export interface ExecIptablesOptions {
+  /** Binary name stem per family; default `iptables` / `ip6tables` (so `iptables-save`, `iptables-restore`). */
+  readonly ipv4?: string;
+  readonly ipv6?: string;
+  /** Kill a command that runs longer than this; default 30 000 ms. */
+  readonly timeoutMs?: number;
+}
+
+/** Runs the real `*-save` / `*-restore` binaries found on PATH. */
+export class ExecIptables implements IptablesRunner {
+  readonly #stems: Record<Family, string>;
+  readonly #timeoutMs: number;
+
+  constructor(opts: ExecIptablesOptions = {}) {
+    this.#stems = { ipv4: opts.ipv4 ?? "iptables", ipv6: opts.ipv6 ?? "ip6tables" };
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+  }
+
+  async save(family: Family): Promise<string> {
+    return this.#exec(`${this.#stems[family]}-save`, ["-t", "nat"]);
+  }
+
+  async restore(family: Family, input: string): Promise<void> {
+    await this.#exec(`${this.#stems[family]}-restore`, ["-w", "--noflush"], input);
+  }
+
+  #exec(cmd: string, args: string[], input?: string): Promise<string> {
+    const line = [cmd, ...args].join(" ");
+    return new Promise((resolve, reject) => {
+      const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], timeout: this.#timeoutMs });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on("data", (b: Buffer) => out.push(b));
+      child.stderr.on("data", (b: Buffer) => err.push(b));
+      child.stdin.on("error", () => undefined); // the exit code tells the story
+      child.once("error", (e) => reject(new IptablesError(line, null, e.message, { cause: e })));
+      child.once("close", (code, signal) => {
+        const stderr = Buffer.concat(err).toString("utf8");
+        if (code === 0) resolve(Buffer.concat(out).toString("utf8"));
+        else reject(new IptablesError(line, code, signal ? `killed by ${signal}. ${stderr}` : stderr));
+      });
+      child.stdin.end(input ?? "");
+    });
+  }
+}

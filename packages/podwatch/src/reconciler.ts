@@ -1,0 +1,208 @@
+// Level-based reconcile: from the pod cache compute the wanted chain, compare with the kernel's, apply
+// the difference in one transaction per family. Triggers are coalesced; failures retry with backoff.
+import type { V1Pod } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { Backoff, type Clock, type Timer } from "./clock.ts";
+import { selectRedirects, type Family } from "./desired.ts";
+import { IptablesError } from "./errors.ts";
+import type { IptablesRunner } from "./iptables.ts";
+import type { Metrics } from "./metrics.ts";
+import { describeRule, parseNatSave, planFamily, renderChain } from "./rules.ts";
+
+export interface ReconcilerOptions {
+  /** The current pods of this node (the informer cache). */
+  readonly pods: () => Iterable<V1Pod>;
+  readonly runner: IptablesRunner;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics?: Metrics;
+  /** Opt-in annotation key. */
+  readonly annotation: string;
+  readonly nodeName?: string;
+  /** Transparent proxy port. */
+  readonly proxyPort: number;
+  /** Redirected destination ports; default 80, 443. */
+  readonly ports?: readonly number[];
+  /** Period of the drift-repairing resync. */
+  readonly resyncMs: number;
+  /** Events within this window are applied together; default 50 ms. */
+  readonly coalesceMs?: number;
+  /** Retry delays after a failed apply; default 500 ms doubling to 30 s. */
+  readonly retryInitialMs?: number;
+  readonly retryMaxMs?: number;
+  /** Families to manage; default both. */
+  readonly families?: readonly Family[];
+}
+
+/** Outcome of one reconcile pass. */
+export interface ReconcileResult {
+  readonly ok: boolean;
+  /** Families whose chain was rewritten. */
+  readonly changed: readonly Family[];
+  readonly redirects: number;
+}
+
+export class Reconciler {
+  readonly #o: ReconcilerOptions;
+  readonly #families: readonly Family[];
+  readonly #retry: Backoff;
+  #started = false;
+  #dirty = false;
+  #running: Promise<void> | undefined;
+  #pending: Timer | undefined;
+  #resync: Timer | undefined;
+  #lastOk: boolean | undefined;
+  #lastError: string | undefined;
+  #lastSuccessAt: number | undefined;
+  #passes = 0;
+
+  constructor(opts: ReconcilerOptions) {
+    this.#o = opts;
+    this.#families = opts.families ?? ["ipv4", "ipv6"];
+    this.#retry = new Backoff(opts.retryInitialMs ?? 500, opts.retryMaxMs ?? 30_000);
+  }
+
+  /** Allows passes from now on (call once the initial list is in) and starts the periodic resync. */
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#scheduleResync();
+    this.enqueue("initial sync");
+  }
+
+  /** Asks for a pass; many requests within the coalescing window make one pass. */
+  enqueue(reason: string): void {
+    this.#dirty = true;
+    if (!this.#started || this.#pending || this.#running) return;
+    this.#o.log.debug({ reason }, "reconcile queued");
+    this.#pending = this.#o.clock.after(this.#o.coalesceMs ?? 50, () => {
+      this.#pending = undefined;
+      this.#kick();
+    });
+  }
+
+  /** Stops timers and waits for a pass in flight. The kernel's rules stay as they are. */
+  async stop(): Promise<void> {
+    this.#started = false;
+    this.#pending?.cancel();
+    this.#pending = undefined;
+    this.#resync?.cancel();
+    this.#resync = undefined;
+    await this.#running;
+  }
+
+  /** Resolves when no pass is running or queued to run right now. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  /** True/false after the last pass; undefined before the first. */
+  get lastOk(): boolean | undefined {
+    return this.#lastOk;
+  }
+
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
+  get lastSuccessAt(): number | undefined {
+    return this.#lastSuccessAt;
+  }
+
+  get passes(): number {
+    return this.#passes;
+  }
+
+  #kick(): void {
+    if (this.#running || !this.#started) return;
+    this.#dirty = false;
+    this.#running = this.reconcileOnce()
+      .then((result) => {
+        if (!result.ok) {
+          this.#dirty = true;
+          const ms = this.#retry.next();
+          this.#o.log.warn({ retryInMs: ms, failures: this.#retry.failures }, "apply failed, retrying");
+          this.#pending = this.#o.clock.after(ms, () => {
+            this.#pending = undefined;
+            this.#kick();
+          });
+        } else {
+          this.#retry.reset();
+        }
+      })
+      .finally(() => {
+        this.#running = undefined;
+        if (this.#dirty && this.#started && !this.#pending) this.enqueue("changed during apply");
+      });
+  }
+
+  #scheduleResync(): void {
+    this.#resync = this.#o.clock.after(this.#o.resyncMs, () => {
+      this.#resync = undefined;
+      if (!this.#started) return;
+      this.#scheduleResync();
+      this.enqueue("resync");
+    });
+  }
+
+  /** One pass, whatever the timers say. Never throws: failures are logged, counted and returned. */
+  async reconcileOnce(): Promise<ReconcileResult> {
+    const { log, metrics, runner } = this.#o;
+    const t0 = this.#o.clock.now();
+    this.#passes += 1;
+    const redirects = selectRedirects(this.#o.pods(), { annotation: this.#o.annotation, nodeName: this.#o.nodeName });
+    metrics?.podsSelected.set(redirects.length);
+    const changed: Family[] = [];
+    const errors: string[] = [];
+    for (const family of this.#families) {
+      const wanted = renderChain(redirects, family, { proxyPort: this.#o.proxyPort, ports: this.#o.ports });
+      let kernelText: string;
+      try {
+        kernelText = await runner.save(family);
+      } catch (err) {
+        if (wanted.length === 0 && family === "ipv6") {
+          // A node without IPv6 nat has nothing of ours to keep right while no pod has an IPv6 address.
+          log.debug({ family, err: message(err) }, "nat table unreadable, nothing wanted: skipped");
+          continue;
+        }
+        metrics?.applyErrors.inc({ family });
+        errors.push(message(err));
+        log.error({ family, err: message(err), stderr: stderrOf(err) }, "reading the nat table failed");
+        continue;
+      }
+      try {
+        const plan = planFamily(parseNatSave(kernelText), wanted);
+        if (plan) {
+          await runner.restore(family, plan.input);
+          changed.push(family);
+          metrics?.applies.inc({ family });
+          for (const rule of plan.added) log.info({ family, ...describeRule(rule) }, "redirect added");
+          for (const rule of plan.removed) log.info({ family, ...describeRule(rule) }, "redirect removed");
+          if (plan.jumpRepaired) log.info({ family }, "PREROUTING jump repaired");
+          if (plan.added.length === 0 && plan.removed.length === 0 && !plan.jumpRepaired) log.info({ family }, "chain rewritten");
+        }
+        metrics?.rules.set({ family }, wanted.length);
+      } catch (err) {
+        metrics?.applyErrors.inc({ family });
+        errors.push(message(err));
+        log.error({ family, err: message(err), stderr: stderrOf(err) }, "applying the chain failed");
+      }
+    }
+    const ok = errors.length === 0;
+    this.#lastOk = ok;
+    this.#lastError = ok ? undefined : errors.join("; ");
+    if (ok) this.#lastSuccessAt = this.#o.clock.now();
+    const seconds = (this.#o.clock.now() - t0) / 1000;
+    metrics?.applyDuration.observe(seconds);
+    log.debug({ ok, changed, redirects: redirects.length, ms: Math.round(seconds * 1000) }, "reconciled");
+    return { ok, changed, redirects: redirects.length };
+  }
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function stderrOf(err: unknown): string | undefined {
+  return err instanceof IptablesError ? err.stderr.trim() : undefined;
+}
