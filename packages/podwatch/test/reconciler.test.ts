@@ -1,0 +1,129 @@
+import type { V1Pod } from "@kubernetes/client-node";
+import { expect } from "chai";
+import { createMetrics } from "../src/metrics.ts";
+import { Reconciler } from "../src/reconciler.ts";
+import { JUMP_RULE } from "../src/rules.ts";
+import { FakeClock, FakeIptables, pod, silentLog, ANNOTATION } from "./helpers.ts";
+
+describe("podwatch reconciler", () => {
+  let clock: FakeClock;
+  let ipt: FakeIptables;
+  let pods: V1Pod[];
+  let r: Reconciler;
+  const make = (extra: Partial<ConstructorParameters<typeof Reconciler>[0]> = {}) =>
+    new Reconciler({ pods: () => pods, runner: ipt, clock, log: silentLog, annotation: ANNOTATION, nodeName: "node-a", proxyPort: 8080, resyncMs: 60_000, ...extra });
+
+  beforeEach(() => {
+    clock = new FakeClock();
+    ipt = new FakeIptables();
+    pods = [];
+    r = make();
+  });
+  afterEach(() => r.stop());
+
+  const rulesOf = (family: "ipv4" | "ipv6" = "ipv4") => (ipt.tables[family].chain ?? []).map((l) => /-s (\S+)/.exec(l)?.[1]);
+
+  it("does nothing before start (the initial list is not in yet)", async () => {
+    pods = [pod({ name: "a", ip: "10.0.0.1" })];
+    r.enqueue("pod add");
+    await clock.advance(10_000);
+    expect(ipt.saves).to.deep.equal([]);
+  });
+
+  it("coalesces a burst of events into one transaction", async () => {
+    pods = [pod({ name: "a", ip: "10.0.0.1" })];
+    r.start();
+    for (let i = 2; i < 200; i++) {
+      pods.push(pod({ name: `p${i}`, ip: `10.0.${i >> 8}.${i & 255}` }));
+      r.enqueue("pod add");
+    }
+    await clock.advance(50);
+    expect(ipt.restores.filter((x) => x.family === "ipv4")).to.have.length(1);
+    expect(rulesOf()).to.have.length(199);
+    expect(ipt.tables.ipv4.prerouting).to.deep.equal([JUMP_RULE.slice("-A PREROUTING ".length)]);
+    // IPv6: nothing wanted and nothing there → not touched at all.
+    expect(ipt.restores.filter((x) => x.family === "ipv6")).to.deep.equal([]);
+  });
+
+  it("applies nothing when the kernel already matches", async () => {
+    pods = [pod({ name: "a", ip: "10.0.0.1" })];
+    r.start();
+    await clock.advance(50);
+    r.enqueue("pod update");
+    await clock.advance(50);
+    expect(ipt.restores).to.have.length(1);
+    expect(r.passes).to.equal(2);
+  });
+
+  it("repairs a flushed chain and a deleted jump on the next resync", async () => {
+    pods = [pod({ name: "a", ip: "10.0.0.1" })];
+    r.start();
+    await clock.advance(50);
+    ipt.flush();
+    ipt.tables.ipv4.prerouting = [];
+    await clock.advance(59_000);
+    expect(rulesOf()).to.deep.equal([]);
+    await clock.advance(1_100);
+    expect(rulesOf()).to.deep.equal(["10.0.0.1/32"]);
+    expect(ipt.tables.ipv4.prerouting).to.have.length(1);
+  });
+
+  it("removes rules of pods that are gone at the first sync (kernel state from before a restart)", async () => {
+    ipt.tables.ipv4.chain = [
+      '-A TPROXY-REDIRECT -s 10.0.0.99/32 -p tcp -m multiport --dports 80,443 -m comment --comment "default/gone" -j REDIRECT --to-ports 8080',
+    ];
+    ipt.tables.ipv4.prerouting = ["-j TPROXY-REDIRECT"];
+    pods = [pod({ name: "a", ip: "10.0.0.1" })];
+    r.start();
+    await clock.advance(50);
+    expect(rulesOf()).to.deep.equal(["10.0.0.1/32"]);
+  });
+
+  it("retries a failed restore with exponential backoff and reports the failure until it succeeds", async () => {
+    const metrics = createMetrics({ defaults: false });
+    r = make({ metrics });
+    pods = [pod({ name: "a", ip: "10.0.0.1" })];
+    ipt.failRestores = 3;
+    r.start();
+    await clock.advance(50);
+    expect(r.lastOk).to.equal(false);
+    expect(r.lastError).to.include("line 3 failed");
+    const at = () => ipt.restores.length;
+    expect(at()).to.equal(1);
+    await clock.advance(499);
+    expect(at()).to.equal(1);
+    await clock.advance(1); // 500 ms
+    expect(at()).to.equal(2);
+    await clock.advance(1000); // 1 s
+    expect(at()).to.equal(3);
+    await clock.advance(1999);
+    expect(at()).to.equal(3);
+    await clock.advance(1); // 2 s
+    expect(at()).to.equal(4);
+    expect(r.lastOk).to.equal(true);
+    expect(rulesOf()).to.deep.equal(["10.0.0.1/32"]);
+    const text = await metrics.registry.metrics();
+    expect(text).to.match(/tproxy_podwatch_apply_errors_total\{family="ipv4"\} 3/);
+    expect(text).to.match(/tproxy_podwatch_rules\{family="ipv4"\} 1/);
+    expect(text).to.match(/tproxy_podwatch_pods_selected 1/);
+  });
+
+  it("an unreadable IPv6 nat table is no failure while no pod has an IPv6 address", async () => {
+    const failing = new FakeIptables();
+    const saveV4 = failing.save.bind(failing);
+    failing.save = async (family) => {
+      if (family === "ipv6") throw new Error("ip6tables-save: table nat does not exist");
+      return saveV4(family);
+    };
+    ipt = failing;
+    r = make();
+    pods = [pod({ name: "a", ip: "10.0.0.1" })];
+    r.start();
+    await clock.advance(50);
+    expect(r.lastOk).to.equal(true);
+    pods = [pod({ name: "a", ip: ["10.0.0.1", "fd00::1"] })];
+    r.enqueue("pod update");
+    await clock.advance(50);
+    expect(r.lastOk).to.equal(false);
+  });
+});
