@@ -44,8 +44,11 @@ export function uniqueName(prefix: string): string {
 
 /** One network namespace. `ip netns exec` bind-mounts /etc/netns/<name>/{hosts,resolv.conf}, which `hosts()` writes. */
 export class Netns {
+  readonly name: string;
   readonly #children = new Set<ChildProcess>();
-  private constructor(readonly name: string) {}
+  private constructor(name: string) {
+    this.name = name;
+  }
 
   static async create(name: string): Promise<Netns> {
     await run("ip", ["netns", "del", name]);

@@ -29,9 +29,12 @@ interface LiveVersion extends FilterVersion {
 
 interface PendingCall {
   message: ToWorker & { type: "call" };
+  hook: HookName;
   resolve(r: HookResult): void;
   reject(e: Error): void;
   timer: NodeJS.Timeout;
+  /** Out of time while the worker was suspected stuck: decided by the outcome of that check. */
+  parked: boolean;
 }
 
 export interface FilterHostOptions {
@@ -161,19 +164,34 @@ export class FilterHost extends EventEmitter {
     return new Promise<HookResult>((resolve, reject) => {
       const id = this.#nextId++;
       const message = { type: "call", id, version: version.version, hook, flow } as const;
-      const timer = setTimeout(() => {
-        this.#calls.delete(id);
-        reject(new FilterTimeoutError(hook, this.timeoutMs));
-        this.#checkWorker();
-      }, this.timeoutMs);
-      this.#calls.set(id, { message, resolve, reject, timer });
+      const call: PendingCall = { message, hook, resolve, reject, timer: undefined as unknown as NodeJS.Timeout, parked: false };
+      this.#arm(call);
+      this.#calls.set(id, call);
       this.#post(message);
     });
   }
 
+  #arm(call: PendingCall): void {
+    call.parked = false;
+    call.timer = setTimeout(() => {
+      if (this.#checking) {
+        // Perhaps only queued behind a stuck hook: wait for the check before calling it a timeout.
+        call.parked = true;
+        return;
+      }
+      this.#timeOut(call);
+      this.#checkWorker();
+    }, this.timeoutMs);
+  }
+
+  #timeOut(call: PendingCall): void {
+    this.#calls.delete(call.message.id);
+    call.reject(new FilterTimeoutError(call.hook, this.timeoutMs));
+  }
+
   // A call ran out of time: either its hook awaits something slow (the worker still answers), or the
   // worker's thread is stuck in a loop. In the second case, replace the worker and replay the calls
-  // that were waiting behind it, so other requests are only delayed, never lost.
+  // that were waiting behind it, each with a fresh budget, so other requests are only delayed.
   #checkWorker(): void {
     if (this.#checking || this.#closed) return;
     this.#checking = true;
@@ -187,6 +205,7 @@ export class FilterHost extends EventEmitter {
       clearTimeout(timer);
       this.#pings.delete(id);
       this.#checking = false;
+      for (const call of [...this.#calls.values()]) if (call.parked) this.#timeOut(call);
     });
     this.#post({ type: "ping", id });
   }
@@ -203,7 +222,11 @@ export class FilterHost extends EventEmitter {
     for (const v of this.#versions.values()) {
       void this.#loadInWorker(v.version, v.code, v.filename).catch(() => undefined);
     }
-    for (const call of this.#calls.values()) this.#post(call.message);
+    for (const call of this.#calls.values()) {
+      clearTimeout(call.timer);
+      this.#arm(call);
+      this.#post(call.message);
+    }
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,71 @@
+// A test upstream ("a server on the internet"): plain HTTP and HTTPS on one address, answering with its
+// own name so tests can tell which server the bytes came from. Run as a process inside a namespace:
+//   node test/support/upstream-server.ts NAME ADDRESS HTTP_PORT HTTPS_PORT CERT KEY
+// Routes: /bytes/N streams N bytes; /slow/MS answers after MS milliseconds; /headers echoes the request headers as JSON; anything else answers
+// "NAME METHOD PATH". WebSocket upgrades are echoed back, prefixed with NAME.
+import http from "node:http";
+import https from "node:https";
+import { readFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { WebSocketServer } from "ws";
+
+const [name, address, httpPort, httpsPort, cert, key] = process.argv.slice(2);
+if (!name || !address || !httpPort || !httpsPort || !cert || !key) {
+  process.stderr.write("usage: upstream-server.ts NAME ADDRESS HTTP_PORT HTTPS_PORT CERT KEY\n");
+  process.exit(2);
+}
+
+const CHUNK = Buffer.alloc(64 * 1024, 0x61);
+
+function handler(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const path = req.url ?? "/";
+  const bytes = /^\/bytes\/(\d+)/.exec(path);
+  res.setHeader("x-upstream", name!);
+  if (bytes) {
+    let left = Number(bytes[1]);
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": left });
+    const pump = (): void => {
+      while (left > 0) {
+        const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left);
+        left -= chunk.length;
+        if (!res.write(chunk)) return void res.once("drain", pump);
+      }
+      res.end();
+    };
+    pump();
+    return;
+  }
+  const slow = /^\/slow\/(\d+)/.exec(path);
+  if (slow) {
+    setTimeout(() => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end(`${name} slow ${slow[1]}\n`);
+    }, Number(slow[1]));
+    return;
+  }
+  if (path.startsWith("/headers")) {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify(req.headers));
+    return;
+  }
+  req.resume();
+  req.on("end", () => {
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end(`${name} ${req.method} ${path}\n`);
+  });
+}
+
+function withWebSocket(server: http.Server): void {
+  const wss = new WebSocketServer({ server });
+  wss.on("connection", (ws) => ws.on("message", (data) => ws.send(`${name}: ${String(data)}`)));
+}
+
+const plain = http.createServer(handler);
+const secure = https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, handler);
+withWebSocket(plain);
+withWebSocket(secure);
+plain.listen(Number(httpPort), address, () => {
+  secure.listen(Number(httpsPort), address, () => {
+    process.stdout.write(`listening ${(plain.address() as AddressInfo).port} ${(secure.address() as AddressInfo).port}\n`);
+  });
+});
