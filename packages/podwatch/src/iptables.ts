@@ -17,14 +17,18 @@ export interface ExecIptablesOptions {
   readonly ipv6?: string;
   /** Kill a command that runs longer than this; default 30 000 ms. */
   readonly timeoutMs?: number;
+  /** Command words put in front, e.g. `["ip", "netns", "exec", "node1"]` (benchmarks, tests); default none. */
+  readonly prefix?: readonly string[];
 }
 
 /** Runs the real `*-save` / `*-restore` binaries found on PATH. */
 export class ExecIptables implements IptablesRunner {
   readonly #stems: Record<Family, string>;
   readonly #timeoutMs: number;
+  readonly #prefix: readonly string[];
 
   constructor(opts: ExecIptablesOptions = {}) {
+    this.#prefix = opts.prefix ?? [];
     this.#stems = { ipv4: opts.ipv4 ?? "iptables", ipv6: opts.ipv6 ?? "ip6tables" };
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
   }
@@ -37,8 +41,9 @@ export class ExecIptables implements IptablesRunner {
     await this.#exec(`${this.#stems[family]}-restore`, ["-w", "--noflush"], input);
   }
 
-  #exec(cmd: string, args: string[], input?: string): Promise<string> {
-    const line = [cmd, ...args].join(" ");
+  #exec(command: string, commandArgs: string[], input?: string): Promise<string> {
+    const line = [command, ...commandArgs].join(" ");
+    const [cmd = command, ...args] = [...this.#prefix, command, ...commandArgs];
     return new Promise((resolve, reject) => {
       const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], timeout: this.#timeoutMs });
       const out: Buffer[] = [];

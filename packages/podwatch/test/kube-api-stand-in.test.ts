@@ -26,7 +26,7 @@ describe("Kubernetes API stand-in (through @kubernetes/client-node)", () => {
     await api.close();
   });
 
-  async function watch(path: string, params: Record<string, unknown>): Promise<{ seen: Seen[]; done: Promise<unknown> }> {
+  async function watch(path: string, params: Record<string, string | number | boolean | undefined>): Promise<{ seen: Seen[]; done: Promise<unknown> }> {
     const seen: Seen[] = [];
     let finish: (err: unknown) => void = () => undefined;
     const done = new Promise<unknown>((r) => (finish = r));
