@@ -34,6 +34,17 @@ program
   .addOption(new Option("--log-format <format>", "log lines as text (for people) or json").choices(["text", "json"]).env("TPROXY_LOG_FORMAT").default("text"))
   .addOption(new Option("--probe-address <ip>", "plain-HTTP requests redirected from this address:80 are answered by the proxy (sidecar-init's readiness probe)").env("TPROXY_PROBE_ADDRESS").default("192.0.2.1"))
   .addOption(new Option("--drain-timeout <ms>", "longest wait for requests in flight on SIGTERM").env("TPROXY_DRAIN_TIMEOUT").default("25000"))
+  .addHelpText(
+    "after",
+    `
+The filter is a TypeScript module whose default export has optional request(flow) and response(flow)
+hooks (types: import type { Filter } from "@tproxy/tproxy/filter"). It is reloaded within about a second
+when the file (or the ConfigMap volume holding it) changes; a version that does not compile is logged
+with file:line:col and the previous one stays in force. Without any loaded filter every request is denied.
+
+Example:
+  tproxy run --ca-cert ca.pem --ca-key ca.key --filter /etc/tproxy/filter/filter.ts --standard-port 1080`,
+  )
   .action(async (raw: RawRunOptions) => {
     let server: TproxyServer;
     try {

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { waitFor } from "../../../test/support/netns.ts";
-import { GOOGLE_IP, NODE_POD_SIDE, ProxyWorld, REPO, STORAGE_IP, UNTRUSTED_IP, type Proc } from "../../../test/support/world.ts";
+import { GOOGLE_IP, NODE_POD_SIDE, ProxyWorld, REPO, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
 
 const STATUS = ["-w", "\n%{http_code}"];
 

@@ -1,0 +1,85 @@
+import { expect } from "chai";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { compileFilter } from "../src/filter/compile.ts";
+import { FilterHost } from "../src/filter/host.ts";
+import type { FlowData } from "../src/filter/protocol.ts";
+import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../src/errors.ts";
+
+const flow = (path: string): FlowData => ({
+  id: "t",
+  client: { address: "10.0.0.2", port: 1 },
+  destination: undefined,
+  sni: undefined,
+  request: { method: "GET", scheme: "https", host: "example.com", port: 443, path, url: `https://example.com${path}`, headers: { host: "example.com" } },
+});
+
+describe("filter compile and host", function () {
+  this.timeout(10_000);
+  let dir: string;
+  let host: FilterHost;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "tproxy-filter-"));
+    host = new FilterHost({ timeoutMs: 200 });
+  });
+  afterEach(async () => {
+    await host.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const load = async (source: string, extra: Record<string, string> = {}) => {
+    for (const [name, text] of Object.entries(extra)) writeFileSync(join(dir, name), text);
+    writeFileSync(join(dir, "filter.ts"), source);
+    return host.load(await compileFilter(join(dir, "filter.ts")));
+  };
+
+  it("compiles TypeScript with relative imports and runs sync and async hooks", async () => {
+    const v = await load(
+      `import { verdict } from "./rules.ts";
+       import type { Filter } from "@tproxy/tproxy/filter";
+       export default { async request(flow) { await Promise.resolve(); flow.request.headers["x-a"] = "1"; if (verdict(flow.request.path) === "deny") flow.respond(418, "no", { "X-Why": "rules" }); } } satisfies Filter;`,
+      { "rules.ts": `export function verdict(path: string): "allow" | "deny" { return path.startsWith("/ok") ? "allow" : "deny"; }` },
+    );
+    expect([...v.hooks]).to.deep.equal(["request"]);
+    const allowed = await host.run(v, "request", flow("/ok"));
+    expect(allowed.answer).to.equal(undefined);
+    expect(allowed.headers["x-a"]).to.equal("1");
+    const denied = await host.run(v, "request", flow("/no"));
+    expect(denied.answer).to.deep.equal({ status: 418, body: "no", headers: { "x-why": "rules" } });
+  });
+
+  it("reports a syntax error with file:line:col and keeps no version", async () => {
+    await load("export default {\n  request(flow) { const x = ; }\n};").then(() => expect.fail("loaded"), (e: unknown) => {
+      expect(e).to.be.instanceOf(FilterLoadError);
+      expect((e as FilterLoadError).location).to.equal(`${join(dir, "filter.ts")}:2:29`);
+    });
+    expect(host.current).to.equal(undefined);
+  });
+
+  it("rejects a module of the wrong shape", async () => {
+    await load("export default { request: 42 };").then(() => expect.fail("loaded"), (e: unknown) => expect(String(e)).to.match(/"request" export must be a function/));
+  });
+
+  it("turns a throw into FilterHookError and a stuck loop into FilterTimeoutError, then keeps working", async () => {
+    const v = await load(`export default { request(flow) { if (flow.request.path === "/throw") throw new Error("nope"); if (flow.request.path === "/loop") for (;;) {} } };`);
+    await host.run(v, "request", flow("/throw")).then(() => expect.fail(), (e: unknown) => expect(e).to.be.instanceOf(FilterHookError).with.property("message").match(/nope/));
+    let restarted = "";
+    host.on("worker-restart", (reason: string) => { restarted = reason; });
+    const [loop, fine] = await Promise.allSettled([host.run(v, "request", flow("/loop")), host.run(v, "request", flow("/fine"))]);
+    expect(loop.status === "rejected" && loop.reason).to.be.instanceOf(FilterTimeoutError);
+    expect(fine.status).to.equal("fulfilled");
+    expect(restarted).to.match(/without yielding/);
+    expect((await host.run(v, "request", flow("/again"))).answer).to.equal(undefined);
+  });
+
+  it("keeps an old version for requests pinned to it, and drops it after release", async () => {
+    const v1 = await load(`export default { request(flow) { flow.respond(200, "one"); } };`);
+    const pinned = host.acquire()!;
+    const v2 = await load(`export default { request(flow) { flow.respond(200, "two"); } };`);
+    expect(host.current).to.equal(v2);
+    expect((await host.run(pinned, "request", flow("/"))).answer?.body).to.equal("one");
+    host.release(pinned);
+    expect(v1.version).to.be.below(v2.version);
+  });
+});

@@ -1,0 +1,15 @@
+import { expect } from "chai";
+import { Writable } from "node:stream";
+import { createLogger } from "../src/observe/log.ts";
+
+describe("log format", () => {
+  it("writes one readable line per request in text mode", async () => {
+    const lines: string[] = [];
+    const out = new Writable({ write(chunk, _enc, cb) { lines.push(String(chunk)); cb(); } });
+    const log = createLogger("text", { destination: out });
+    log.info({ kind: "request", client: "10.0.0.2:40000", method: "GET", url: "https://www.google.com/", status: 418, bytes: 30, ms: 1.2, decision: "denied", reason: "filter" }, "request");
+    log.warn({ filter: "/etc/f.ts", location: "/etc/f.ts:2:3" }, "filter not loaded");
+    expect(lines[0]).to.match(/^\d{4}-\d\d-\d\dT[\d:.]+Z 10\.0\.0\.2:40000 GET https:\/\/www\.google\.com\/ -> 418 30b 1\.2ms denied \(filter\)\n$/);
+    expect(lines[1]).to.match(/Z WARN filter not loaded filter=\/etc\/f\.ts location=\/etc\/f\.ts:2:3\n$/);
+  });
+});

@@ -1,0 +1,48 @@
+import { expect } from "chai";
+import { connect as tlsConnect } from "node:tls";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
+import { sniff } from "../src/net/sniff.ts";
+
+/** The ClientHello that Node's TLS client really sends for a server name. */
+async function clientHello(servername: string | undefined): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const server = createServer((socket) => {
+      let data = Buffer.alloc(0);
+      socket.on("data", (chunk: Buffer) => {
+        data = Buffer.concat([data, chunk]);
+        if (data.length >= 5 && data.length >= 5 + data.readUInt16BE(3)) {
+          socket.destroy();
+          server.close();
+          resolve(data);
+        }
+      });
+    }).listen(0, "127.0.0.1", () => {
+      const client = tlsConnect({ port: (server.address() as AddressInfo).port, host: "127.0.0.1", servername, rejectUnauthorized: false });
+      client.on("error", () => undefined);
+    });
+    server.on("error", reject);
+  });
+}
+
+describe("first-bytes sniffing", () => {
+  it("reads SNI from a real ClientHello, also when it arrives in pieces", async () => {
+    const hello = await clientHello("Storage.GoogleAPIs.com");
+    expect(sniff(hello)).to.deep.equal({ kind: "tls", sni: "storage.googleapis.com" });
+    expect(sniff(hello.subarray(0, 3))).to.deep.equal({ kind: "need-more" });
+    expect(sniff(hello.subarray(0, hello.length - 1))).to.deep.equal({ kind: "need-more" });
+  });
+
+  it("reports no SNI for a ClientHello without a server name", async () => {
+    expect(sniff(await clientHello(undefined))).to.deep.equal({ kind: "tls", sni: undefined });
+  });
+
+  it("recognises HTTP request lines and refuses everything else", () => {
+    expect(sniff(Buffer.from("GET / HTTP/1.1\r\n"))).to.deep.equal({ kind: "http" });
+    expect(sniff(Buffer.from("OPTIONS * HTTP/1.1\r\n"))).to.deep.equal({ kind: "http" });
+    expect(sniff(Buffer.from("GE"))).to.deep.equal({ kind: "need-more" });
+    expect(sniff(Buffer.from("SSH-2.0-OpenSSH_9.2\r\n")).kind).to.equal("unknown");
+    expect(sniff(Buffer.from([0x01, 0x02, 0x03, 0x04])).kind).to.equal("unknown");
+    expect(sniff(Buffer.from([0x16, 0x09, 0x00, 0x00, 0x10])).kind).to.equal("unknown");
+  });
+});
