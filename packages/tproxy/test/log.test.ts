@@ -12,4 +12,11 @@ describe("log format", () => {
     expect(lines[0]).to.match(/^\d{4}-\d\d-\d\dT[\d:.]+Z 10\.0\.0\.2:40000 GET https:\/\/www\.google\.com\/ -> 418 30b 1\.2ms denied \(filter\)\n$/);
     expect(lines[1]).to.match(/Z WARN filter not loaded filter=\/etc\/f\.ts location=\/etc\/f\.ts:2:3\n$/);
   });
+
+  it("writes pino JSON in json mode", () => {
+    const lines: string[] = [];
+    const out = new Writable({ write(chunk, _enc, cb) { lines.push(String(chunk)); cb(); } });
+    createLogger("json", { destination: out }).info({ kind: "request", status: 200, decision: "allowed" }, "request");
+    expect(JSON.parse(lines[0]!)).to.include({ level: 30, msg: "request", kind: "request", status: 200, decision: "allowed" });
+  });
 });

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { waitFor } from "../../../test/support/netns.ts";
-import { GOOGLE_IP, NODE_POD_SIDE, ProxyWorld, REPO, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
+import { GOOGLE_IP, NODE_POD_SIDE, ProxyWorld, REPO, STORAGE_IP, POD_IP6, NET_IP6, type Proc } from "../../../test/support/world.ts";
 
 const STATUS = ["-w", "\n%{http_code}"];
 
@@ -152,6 +152,13 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
     const malformed = await world.pod.run("sh", ["-c", `printf 'GET / HTTP/1.1\\r\\nHost: storage.googleapis.com\\r\\nBad Header Line\\r\\n\\r\\n' | nc -w 3 ${STORAGE_IP} 80`]);
     expect(malformed.stdout).to.match(/^HTTP\/1\.1 400 /);
     expect((await curl(["https://storage.googleapis.com/still-here"])).status).to.equal(200);
+  });
+
+  it("reads the original destination of redirected IPv6 connections", async () => {
+    await world.node.must("ip6tables", ["-t", "nat", "-A", "PREROUTING", "-s", POD_IP6, "-p", "tcp", "--dport", "80", "-j", "REDIRECT", "--to-ports", "8080"]);
+    const r = await curl(["-6", `http://[${NET_IP6}]/v6`]);
+    expect(r.status).to.equal(418);
+    await waitFor("the IPv6 request's log line", () => proxy.lines.some((l) => l.includes(`GET http://[${NET_IP6}]/v6 -> 418`)));
   });
 
   it("answers sidecar-init's readiness probe itself", async () => {

@@ -32,7 +32,7 @@ export function formatText(record: Record<string, unknown>): string {
 export function createLogger(format: LogFormat, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
   const out = options.destination ?? process.stdout;
   const base = { base: undefined, level: options.level ?? process.env.LOG_LEVEL ?? "info" };
-  if (format === "json") return pino(base, pino.destination({ dest: 1, sync: false }));
+  if (format === "json") return pino(base, options.destination ?? pino.destination({ dest: 1, sync: false }));
   return pino(base, {
     write(line: string) {
       out.write(formatText(JSON.parse(line) as Record<string, unknown>));
