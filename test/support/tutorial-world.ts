@@ -1,0 +1,244 @@
+// The tutorial's cluster on one machine, in network namespaces, with the real tproxy parts:
+//
+//   debian-app        (10.90.1.2) ─┐
+//   debian-app-locked (10.90.3.2) ─┼─ node (router; runs tproxy-podwatch and tproxy run, as the
+//                                  │        DaemonSet pod would, with the chart's flags)
+//                                  └─ internet: www.google.com, storage.googleapis.com, the metadata
+//                                     server 169.254.169.254, a "service" at 10.96.0.1 (the cluster's
+//                                     service range), each answering with its own name.
+//
+// What is not real, and stands in for what cannot run here: the Kubernetes API (the stand-in of
+// ./kube-api-stand-in.ts, spoken to by podwatch through the real @kubernetes/client-node), and the
+// kubelet (this file: it gives pods their IPs, runs the init container before the app, and updates
+// the filter ConfigMap volume the kubelet's way). Pods trust CAs the way the tutorial mounts them: a
+// file over /etc/ssl/certs/ca-certificates.crt (ip netns exec bind-mounts /etc/netns/<ns>/ssl).
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KubeApiStandIn } from "./kube-api-stand-in.ts";
+import { writeConfigMap } from "./configmap.ts";
+import { Netns, enableForwarding, link, must, run, uniqueName, waitFor, type RunResult } from "./netns.ts";
+import { TestCa } from "./pki.ts";
+import { Proc, REPO, TPROXY_CLI } from "./world.ts";
+
+export const PODWATCH_CLI = join(REPO, "packages/podwatch/dist/cli.js");
+export const SIDECAR_CLI = join(REPO, "packages/sidecar-init/dist/cli.js");
+export const CHART_FILTER = join(REPO, "charts/tproxy/files/filter.ts");
+
+export const NODE_NAME = "demo-node";
+export const ANNOTATION = "initializer.kubernetes.io/tproxy";
+export const APP_IP = "10.90.1.2";
+export const LOCKED_IP = "10.90.3.2";
+export const LOCKED_IP6 = "fd90:3::2";
+export const GOOGLE_IP = "10.90.2.10";
+export const STORAGE_IP = "10.90.2.20";
+export const METADATA_IP = "169.254.169.254";
+export const SERVICE_IP = "10.96.0.1";
+export const SERVICE_CIDR = "10.96.0.0/12";
+export const DNS_IP = "10.90.2.53";
+export const INTERNET_IP6 = "fd90:2::10";
+export const BUCKET_URL = "https://storage.googleapis.com/solutions-public-assets/";
+
+const HOSTS: Record<string, string> = {
+  "www.google.com": GOOGLE_IP,
+  "storage.googleapis.com": STORAGE_IP,
+  metadata: METADATA_IP,
+  "metadata.google.internal": METADATA_IP,
+};
+
+export interface PodNs {
+  name: string;
+  ns: Netns;
+  ip: string;
+}
+
+export class TutorialWorld {
+  readonly prefix: string;
+  readonly dir: string;
+  node!: Netns;
+  internet!: Netns;
+  app!: PodNs;
+  locked!: PodNs;
+  api!: KubeApiStandIn;
+  kubeconfig!: string;
+  ca!: { cert: string; key: string };
+  filterDir!: string;
+  proxy: Proc | undefined;
+  podwatch: Proc | undefined;
+  readonly #procs: Proc[] = [];
+  readonly #etcDirs: string[] = [];
+
+  private constructor(prefix: string) {
+    this.prefix = prefix;
+    this.dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  }
+
+  /** Removes what a crashed earlier run with this prefix left: processes in its namespaces, the namespaces, their /etc/netns folders. */
+  static async removeLeftovers(prefix: string): Promise<void> {
+    const out = await must("ip", ["netns", "list"]);
+    for (const line of out.split("\n")) {
+      const name = line.split(" ")[0];
+      if (name?.startsWith(prefix)) {
+        await run("ip", ["netns", "pids", name]).then(async (r) => {
+          for (const pid of r.stdout.split("\n").filter(Boolean)) await run("kill", ["-9", pid]);
+        });
+        await run("ip", ["netns", "del", name]);
+        rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** Builds the namespaces and servers, starts the API stand-in; nothing of tproxy runs yet. */
+  static async create(prefix: string): Promise<TutorialWorld> {
+    const w = new TutorialWorld(prefix);
+    try {
+      await w.#build();
+    } catch (err) {
+      await w.close();
+      throw err;
+    }
+    return w;
+  }
+
+  async #build(): Promise<void> {
+    const p = this.prefix;
+    this.node = await this.#ns(uniqueName(`${p}n`));
+    this.internet = await this.#ns(uniqueName(`${p}i`));
+    this.app = { name: "debian-app", ns: await this.#ns(uniqueName(`${p}a`)), ip: APP_IP };
+    this.locked = { name: "debian-app-locked", ns: await this.#ns(uniqueName(`${p}l`)), ip: LOCKED_IP };
+
+    await link(this.app.ns, [`${APP_IP}/24`, "fd90:1::2/64"], this.node, ["10.90.1.1/24", "fd90:1::1/64"]);
+    await link(this.locked.ns, [`${LOCKED_IP}/24`, `${LOCKED_IP6}/64`], this.node, ["10.90.3.1/24", "fd90:3::1/64"]);
+    const { bIf } = await link(this.node, ["10.90.2.1/24", "fd90:2::1/64"], this.internet, [`${GOOGLE_IP}/24`, `${STORAGE_IP}/24`, `${DNS_IP}/24`, `${INTERNET_IP6}/64`]);
+    await this.internet.must("ip", ["addr", "add", `${METADATA_IP}/32`, "dev", bIf]);
+    await this.internet.must("ip", ["addr", "add", `${SERVICE_IP}/32`, "dev", bIf]);
+    await enableForwarding(this.node);
+    await this.node.must("ip", ["route", "add", `${METADATA_IP}/32`, "via", GOOGLE_IP]);
+    await this.node.must("ip", ["route", "add", `${SERVICE_IP}/32`, "via", GOOGLE_IP]);
+    await this.app.ns.must("ip", ["route", "add", "default", "via", "10.90.1.1"]);
+    await this.locked.ns.must("ip", ["route", "add", "default", "via", "10.90.3.1"]);
+    for (const pod of [this.app.ns, this.locked.ns]) await pod.must("ip", ["-6", "route", "add", "default", "via", pod === this.app.ns ? "fd90:1::1" : "fd90:3::1"]);
+    await this.internet.must("ip", ["route", "add", "default", "via", "10.90.2.1"]);
+    await this.internet.must("ip", ["-6", "route", "add", "default", "via", "fd90:2::1"]);
+    for (const ns of [this.node, this.app.ns, this.locked.ns]) ns.hosts(HOSTS);
+
+    // The "internet": servers with certificates from a stand-in public CA.
+    const publicCa = new TestCa(this.dir, "public");
+    const servers: Array<[string, string, string[]]> = [
+      ["www.google.com", GOOGLE_IP, ["www.google.com", GOOGLE_IP]],
+      ["storage.googleapis.com", STORAGE_IP, ["storage.googleapis.com", STORAGE_IP]],
+      ["metadata", METADATA_IP, ["metadata", "metadata.google.internal", METADATA_IP]],
+      ["kubernetes.default", SERVICE_IP, ["kubernetes.default", SERVICE_IP]],
+    ];
+    for (const [name, ip, alt] of servers) {
+      const cert = publicCa.issue(name.replace(/\W/g, "-"), alt);
+      const proc = this.spawn(this.internet, process.execPath, [join(REPO, "test/support/upstream-server.ts"), name, ip, "80", "443", cert.certPath, cert.keyPath]);
+      await proc.waitForLine(/^listening/);
+    }
+    // The node and the unlocked pod trust the public CA, as every real machine trusts the web's roots.
+    this.#trust(this.node, readFileSync(publicCa.certPath, "utf8"));
+    this.#trust(this.app.ns, readFileSync(publicCa.certPath, "utf8"));
+    this.publicCaPath = publicCa.certPath;
+
+    this.api = await KubeApiStandIn.start();
+    this.kubeconfig = (await this.api.exposeIn(this.node)).kubeconfigPath;
+  }
+
+  publicCaPath = "";
+
+  async #ns(name: string): Promise<Netns> {
+    const ns = await Netns.create(name);
+    this.#etcDirs.push(`/etc/netns/${name}`);
+    return ns;
+  }
+
+  /** Mounts a CA bundle over the namespace's /etc/ssl/certs/ca-certificates.crt (as the tutorial's volume does). */
+  #trust(ns: Netns, pem: string): void {
+    const dir = `/etc/netns/${ns.name}/ssl/certs`;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "ca-certificates.crt"), pem);
+  }
+
+  spawn(ns: Netns, cmd: string, args: string[], env: Record<string, string> = {}): Proc {
+    const p = new Proc(ns.spawn(cmd, args, { env: { ...process.env, ...env } }));
+    this.#procs.push(p);
+    return p;
+  }
+
+  /** What `helm install` sets up on the node: the CA (`tproxy ca create`), the filter ConfigMap, the DaemonSet pod. */
+  async installTproxy(options: { filterSource?: string; proxyArgs?: string[] } = {}): Promise<void> {
+    this.ca = { cert: join(this.dir, "tproxy-ca.crt"), key: join(this.dir, "tproxy-ca.key") };
+    await this.node.must(process.execPath, [TPROXY_CLI, "ca", "create", "--cert", this.ca.cert, "--key", this.ca.key]);
+    this.filterDir = join(this.dir, "filter");
+    writeConfigMap(this.filterDir, { "filter.ts": options.filterSource ?? readFileSync(CHART_FILTER, "utf8") });
+    await this.startPodwatch();
+    await this.startProxy(options.proxyArgs);
+  }
+
+  async startPodwatch(): Promise<Proc> {
+    // Outside a cluster the client finds the API through KUBECONFIG.
+    this.podwatch = this.spawn(this.node, process.execPath, [PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", "8080", "--resync", "5s", "--metrics-port", "9091"], { KUBECONFIG: this.kubeconfig });
+    return this.podwatch;
+  }
+
+  async startProxy(extra: string[] = []): Promise<Proc> {
+    this.proxy = this.spawn(this.node, process.execPath, [
+      TPROXY_CLI, "run", "--ca-cert", this.ca.cert, "--ca-key", this.ca.key, "--filter", join(this.filterDir, "filter.ts"),
+      "--transparent-port", "8080", "--metrics-port", "9090", ...extra,
+    ]);
+    await this.proxy.waitForLine(/tproxy listening/, 15_000);
+    return this.proxy;
+  }
+
+  /** The kubelet's ConfigMap volume update (what `helm upgrade` with an edited filter leads to). */
+  updateFilter(source: string): void {
+    writeConfigMap(this.filterDir, { "filter.ts": source });
+  }
+
+  /** Schedules a pod on the node and gives it its IP, as the scheduler and kubelet do. */
+  schedulePod(pod: PodNs, annotated: boolean): void {
+    this.api.createPod({ name: pod.name, namespace: "default", nodeName: NODE_NAME, annotations: annotated ? { [ANNOTATION]: "true" } : {}, phase: "Pending" });
+    this.api.setPodIP("default", pod.name, pod.ip);
+  }
+
+  /** Runs the real init container in the locked pod's namespace; resolves with its exit and output. */
+  sidecarInit(args: string[] = ["--block-cidr", SERVICE_CIDR, "--allow-dns", DNS_IP, "--wait-timeout", "30s"]): Proc {
+    return this.spawn(this.locked.ns, process.execPath, [SIDECAR_CLI, ...args]);
+  }
+
+  /** Locked pods trust the tproxy CA through the root-certs ConfigMap mounted over /etc/ssl/certs. */
+  mountRootCerts(): void {
+    this.#trust(this.locked.ns, readFileSync(this.ca.cert, "utf8"));
+  }
+
+  /** One round of the example app's loop (examples/debian-app.yaml): two requests and one ping. */
+  async appRound(pod: PodNs): Promise<string[]> {
+    const lines: string[] = [];
+    for (const url of ["https://www.google.com", BUCKET_URL]) {
+      const r = await pod.ns.run("curl", ["-s", "-o", "/dev/null", "--max-time", "5", "-w", "%{http_code}", url], { timeoutMs: 10_000 });
+      lines.push(`${url}: ${r.stdout}`);
+    }
+    const ping = await pod.ns.run("ping", ["-c", "1", "-W", "1", "www.google.com"], { timeoutMs: 5000 });
+    lines.push(...`${ping.stdout}${ping.stderr}`.split("\n").filter((l) => /^(PING|64 bytes|ping:)/.test(l)));
+    return lines;
+  }
+
+  curlFrom(pod: PodNs, args: string[], timeoutS = 5): Promise<RunResult> {
+    return pod.ns.run("curl", ["-sS", "--max-time", String(timeoutS), ...args], { timeoutMs: (timeoutS + 5) * 1000 });
+  }
+
+  async waitForRedirect(ip: string, present = true, timeoutMs = 10_000): Promise<void> {
+    await waitFor(`the node's REDIRECT for ${ip} to be ${present ? "present" : "gone"}`, async () => {
+      const rules = await this.node.must("iptables-save", ["-t", "nat"]);
+      return rules.includes(`-s ${ip}/32`) === present;
+    }, timeoutMs, 100);
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.#procs) await p.stop("SIGKILL").catch(() => undefined);
+    await this.api?.close().catch(() => undefined);
+    for (const ns of [this.app?.ns, this.locked?.ns, this.node, this.internet]) await ns?.destroy().catch(() => undefined);
+    for (const d of this.#etcDirs) rmSync(d, { recursive: true, force: true });
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
