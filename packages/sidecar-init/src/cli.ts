@@ -42,7 +42,7 @@ const program = new Command(NAME)
       `${EXIT.environment} cannot apply (iptables missing, capability missing, node name unresolvable, rules refused); ${EXIT.waitTimeout} locked but interception never answered.`,
   )
   .exitOverride()
-  .configureOutput({ outputError: (text, write) => write(`${NAME}: ${text.replace(/^error: /, "").trim()}\n`) });
+  .configureOutput({ outputError: (text, write) => write(`${NAME}: ${text.replace(/^error: /, "").trim().replace(/\s*\n\s*/g, " ")}\n`) });
 
 try {
   program.parse();

@@ -1,0 +1,66 @@
+// The nft and legacy backends in fresh namespaces: idempotence, auto following the backend in use, and
+// --dry-run printing exactly what a run applies.
+import { expect } from "chai";
+import { Netns, removeStale, uniqueName } from "../../../test/support/netns.ts";
+import { ruleset, sidecar } from "./support.ts";
+
+const ARGS = ["--no-wait", "--allow-dns", "10.96.0.10,fd00:10:96::a", "--block-cidr", "10.96.0.0/12,fd00:10:96::/112", "--node-ip", "10.128.0.2"];
+
+describe("sidecar-init iptables backends", function () {
+  this.timeout(30_000);
+  const spaces: Netns[] = [];
+  const fresh = async (): Promise<Netns> => {
+    const ns = await Netns.create(uniqueName("tsib"));
+    spaces.push(ns);
+    return ns;
+  };
+
+  before(() => removeStale("tsib"));
+  after(async () => {
+    for (const ns of spaces) await ns.destroy();
+  });
+
+  it("legacy: a second run leaves iptables-legacy-save and ip6tables-legacy-save byte-identical", async () => {
+    const ns = await fresh();
+    const first = await sidecar(ns, [...ARGS, "--iptables-backend", "legacy"]);
+    expect(first.code, first.stderr).to.equal(0);
+    const v4 = await ruleset(ns, "iptables-legacy-save");
+    const v6 = await ruleset(ns, "ip6tables-legacy-save");
+    expect(v4).to.include("-A OUTPUT -j TPROXY-EGRESS\n");
+    expect(v6).to.include("-A TPROXY-EGRESS -d fd00:10:96::a/128 -p udp -m udp --dport 53 -j ACCEPT\n");
+    const second = await sidecar(ns, [...ARGS, "--iptables-backend", "legacy"]);
+    expect(second.code, second.stderr).to.equal(0);
+    expect(await ruleset(ns, "iptables-legacy-save")).to.equal(v4);
+    expect(await ruleset(ns, "ip6tables-legacy-save")).to.equal(v6);
+    // Nothing went to nf_tables.
+    expect(await ruleset(ns, "iptables-nft-save")).not.to.include("TPROXY-EGRESS");
+
+    // auto follows the backend that already holds the rules.
+    const auto = await sidecar(ns, [...ARGS, "--log-level", "debug"]);
+    expect(auto.code, auto.stderr).to.equal(0);
+    expect(auto.stderr).to.include('"backend":"legacy"');
+    expect(await ruleset(ns, "iptables-legacy-save")).to.equal(v4);
+    expect(await ruleset(ns, "iptables-nft-save")).not.to.include("TPROXY-EGRESS");
+  });
+
+  it("--dry-run changes nothing, and what it prints is exactly what a run applies", async () => {
+    const printed = await fresh();
+    const empty4 = await ruleset(printed, "iptables-save");
+    const empty6 = await ruleset(printed, "ip6tables-save");
+    const dry = await sidecar(printed, [...ARGS, "--dry-run"]);
+    expect(dry.code, dry.stderr).to.equal(0);
+    expect(await ruleset(printed, "iptables-save")).to.equal(empty4);
+    expect(await ruleset(printed, "ip6tables-save")).to.equal(empty6);
+
+    const [v4, v6] = dry.stdout.split(/^# IPv6: .*\n/m);
+    expect(v4).to.match(/^# IPv4: \S+ --noflush\n\*filter\n:TPROXY-EGRESS - \[0:0\]\n-I OUTPUT 1 -j TPROXY-EGRESS\n/);
+    await printed.must("iptables-nft-restore", ["--noflush"], { input: v4! });
+    await printed.must("ip6tables-nft-restore", ["--noflush"], { input: v6! });
+
+    const applied = await fresh();
+    const run = await sidecar(applied, ARGS);
+    expect(run.code, run.stderr).to.equal(0);
+    expect(await ruleset(printed, "iptables-save")).to.equal(await ruleset(applied, "iptables-save"));
+    expect(await ruleset(printed, "ip6tables-save")).to.equal(await ruleset(applied, "ip6tables-save"));
+  });
+});
