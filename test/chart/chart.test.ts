@@ -1,0 +1,493 @@
+// The Helm chart, rendered by the real Helm 4 (from the npm package that ships it) over the default
+// values and several variants; every rendered object validated against the Kubernetes schemas.
+import { expect } from "chai";
+import { execFile, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { isMap, isScalar, parseDocument, parse as parseYaml, type YAMLMap } from "yaml";
+import { CHART_DIR, REPO_ROOT, helm, mustHelm, one, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
+
+const pexec = promisify(execFile);
+
+// ---- shapes of the objects the tests look into ----
+interface EnvVar { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }
+interface Mount { name: string; mountPath: string; subPath?: string; readOnly?: boolean }
+interface SecurityContext {
+  runAsUser?: number; runAsNonRoot?: boolean; privileged?: boolean; allowPrivilegeEscalation?: boolean;
+  readOnlyRootFilesystem?: boolean; capabilities?: { add?: string[]; drop?: string[] };
+}
+interface Container {
+  name: string; image: string; command?: string[]; args?: string[]; env?: EnvVar[]; volumeMounts?: Mount[];
+  securityContext?: SecurityContext; ports?: { name: string; containerPort: number }[];
+  livenessProbe?: { httpGet?: { path: string; port: string } }; readinessProbe?: { httpGet?: { path: string; port: string } };
+  resources?: unknown;
+}
+interface Volume { name: string; secret?: { secretName: string }; configMap?: { name: string; items?: unknown[] }; hostPath?: { path: string } }
+interface PodSpec {
+  hostNetwork?: boolean; dnsPolicy?: string; containers: Container[]; initContainers?: Container[]; volumes?: Volume[];
+  securityContext?: { seccompProfile?: { type: string } }; serviceAccountName?: string;
+}
+interface PodTemplate { metadata: { labels: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec }
+
+function daemonSetPod(objs: K8sObject[]): { ds: K8sObject; tpl: PodTemplate; podwatch: Container; proxy: Container } {
+  const ds = one(objs, "DaemonSet");
+  const tpl = (ds["spec"] as { template: PodTemplate }).template;
+  const byName = (n: string) => {
+    const c = tpl.spec.containers.find((x) => x.name === n);
+    if (c === undefined) throw new Error(`DaemonSet has no container ${n}`);
+    return c;
+  };
+  return { ds, tpl, podwatch: byName("podwatch"), proxy: byName("tproxy") };
+}
+
+/** The value following `flag` in an argument list, or undefined. */
+function flagValue(args: readonly string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+function envOf(c: Container): Record<string, EnvVar> {
+  return Object.fromEntries((c.env ?? []).map((e) => [e.name, e]));
+}
+
+/** NOTES.txt as `helm install --dry-run=client` prints it (no cluster needed). */
+async function notes(opts: RenderOptions = {}): Promise<string> {
+  const out = await mustHelm(["install", ...renderArgs(opts), "--dry-run=client"]);
+  const i = out.indexOf("\nNOTES:\n");
+  if (i < 0) throw new Error("helm install --dry-run printed no NOTES");
+  return out.slice(i + "\nNOTES:\n".length);
+}
+
+const BEGIN = "# ----- paste into spec.template -----";
+const END = "# ----- end -----";
+/** The pod-template snippet NOTES prints between its markers, parsed. */
+function snippetOf(text: string): PodTemplate {
+  const a = text.indexOf(BEGIN);
+  const b = text.indexOf(END);
+  if (a < 0 || b < a) throw new Error(`NOTES has no snippet between "${BEGIN}" and "${END}":\n${text}`);
+  return parseYaml(text.slice(a + BEGIN.length, b)) as PodTemplate;
+}
+
+let tmp: string;
+let testCa: { cert: string; key: string };
+
+// The variants the chart is rendered with in every check below.
+const VARIANTS: Record<string, () => RenderOptions> = {
+  default: () => ({}),
+  "standard mode": () => ({ set: { "proxy.standardMode.enabled": true } }),
+  "existing CA secret": () => ({ set: { "ca.existingSecret": "corp-proxy-ca", "ca.cert": testCa.cert } }),
+  "blocked CIDR + DNS": () => ({ set: { "lock.blockCidrs": ["10.96.0.0/12", "fd00:10:96::/112"], "lock.allowDns": ["10.96.0.10"] } }),
+  "namespaces, legacy iptables, upstream CA, supplied CA": () => ({
+    set: {
+      "podwatch.namespaces": ["team-a", "team-b"],
+      "rootCerts.namespaces": ["team-a", "team-b"],
+      "podwatch.iptablesBackend": "legacy",
+      "proxy.upstreamCa": testCa.cert,
+      "ca.cert": testCa.cert,
+      "ca.key": testCa.key,
+    },
+    releaseName: "edge",
+  }),
+};
+
+describe("helm chart charts/tproxy", function () {
+  this.timeout(120_000);
+
+  before(async () => {
+    tmp = mkdtempSync(join(tmpdir(), "tproxy-chart-"));
+    await pexec("openssl", [
+      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=chart test CA",
+      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+      "-keyout", join(tmp, "ca.key"), "-out", join(tmp, "ca.crt"),
+    ]);
+    testCa = { cert: readFileSync(join(tmp, "ca.crt"), "utf8"), key: readFileSync(join(tmp, "ca.key"), "utf8") };
+  });
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+
+  it("passes helm lint --strict with the default values and every variant", async () => {
+    for (const [name, variant] of Object.entries(VARIANTS)) {
+      const opts = variant();
+      const [, chart, ...flags] = renderArgs(opts);
+      const r = await helm(["lint", "--strict", chart!, ...flags]);
+      expect(r.code, `${name}: ${r.stdout}${r.stderr}`).to.equal(0);
+      expect(r.stdout).to.match(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+    }
+  });
+
+  for (const [name, variant] of Object.entries(VARIANTS)) {
+    describe(`rendered with ${name}`, () => {
+      let objs: K8sObject[];
+      before(async () => {
+        objs = await template(variant());
+      });
+
+      it("renders only objects valid against the Kubernetes schemas (strict: no unknown fields)", async () => {
+        expect(objs.length).to.be.greaterThan(5);
+        for (const o of objs) await validateObject(o);
+      });
+
+      it("labels every object and selects the DaemonSet's pods by stable labels only", () => {
+        for (const o of objs) {
+          const l = o.metadata.labels ?? {};
+          for (const k of ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component", "app.kubernetes.io/managed-by", "helm.sh/chart", "app.kubernetes.io/version"]) {
+            expect(l, `${o.kind}/${o.metadata.name} label ${k}`).to.have.property(k);
+          }
+          expect(l["app.kubernetes.io/name"]).to.equal("tproxy");
+        }
+        const { ds, tpl } = daemonSetPod(objs);
+        const selector = (ds["spec"] as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels;
+        expect(Object.keys(selector).sort()).to.deep.equal(["app.kubernetes.io/component", "app.kubernetes.io/instance", "app.kubernetes.io/name"]);
+        for (const [k, v] of Object.entries(selector)) expect(tpl.metadata.labels[k]).to.equal(v);
+      });
+
+      it("runs podwatch with NET_ADMIN and NET_RAW only and the proxy non-root with no capabilities", () => {
+        const { tpl, podwatch, proxy } = daemonSetPod(objs);
+        expect(tpl.spec.hostNetwork).to.equal(true);
+        expect(tpl.spec.dnsPolicy).to.equal("ClusterFirstWithHostNet");
+        expect(tpl.spec.securityContext?.seccompProfile?.type).to.equal("RuntimeDefault");
+
+        const pw = podwatch.securityContext!;
+        expect(pw.capabilities?.drop).to.deep.equal(["ALL"]);
+        expect([...(pw.capabilities?.add ?? [])].sort()).to.deep.equal(["NET_ADMIN", "NET_RAW"]);
+        expect(pw.privileged).to.equal(false);
+        expect(pw.allowPrivilegeEscalation).to.equal(false);
+        expect(pw.readOnlyRootFilesystem).to.equal(true);
+
+        const px = proxy.securityContext!;
+        expect(px.runAsNonRoot).to.equal(true);
+        expect(px.runAsUser).to.be.a("number").and.not.equal(0);
+        expect(px.capabilities?.drop).to.deep.equal(["ALL"]);
+        expect(px.capabilities?.add ?? []).to.deep.equal([]);
+        expect(px.readOnlyRootFilesystem).to.equal(true);
+        expect(px.allowPrivilegeEscalation).to.equal(false);
+
+        // Nothing anywhere in the release runs privileged.
+        for (const o of objs) expect(JSON.stringify(o), `${o.kind}/${o.metadata.name}`).not.to.match(/"privileged":true/);
+      });
+
+      it("gives podwatch its node name, annotation, proxy port and health endpoint", () => {
+        const { podwatch, proxy } = daemonSetPod(objs);
+        expect(podwatch.command).to.deep.equal(["tproxy-podwatch"]);
+        const args = podwatch.args!;
+        expect(flagValue(args, "--node-name")).to.equal("$(NODE_NAME)");
+        expect(envOf(podwatch)["NODE_NAME"]?.valueFrom?.fieldRef?.fieldPath).to.equal("spec.nodeName");
+        expect(flagValue(args, "--annotation")).to.equal("initializer.kubernetes.io/tproxy");
+        expect(flagValue(args, "--proxy-port")).to.equal(flagValue(proxy.args!, "--transparent-port")).and.equal("8080");
+        expect(flagValue(args, "--resync")).to.equal("60s");
+        expect(flagValue(args, "--metrics-port")).to.equal("9091");
+        expect(podwatch.livenessProbe?.httpGet?.path).to.equal("/healthz");
+        expect(podwatch.ports?.find((p) => p.name === podwatch.livenessProbe?.httpGet?.port)?.containerPort).to.equal(9091);
+        expect(podwatch.volumeMounts?.map((m) => m.mountPath)).to.include("/run/xtables.lock");
+      });
+
+      it("mounts the filter as a directory (no subPath) and the CA into the proxy only", () => {
+        const { tpl, podwatch, proxy } = daemonSetPod(objs);
+        expect(proxy.command).to.deep.equal(["tproxy"]);
+        const args = proxy.args!;
+        expect(args[0]).to.equal("run");
+        expect(flagValue(args, "--filter")).to.equal("/etc/tproxy/filter/filter.ts");
+        expect(flagValue(args, "--ca-cert")).to.equal("/etc/tproxy/ca/tls.crt");
+        expect(flagValue(args, "--ca-key")).to.equal("/etc/tproxy/ca/tls.key");
+        expect(flagValue(args, "--metrics-port")).to.equal("9090");
+
+        const filterMount = proxy.volumeMounts!.find((m) => m.mountPath === "/etc/tproxy/filter");
+        expect(filterMount, "filter mount").to.not.equal(undefined);
+        expect(filterMount!.subPath).to.equal(undefined);
+        const filterVolume = tpl.spec.volumes!.find((v) => v.name === filterMount!.name)!;
+        expect(filterVolume.configMap?.name).to.match(/-filter$/);
+        expect(filterVolume.configMap?.items).to.equal(undefined);
+        for (const c of [...tpl.spec.containers, ...(tpl.spec.initContainers ?? [])]) {
+          for (const m of c.volumeMounts ?? []) expect(m.subPath, `${c.name} ${m.mountPath}`).to.equal(undefined);
+        }
+
+        const caVolume = tpl.spec.volumes!.find((v) => v.secret !== undefined)!;
+        expect(proxy.volumeMounts!.find((m) => m.name === caVolume.name)?.mountPath).to.equal("/etc/tproxy/ca");
+        expect(podwatch.volumeMounts!.map((m) => m.name)).not.to.include(caVolume.name);
+        const secretName = caVolume.secret!.secretName;
+        const secrets = objs.filter((o) => o.kind === "Secret");
+        if (name === "existing CA secret") {
+          expect(secretName).to.equal("corp-proxy-ca");
+          expect(secrets, "no chart-made CA Secret").to.deep.equal([]);
+        } else {
+          expect(one(objs, "Secret", "-ca").metadata.name).to.equal(secretName);
+        }
+
+        expect(proxy.readinessProbe?.httpGet?.path).to.equal("/readyz");
+        expect(proxy.livenessProbe?.httpGet?.path).to.equal("/healthz");
+      });
+
+      it("publishes the CA in the root-certs ConfigMap under ca-certificates.crt, in every listed namespace", () => {
+        const roots = objs.filter((o) => o.kind === "ConfigMap" && o.metadata.name.endsWith("-root-certs"));
+        const expectNs = name.startsWith("namespaces") ? ["team-a", "team-b", "tproxy-system"] : ["tproxy-system"];
+        expect(roots.map((o) => o.metadata.namespace).sort()).to.deep.equal(expectNs);
+        const bundle = (roots[0]!["data"] as Record<string, string>)["ca-certificates.crt"]!;
+        expect(bundle).to.match(/^-----BEGIN CERTIFICATE-----/);
+        const secret = objs.find((o) => o.kind === "Secret");
+        const caCert = secret ? Buffer.from((secret["data"] as Record<string, string>)["tls.crt"]!, "base64").toString() : testCa.cert;
+        expect(bundle.trim()).to.equal(caCert.trim());
+      });
+
+      it("follows the variant's values", () => {
+        const { podwatch, proxy } = daemonSetPod(objs);
+        const pArgs = proxy.args!;
+        if (name === "standard mode") {
+          expect(flagValue(pArgs, "--standard-port")).to.equal("1080");
+          expect(proxy.ports!.map((p) => p.containerPort)).to.include(1080);
+        } else {
+          expect(pArgs).not.to.include("--standard-port");
+        }
+        if (name.startsWith("namespaces")) {
+          expect(podwatch.args!.filter((_, i, a) => a[i - 1] === "--namespace")).to.deep.equal(["team-a", "team-b"]);
+          expect(envOf(podwatch)["PATH"]?.value).to.match(/^\/usr\/local\/lib\/tproxy\/iptables-legacy:/);
+          expect(flagValue(pArgs, "--upstream-ca")).to.equal("/etc/tproxy/upstream-ca/ca-bundle.crt");
+          expect(objs.filter((o) => o.kind === "Role").map((o) => o.metadata.namespace)).to.deep.equal(["team-a", "team-b"]);
+          expect(objs.filter((o) => o.kind === "ClusterRole")).to.deep.equal([]);
+          expect(one(objs, "DaemonSet").metadata.name).to.equal("edge-tproxy");
+        } else {
+          expect(podwatch.args).not.to.include("--namespace");
+          expect(envOf(podwatch)["PATH"]).to.equal(undefined);
+          const role = one(objs, "ClusterRole");
+          expect(role["rules"]).to.deep.equal([{ apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] }]);
+        }
+      });
+
+      it("makes the helm test pod a locked pod that runs the isolation checks", () => {
+        const pod = objs.find((o) => o.kind === "Pod")!;
+        expect(pod.metadata.annotations).to.include({ "helm.sh/hook": "test", "initializer.kubernetes.io/tproxy": "true" });
+        const spec = pod["spec"] as PodSpec;
+        expect(spec.initContainers![0]!.command).to.deep.equal(["tproxy-sidecar-init"]);
+        const script = spec.containers[0]!.args!.join("\n");
+        expect(script).to.include("https://storage.googleapis.com/solutions-public-assets/").and.include("https://www.google.com");
+        expect(script).to.include("169.254.169.254").and.include("Operation not permitted");
+        if (name === "blocked CIDR + DNS") expect(script).to.include("KUBERNETES_SERVICE_HOST");
+        else expect(script).to.include("skip service range");
+      });
+    });
+  }
+
+  describe("NOTES.txt", () => {
+    it("prints, for each variant, an init container snippet whose env matches the values", async () => {
+      for (const [name, variant] of Object.entries(VARIANTS)) {
+        const text = await notes(variant());
+        const snippet = snippetOf(text);
+        const init = snippet.spec.initContainers![0]!;
+        const env = envOf(init);
+        expect(init.command, name).to.deep.equal(["tproxy-sidecar-init"]);
+        expect(init.securityContext?.capabilities?.add, name).to.include("NET_ADMIN");
+        expect(init.securityContext?.capabilities?.drop, name).to.deep.equal(["ALL"]);
+        expect(init.securityContext?.privileged, name).to.equal(false);
+        expect(snippet.metadata.annotations, name).to.deep.equal({ "initializer.kubernetes.io/tproxy": "true" });
+        expect(snippet.spec.volumes![0]!.configMap!.name, name).to.equal(name.startsWith("namespaces") ? "edge-tproxy-root-certs" : "tproxy-root-certs");
+        if (name === "blocked CIDR + DNS") {
+          expect(env["BLOCK_SVC_CIDR"]?.value).to.equal("10.96.0.0/12,fd00:10:96::/112");
+          expect(env["ALLOW_DNS"]?.value).to.equal("10.96.0.10");
+          expect(text).not.to.include("WARNINGS");
+        } else {
+          expect(env, name).not.to.have.any.keys("BLOCK_SVC_CIDR", "ALLOW_DNS");
+          expect(text.indexOf("WARNINGS"), `${name}: warnings come first`).to.equal(0);
+          expect(text).to.include("lock.blockCidrs is empty");
+        }
+        if (name === "standard mode") {
+          expect(env["NODE_NAME"]?.valueFrom?.fieldRef?.fieldPath).to.equal("spec.nodeName");
+          const appEnv = envOf(snippet.spec.containers[0]!);
+          expect(appEnv["http_proxy"]?.value).to.equal("http://$(NODE_NAME):1080");
+        } else {
+          expect(env, name).not.to.have.any.keys("NODE_NAME");
+        }
+      }
+    });
+
+    it("prints exactly what examples/debian-app-locked-manual.yaml holds (default values, release tproxy)", async () => {
+      const snippet = snippetOf(await notes());
+      const example = parseYaml(readFileSync(join(REPO_ROOT, "examples/debian-app-locked-manual.yaml"), "utf8")) as { apiVersion: string; spec: { template: PodTemplate } };
+      expect(example.apiVersion).to.equal("apps/v1");
+      const tpl = example.spec.template;
+      for (const [k, v] of Object.entries(snippet.metadata.annotations!)) expect(tpl.metadata.annotations?.[k]).to.equal(v);
+      expect(tpl.spec.initContainers).to.deep.equal(snippet.spec.initContainers);
+      expect(tpl.spec.volumes).to.deep.equal(snippet.spec.volumes);
+      expect(tpl.spec.containers[0]!.volumeMounts).to.deep.equal(snippet.spec.containers[0]!.volumeMounts);
+    });
+
+    it("names the images the examples use, from values.yaml", async () => {
+      const objs = await template();
+      const testPod = objs.find((o) => o.kind === "Pod")!;
+      const appImage = (testPod["spec"] as PodSpec).containers[0]!.image;
+      for (const file of ["debian-app.yaml", "debian-app-locked-manual.yaml"]) {
+        const ex = parseYaml(readFileSync(join(REPO_ROOT, "examples", file), "utf8")) as { apiVersion: string; kind: string; metadata: { name: string }; spec: { template: PodTemplate } };
+        expect(ex.apiVersion, file).to.equal("apps/v1");
+        expect(ex.spec.template.spec.containers[0]!.image, file).to.equal(appImage);
+        await validateObject(ex as unknown as K8sObject);
+      }
+      expect(appImage).to.equal("tproxy/example-app:0.1.0");
+      const custom = await template({ set: { "images.registry": "registry.example.com/platform", "images.tag": "1.2.3", "images.tproxy.digest": `sha256:${"a".repeat(64)}` } });
+      const { podwatch, proxy } = daemonSetPod(custom);
+      expect(podwatch.image).to.equal("registry.example.com/platform/tproxy/podwatch:1.2.3");
+      expect(proxy.image).to.equal(`registry.example.com/platform/tproxy/tproxy@sha256:${"a".repeat(64)}`);
+    });
+  });
+
+  describe("the filter", () => {
+    it("ships files/filter.ts byte for byte in the filter ConfigMap", async () => {
+      const cm = one(await template(), "ConfigMap", "-filter");
+      expect((cm["data"] as Record<string, string>)["filter.ts"]).to.equal(readFileSync(join(CHART_DIR, "files/filter.ts"), "utf8"));
+    });
+
+    it("changes only the filter ConfigMap when the filter changes (no rollout of the DaemonSet)", async () => {
+      const fixed = { "ca.cert": testCa.cert, "ca.key": testCa.key };
+      const mine = join(tmp, "my-filter.ts");
+      const script = "  // leading spaces survive\nexport default {\n  request(flow) {\n    flow.respond(403, \"no\");\n  },\n};\n";
+      writeFileSync(mine, script);
+      const before = await template({ set: fixed });
+      const after = await template({ set: fixed, setFile: { "filter.script": mine } });
+      expect(after.length).to.equal(before.length);
+      const key = (o: K8sObject) => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
+      const changed = after.filter((o, i) => JSON.stringify(o) !== JSON.stringify(before[i])).map(key);
+      expect(changed).to.deep.equal(["ConfigMap/tproxy-system/tproxy-filter"]);
+      expect((one(after, "ConfigMap", "-filter")["data"] as Record<string, string>)["filter.ts"]).to.equal(script);
+      expect(daemonSetPod(after).tpl).to.deep.equal(daemonSetPod(before).tpl);
+    });
+  });
+
+  describe("values.schema.json", () => {
+    const cases: [string, string[], RegExp][] = [
+      ["a string port", ["--set-string", "proxy.transparentPort=8080"], /proxy\/transparentPort/],
+      ["a port the non-root proxy cannot bind", ["--set", "proxy.transparentPort=80"], /proxy\/transparentPort': minimum/],
+      ["an unknown key", ["--set", "podwatch.watchEverything=true"], /podwatch': additional properties 'watchEverything' not allowed/],
+      ["a CIDR without prefix length", ["--set-json", 'lock.blockCidrs=["10.96.0.0"]'], /lock\/blockCidrs\/0/],
+      ["an unknown filter error mode", ["--set", "proxy.onFilterError=maybe"], /proxy\/onFilterError/],
+      ["a resync that is no duration", ["--set", "podwatch.resync=soon"], /podwatch\/resync/],
+      ["a misspelt top-level section", ["--set", "podwach.resync=60s"], /additional properties 'podwach' not allowed/],
+    ];
+    for (const [what, args, where] of cases) {
+      it(`rejects ${what} with Helm's schema error`, async () => {
+        const r = await helm(["template", "tproxy", CHART_DIR, ...args]);
+        expect(r.code).to.not.equal(0);
+        expect(r.stderr).to.include("values don't meet the specifications of the schema");
+        expect(r.stderr).to.match(where);
+      });
+    }
+
+    it("rejects half a CA pair and a missing existing Secret with a one-line reason", async () => {
+      const half = await helm(["template", "tproxy", CHART_DIR, "--set-json", `ca.cert=${JSON.stringify(testCa.cert)}`]);
+      expect(half.code).to.not.equal(0);
+      expect(half.stderr).to.include("ca.cert and ca.key go together");
+      const missing = await helm(["template", "tproxy", CHART_DIR, "--set", "ca.existingSecret=nope"]);
+      expect(missing.code).to.not.equal(0);
+      expect(missing.stderr).to.match(/ca.existingSecret "nope": Secret not found/);
+    });
+
+    it("closes every object in the schema (additionalProperties: false) and covers every value", () => {
+      const schema = JSON.parse(readFileSync(join(CHART_DIR, "values.schema.json"), "utf8")) as Record<string, unknown>;
+      const values = parseYaml(readFileSync(join(CHART_DIR, "values.yaml"), "utf8")) as Record<string, unknown>;
+      const open: string[] = [];
+      const walk = (node: Record<string, unknown>, v: unknown, path: string) => {
+        const props = node["properties"] as Record<string, Record<string, unknown>> | undefined;
+        if (props === undefined) return;
+        if (node["additionalProperties"] !== false) open.push(path);
+        for (const k of Object.keys((v ?? {}) as object)) {
+          expect(props, `schema for ${path}.${k}`).to.have.property(k);
+          walk(props[k]!, (v as Record<string, unknown>)[k], `${path}.${k}`);
+        }
+      };
+      walk(schema, values, "");
+      expect(open).to.deep.equal([]);
+    });
+  });
+
+  describe("values.yaml and the chart README", () => {
+    /** Paths of the documented values: a key with a `# --` comment above it (its subtree is its value). */
+    function documentedPaths(): { documented: string[]; undocumented: string[] } {
+      const doc = parseDocument(readFileSync(join(CHART_DIR, "values.yaml"), "utf8"));
+      const documented: string[] = [];
+      const undocumented: string[] = [];
+      const walk = (map: YAMLMap, prefix: string) => {
+        for (const [i, pair] of map.items.entries()) {
+          const key = isScalar(pair.key) ? String(pair.key.value) : "?";
+          const path = prefix ? `${prefix}.${key}` : key;
+          // yaml attaches the comment above a map's first key to the map itself
+          const comment = `${i === 0 ? (map.commentBefore ?? "") : ""}\n${(isScalar(pair.key) ? pair.key.commentBefore : undefined) ?? ""}`;
+          const own = comment.split("\n").some((l) => l.trim().startsWith("--"));
+          if (own) documented.push(path);
+          else if (isMap(pair.value) && pair.value.items.length > 0) walk(pair.value, path);
+          else undocumented.push(path);
+        }
+      };
+      walk(doc.contents as YAMLMap, "");
+      return { documented, undocumented };
+    }
+
+    it("documents every value with a comment above it", () => {
+      const { documented, undocumented } = documentedPaths();
+      expect(undocumented).to.deep.equal([]);
+      expect(documented.length).to.be.greaterThan(40);
+    });
+
+    it("lists exactly the documented values in the README's values table", () => {
+      const readme = readFileSync(join(CHART_DIR, "README.md"), "utf8");
+      const rows = [...readme.matchAll(/^\| `([A-Za-z0-9_.]+)` \|/gm)].map((m) => m[1]!);
+      expect(rows).to.deep.equal(documentedPaths().documented);
+      for (const step of ["helm install tproxy charts/tproxy", "helm upgrade tproxy", "helm uninstall tproxy", "helm test tproxy"]) {
+        expect(readme).to.include(step);
+      }
+    });
+  });
+
+  describe("the rendered command lines against the real binaries", () => {
+    it("passes only flags that tproxy run and tproxy-podwatch document", async () => {
+      const { podwatch, proxy } = daemonSetPod(await template({ set: { "proxy.standardMode.enabled": true, "proxy.upstreamCa": testCa.cert } }));
+      const node = process.execPath;
+      const tproxyHelp = (await pexec(node, [join(REPO_ROOT, "packages/tproxy/dist/cli.js"), "run", "--help"])).stdout;
+      const podwatchHelp = (await pexec(node, [join(REPO_ROOT, "packages/podwatch/dist/cli.js"), "--help"])).stdout;
+      for (const flag of proxy.args!.filter((a) => a.startsWith("--"))) expect(tproxyHelp, `tproxy run ${flag}`).to.include(flag);
+      for (const flag of podwatch.args!.filter((a) => a.startsWith("--"))) expect(podwatchHelp, `tproxy-podwatch ${flag}`).to.include(flag);
+    });
+
+    it("starts the real proxy with the rendered arguments, generated CA and filter, and it becomes ready", async function () {
+      this.timeout(60_000);
+      const objs = await template();
+      const { proxy } = daemonSetPod(objs);
+      const root = join(tmp, "etc-tproxy");
+      const secret = one(objs, "Secret", "-ca")["data"] as Record<string, string>;
+      const filter = one(objs, "ConfigMap", "-filter")["data"] as Record<string, string>;
+      mkdirSync(join(root, "ca"), { recursive: true });
+      mkdirSync(join(root, "filter"), { recursive: true });
+      writeFileSync(join(root, "ca/tls.crt"), Buffer.from(secret["tls.crt"]!, "base64"));
+      writeFileSync(join(root, "ca/tls.key"), Buffer.from(secret["tls.key"]!, "base64"), { mode: 0o600 });
+      writeFileSync(join(root, "filter/filter.ts"), filter["filter.ts"]!);
+      const [transparent, metrics] = [await freePort(), await freePort()];
+      const args = proxy.args!.map((a) => a.replace(/^\/etc\/tproxy\//, `${root}/`));
+      args[args.indexOf("--transparent-port") + 1] = String(transparent);
+      args[args.indexOf("--metrics-port") + 1] = String(metrics);
+      const child = spawn(process.execPath, [join(REPO_ROOT, "packages/tproxy/dist/cli.js"), ...args, "--listen-address", "127.0.0.1"], { stdio: ["ignore", "pipe", "pipe"] });
+      let output = "";
+      child.stdout.on("data", (b: Buffer) => (output += b.toString()));
+      child.stderr.on("data", (b: Buffer) => (output += b.toString()));
+      try {
+        const deadline = Date.now() + 30_000;
+        let status = 0;
+        while (Date.now() < deadline && child.exitCode === null) {
+          status = await fetch(`http://127.0.0.1:${metrics}/readyz`).then((r) => r.status, () => 0);
+          if (status === 200) break;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        expect(status, `proxy output:\n${output}`).to.equal(200);
+      } finally {
+        child.kill("SIGTERM");
+      }
+    });
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
