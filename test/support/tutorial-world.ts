@@ -145,6 +145,26 @@ export class TutorialWorld {
   }
 
   publicCaPath = "";
+  #extraPods = 0;
+
+  /** Another pod, linked to the node on its own subnet (10.90.(4+n).0/24). */
+  async addPod(name: string): Promise<PodNs> {
+    const n = 4 + this.#extraPods++;
+    const ns = await this.#ns(uniqueName(`${this.prefix}x`));
+    await link(ns, [`10.90.${n}.2/24`], this.node, [`10.90.${n}.1/24`]);
+    await ns.must("ip", ["route", "add", "default", "via", `10.90.${n}.1`]);
+    ns.hosts(HOSTS);
+    return { name, ns, ip: `10.90.${n}.2` };
+  }
+
+  /** Runs another test server in the internet namespace (e.g. on other ports, or on the IPv6 address). */
+  async extraServer(name: string, address: string, httpPort: number, httpsPort: number): Promise<Proc> {
+    const ca = new TestCa(this.dir, `extra-${httpPort}`);
+    const cert = ca.issue(name.replace(/\W/g, "-"), [name]);
+    const proc = this.spawn(this.internet, process.execPath, [join(REPO, "test/support/upstream-server.ts"), name, address, String(httpPort), String(httpsPort), cert.certPath, cert.keyPath]);
+    await proc.waitForLine(/^listening/);
+    return proc;
+  }
 
   async #ns(name: string): Promise<Netns> {
     const ns = await Netns.create(name);
@@ -202,13 +222,13 @@ export class TutorialWorld {
   }
 
   /** Runs the real init container in the locked pod's namespace; resolves with its exit and output. */
-  sidecarInit(args: string[] = ["--block-cidr", SERVICE_CIDR, "--allow-dns", DNS_IP, "--wait-timeout", "30s"]): Proc {
-    return this.spawn(this.locked.ns, process.execPath, [SIDECAR_CLI, ...args]);
+  sidecarInit(pod: PodNs = this.locked, args: string[] = ["--block-cidr", SERVICE_CIDR, "--allow-dns", DNS_IP, "--wait-timeout", "30s"]): Proc {
+    return this.spawn(pod.ns, process.execPath, [SIDECAR_CLI, ...args]);
   }
 
   /** Locked pods trust the tproxy CA through the root-certs ConfigMap mounted over /etc/ssl/certs. */
-  mountRootCerts(): void {
-    this.#trust(this.locked.ns, readFileSync(this.ca.cert, "utf8"));
+  mountRootCerts(pod: PodNs = this.locked): void {
+    this.#trust(pod.ns, readFileSync(this.ca.cert, "utf8"));
   }
 
   /** One round of the example app's loop (examples/debian-app.yaml): two requests and one ping. */
