@@ -44,7 +44,7 @@ describe("sidecar-init in a pod network namespace", function () {
   };
 
   before(async () => {
-    await removeStale("tsi");
+    for (const prefix of ["tsip", "tsin", "tsiu"]) await removeStale(prefix);
     pod = await Netns.create(uniqueName("tsip"));
     node = await Netns.create(uniqueName("tsin"));
     upstream = await Netns.create(uniqueName("tsiu"));
