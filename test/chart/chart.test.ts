@@ -261,7 +261,7 @@ describe("helm chart charts/tproxy", function () {
         expect(spec.initContainers![0]!.command).to.deep.equal(["tproxy-sidecar-init"]);
         const script = spec.containers[0]!.args!.join("\n");
         expect(script).to.include("https://storage.googleapis.com/solutions-public-assets/").and.include("https://www.google.com");
-        expect(script).to.include("169.254.169.254").and.include("Operation not permitted");
+        expect(script).to.include("169.254.169.254").and.include("ping -c 1").and.include("ok   ping not permitted");
         if (name === "blocked CIDR + DNS") expect(script).to.include("KUBERNETES_SERVICE_HOST");
         else expect(script).to.include("skip service range");
       });

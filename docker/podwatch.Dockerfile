@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# podwatch: the per-node REDIRECT controller. Runs iptables-restore in the host's network namespace (root, NET_ADMIN + NET_RAW).
+# Build from the repository root (the build context):  docker build -f docker/podwatch.Dockerfile -t tproxy/podwatch:0.1.0 .
+# Uses only the node:24-bookworm-slim base image, Debian packages and the npm registry.
+
+# ---- build: compile the workspace and its N-API addon; the compilers stay in this stage ----
+FROM node:24-bookworm-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+# node-gyp builds the SO_ORIGINAL_DST addon against the headers the base image ships (no download).
+ENV npm_config_nodedir=/usr/local
+WORKDIR /src
+COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
+COPY packages/tproxy/package.json packages/tproxy/tsconfig.json packages/tproxy/binding.gyp packages/tproxy/
+COPY packages/tproxy/native packages/tproxy/native
+COPY packages/tproxy/src packages/tproxy/src
+COPY packages/podwatch/package.json packages/podwatch/tsconfig.json packages/podwatch/
+COPY packages/podwatch/src packages/podwatch/src
+COPY packages/sidecar-init/package.json packages/sidecar-init/tsconfig.json packages/sidecar-init/
+COPY packages/sidecar-init/src packages/sidecar-init/src
+COPY docker/assemble.sh docker/assemble.sh
+RUN npm ci --no-audit --no-fund \
+ && npm run build \
+ && npm prune --omit=dev --no-audit --no-fund \
+ && sh docker/assemble.sh /out
+
+# ---- runtime: production node_modules, dist/ and the addon binary; no compilers ----
+FROM node:24-bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables \
+ && rm -rf /var/lib/apt/lists/*
+# podwatch.iptablesBackend=legacy puts this folder first on PATH: the same names, the legacy backend.
+RUN mkdir -p /usr/local/lib/tproxy/iptables-legacy \
+ && for f in iptables ip6tables; do \
+      ln -s "/usr/sbin/$f-legacy" "/usr/local/lib/tproxy/iptables-legacy/$f"; \
+      ln -s "/usr/sbin/$f-legacy-save" "/usr/local/lib/tproxy/iptables-legacy/$f-save"; \
+      ln -s "/usr/sbin/$f-legacy-restore" "/usr/local/lib/tproxy/iptables-legacy/$f-restore"; \
+    done
+WORKDIR /app
+COPY --from=build /out/ /app/
+ENV NODE_ENV=production
+RUN ln -s /app/packages/podwatch/dist/cli.js /usr/local/bin/tproxy-podwatch \
+ && tproxy-podwatch --help >/dev/null
+EXPOSE 9091
+ENTRYPOINT ["tproxy-podwatch"]

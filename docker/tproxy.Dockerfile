@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# tproxy: the MITM proxy (`tproxy run`). Non-root (uid 65532), no capabilities needed.
+# Build from the repository root (the build context):  docker build -f docker/tproxy.Dockerfile -t tproxy/tproxy:0.1.0 .
+# Uses only the node:24-bookworm-slim base image, Debian packages and the npm registry.
+
+# ---- build: compile the workspace and its N-API addon; the compilers stay in this stage ----
+FROM node:24-bookworm-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+# node-gyp builds the SO_ORIGINAL_DST addon against the headers the base image ships (no download).
+ENV npm_config_nodedir=/usr/local
+WORKDIR /src
+COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
+COPY packages/tproxy/package.json packages/tproxy/tsconfig.json packages/tproxy/binding.gyp packages/tproxy/
+COPY packages/tproxy/native packages/tproxy/native
+COPY packages/tproxy/src packages/tproxy/src
+COPY packages/podwatch/package.json packages/podwatch/tsconfig.json packages/podwatch/
+COPY packages/podwatch/src packages/podwatch/src
+COPY packages/sidecar-init/package.json packages/sidecar-init/tsconfig.json packages/sidecar-init/
+COPY packages/sidecar-init/src packages/sidecar-init/src
+COPY docker/assemble.sh docker/assemble.sh
+RUN npm ci --no-audit --no-fund \
+ && npm run build \
+ && npm prune --omit=dev --no-audit --no-fund \
+ && sh docker/assemble.sh /out
+
+# ---- runtime: production node_modules, dist/ and the addon binary; no compilers ----
+FROM node:24-bookworm-slim
+WORKDIR /app
+COPY --from=build /out/ /app/
+ENV NODE_ENV=production
+RUN ln -s /app/packages/tproxy/dist/cli.js /usr/local/bin/tproxy \
+ && tproxy --help >/dev/null
+# A fixed non-root user; the chart runs the container as 65532:65532 with a read-only root filesystem.
+RUN groupadd --system --gid 65532 tproxy && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin tproxy
+USER 65532:65532
+EXPOSE 8080 1080 9090
+ENTRYPOINT ["tproxy"]
+CMD ["--help"]
