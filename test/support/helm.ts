@@ -105,9 +105,8 @@ export interface K8sObject {
   [field: string]: unknown;
 }
 
-/** Flags that turn a map of `--set`-style values and `--set-file`s into helm arguments. */
+/** What to render: values (`--set-json`, so types survive exactly), `--set-file`s, values files, release. */
 export interface RenderOptions {
-  /** `--set-string`-free values, passed with `--set-json key=<json>` so types survive exactly. */
   set?: Record<string, unknown>;
   setFile?: Record<string, string>;
   valuesFiles?: string[];
@@ -131,8 +130,7 @@ export async function template(opts: RenderOptions = {}): Promise<K8sObject[]> {
   return parseManifests(await mustHelm(["template", ...renderArgs(opts)]));
 }
 
-/** `helm template` → the rendered text of NOTES.txt (via `helm install --dry-run` without a cluster is
- *  impossible, so NOTES is rendered with `--show-only` on a copy; see notes()). */
+/** Multi-document YAML (as `helm template` prints it) → the objects in it, empty documents skipped. */
 export function parseManifests(text: string): K8sObject[] {
   const out: K8sObject[] = [];
   for (const doc of parseAllDocuments(text)) {
