@@ -161,6 +161,14 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
     await waitFor("the IPv6 request's log line", () => proxy.lines.some((l) => l.includes(`GET http://[${NET_IP6}]/v6 -> 418`)));
   });
 
+  it("survives clients that hang up before the answer", async () => {
+    const quitters = await Promise.all(Array.from({ length: 8 }, (_, i) => world.curl(["--cacert", ca.cert, "-o", "/dev/null", "--max-time", "0.3", `https://storage.googleapis.com/slow/${400 + i * 20}`])));
+    expect(quitters.every((q) => q.code === 28)).to.equal(true); // curl: operation timed out
+    await new Promise((r) => setTimeout(r, 500)); // the upstream answers after the clients left
+    expect(proxy.child.exitCode).to.equal(null);
+    expect((await curl(["https://storage.googleapis.com/after-quitters"])).status).to.equal(200);
+  });
+
   it("answers sidecar-init's readiness probe itself", async () => {
     const r = await world.curl(["-D", "-", "http://192.0.2.1/"]);
     expect(r.stdout).to.match(/^HTTP\/1\.1 200/);

@@ -99,7 +99,7 @@ export class Interceptor extends Proxy {
     this.keepAlive = true;
     this.timeout = 0;
     this.onRequest((ctx, _callback) => {
-      void this.#handle(ctx);
+      this.#handle(ctx).catch((err: unknown) => this.#internalError(err, ctx.proxyToClientResponse));
     });
   }
 
@@ -114,8 +114,14 @@ export class Interceptor extends Proxy {
       this._onHttpServerRequest(conn?.tls ?? false, req, res);
     });
     server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      void this.#handleUpgrade(req, socket, head);
+      this.#handleUpgrade(req, socket, head).catch((err: unknown) => this.#internalError(err, socket));
     });
+  }
+
+  // A bug must cost one connection, never the process.
+  #internalError(err: unknown, target: ServerResponse | Duplex): void {
+    this.#log.error({ err: err instanceof Error ? err.stack : String(err) }, "internal error; connection closed");
+    target.destroy();
   }
 
   // Replaces the library's error funnel (which prints to the console and answers 504 for everything).
@@ -239,7 +245,10 @@ export class Interceptor extends Proxy {
     if (https_ && target.named) options.servername = target.host;
     const upstream = (https_ ? https : http).request(options);
     upstream.on("response", (upRes) => {
-      void this.#respondFromUpstream(state, res, upRes);
+      this.#respondFromUpstream(state, res, upRes).catch((err: unknown) => {
+        upRes.destroy();
+        this.#internalError(err, res);
+      });
     });
     upstream.on("error", (err: NodeJS.ErrnoException) => {
       state.reason = `upstream: ${err.code ?? err.message}`;
@@ -251,6 +260,10 @@ export class Interceptor extends Proxy {
       this.#log.warn({ id: state.flow.id, url: target.url, err: err.message, code: err.code }, "upstream request failed");
       this.#answer(res, { status, body: message + "\n", headers: {} }, state);
     });
+    if (req.destroyed) {
+      upstream.destroy();
+      return;
+    }
     pipeline(req, upstream, (err) => {
       if (err && !upstream.destroyed) upstream.destroy(err);
     });
@@ -263,6 +276,11 @@ export class Interceptor extends Proxy {
       upRes.destroy();
       if (verdict === "deny") return this.#deny(state, res, this.#filterErrorAnswer(state), state.reason);
       return this.#deny(state, res, verdict.answer!, "filter");
+    }
+    if (res.destroyed) {
+      // The client went away while the upstream (or the response hook) was answering.
+      upRes.destroy();
+      return;
     }
     const headers = verdict === "pass" ? upRes.headers : verdict.headers;
     const out = forwardableHeaders(headers);
