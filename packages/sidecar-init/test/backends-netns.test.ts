@@ -1,8 +1,8 @@
 // The nft and legacy backends in fresh namespaces: idempotence, auto following the backend in use, and
 // --dry-run printing exactly what a run applies.
 import { expect } from "chai";
-import { Netns, removeStale, uniqueName } from "../../../test/support/netns.ts";
-import { ruleset, sidecar } from "./support.ts";
+import { Netns, uniqueName } from "../../../test/support/netns.ts";
+import { ruleset, sidecar, removeOldStale } from "./support.ts";
 
 const ARGS = ["--no-wait", "--allow-dns", "10.96.0.10,fd00:10:96::a", "--block-cidr", "10.96.0.0/12,fd00:10:96::/112", "--node-ip", "10.128.0.2"];
 
@@ -15,7 +15,7 @@ describe("sidecar-init iptables backends", function () {
     return ns;
   };
 
-  before(() => removeStale("tsib"));
+  before(() => removeOldStale("tsib"));
   after(async () => {
     for (const ns of spaces) await ns.destroy();
   });

@@ -4,9 +4,9 @@ import { expect } from "chai";
 import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Netns, removeStale, uniqueName, type RunResult } from "../../../test/support/netns.ts";
+import { Netns, uniqueName, type RunResult } from "../../../test/support/netns.ts";
 import { which } from "../src/iptables.ts";
-import { CLI, NODE, envArgs, lastLine, ruleset, sidecar } from "./support.ts";
+import { CLI, NODE, envArgs, lastLine, ruleset, sidecar, removeOldStale } from "./support.ts";
 
 describe("sidecar-init error cases", function () {
   this.timeout(30_000);
@@ -16,7 +16,7 @@ describe("sidecar-init error cases", function () {
   let fakeDir: string;
 
   before(async () => {
-    await removeStale("tsie");
+    await removeOldStale("tsie");
     ns = await Netns.create(uniqueName("tsie"));
     // Another tool's rule, to show it survives every failure untouched.
     await ns.must("iptables", ["-A", "OUTPUT", "-d", "10.1.2.3/32", "-j", "ACCEPT"]);

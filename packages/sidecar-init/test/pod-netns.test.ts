@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ChildProcess } from "node:child_process";
-import { Netns, enableForwarding, link, removeStale, uniqueName, waitFor } from "../../../test/support/netns.ts";
-import { CLIENT, NODE, lastLine, ruleset, sidecar, spawnSidecar, startServers, stop } from "./support.ts";
+import { Netns, enableForwarding, link, uniqueName, waitFor } from "../../../test/support/netns.ts";
+import { CLIENT, NODE, lastLine, ruleset, sidecar, spawnSidecar, startServers, stop, removeOldStale } from "./support.ts";
 
 const UPSTREAM = "10.50.2.2";
 const OTHER_RESOLVER = "10.50.2.3";
@@ -44,7 +44,7 @@ describe("sidecar-init in a pod network namespace", function () {
   };
 
   before(async () => {
-    for (const prefix of ["tsip", "tsin", "tsiu"]) await removeStale(prefix);
+    for (const prefix of ["tsip", "tsin", "tsiu"]) await removeOldStale(prefix);
     pod = await Netns.create(uniqueName("tsip"));
     node = await Netns.create(uniqueName("tsin"));
     upstream = await Netns.create(uniqueName("tsiu"));

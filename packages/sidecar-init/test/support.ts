@@ -3,7 +3,8 @@
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import type { ChildProcess } from "node:child_process";
-import type { Netns, RunResult } from "../../../test/support/netns.ts";
+import { rmSync, statSync } from "node:fs";
+import { must, run, type Netns, type RunResult } from "../../../test/support/netns.ts";
 
 export const NODE = process.execPath;
 export const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -61,4 +62,25 @@ export async function ruleset(ns: Netns, save: string): Promise<string> {
     .split("\n")
     .filter((l) => !l.startsWith("#"))
     .join("\n");
+}
+
+/**
+ * Removes namespaces with this prefix that a crashed run left behind: only those older than ten
+ * minutes, so a run of the same tests going on at the same time (another checkout, another shell)
+ * keeps its namespaces.
+ */
+export async function removeOldStale(prefix: string, olderThanMs = 10 * 60_000): Promise<void> {
+  const names = (await must("ip", ["netns", "list"])).split("\n").map((l) => l.split(" ")[0] ?? "");
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    let created: number;
+    try {
+      created = statSync(`/run/netns/${name}`).mtimeMs;
+    } catch {
+      continue;
+    }
+    if (Date.now() - created <= olderThanMs) continue;
+    await run("ip", ["netns", "del", name]);
+    rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
+  }
 }
