@@ -162,7 +162,8 @@ async function startProxies(): Promise<void> {
   writeFileSync(join(dir, "filter.ts"), TS_FILTER);
   writeFileSync(join(dir, "filter.py"), PY_FILTER);
   if (PATHS.includes("tproxy")) {
-    proxies.tproxy = node.spawn(process.execPath, [join(REPO, "packages/tproxy/dist/cli.js"), "run", "--ca-cert", env.tproxyCa.cert, "--ca-key", env.tproxyCa.key,
+    const nodeFlags = process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? []; // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+    proxies.tproxy = node.spawn(process.execPath, [...nodeFlags, join(REPO, "packages/tproxy/dist/cli.js"), "run", "--ca-cert", env.tproxyCa.cert, "--ca-key", env.tproxyCa.key,
       "--filter", join(dir, "filter.ts"), "--upstream-ca", env.publicCa, "--transparent-port", "8080", "--metrics-port", "9090"], { stdio: ["ignore", "ignore", "inherit"] });
     children.push(proxies.tproxy);
     await waitFor("tproxy", async () => (await node.run("curl", ["-s", "http://127.0.0.1:9090/readyz"])).stdout.startsWith("ready"), 15_000, 100);
@@ -170,7 +171,7 @@ async function startProxies(): Promise<void> {
   if (PATHS.includes("mitmproxy")) {
     mkdirSync(join(dir, "mitmproxy"), { recursive: true });
     proxies.mitmproxy = node.spawn("mitmdump", ["--mode", "transparent", "--listen-port", "8081", "-s", join(dir, "filter.py"),
-      "--set", `confdir=${join(dir, "mitmproxy")}`, "--set", `ssl_verify_upstream_trusted_ca=${env.publicCa}`], { stdio: ["ignore", "ignore", "inherit"] });
+      "--set", `confdir=${join(dir, "mitmproxy")}`, "--set", `ssl_verify_upstream_trusted_ca=${env.publicCa}`], { stdio: "ignore" });
     children.push(proxies.mitmproxy);
     await waitFor("mitmdump", async () => (await node.run("sh", ["-c", "ss -ltn | grep -q ':8081 '"])).code === 0, 30_000, 200);
   }
@@ -200,7 +201,7 @@ function toMB(value: string): number {
 
 async function wrk(url: string, connections: number, extra: string[] = []): Promise<Omit<Sample, "cpu" | "rssMiB" | "peakRssMiB">> {
   const threads = Math.min(2, connections);
-  const cmd = `ulimit -n 65536; wrk -t${threads} -c${connections} -d${SECONDS}s --timeout 10s --latency ${extra.map((e) => `'${e}'`).join(" ")} ${url}`;
+  const cmd = `ulimit -n $(ulimit -Hn); wrk -t${threads} -c${connections} -d${SECONDS}s --timeout 10s --latency ${extra.map((e) => `'${e}'`).join(" ")} ${url}`;
   const r = await client.run("sh", ["-c", cmd], { timeoutMs: (SECONDS + 30) * 1000 });
   const out = r.stdout;
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
@@ -367,6 +368,12 @@ async function main(): Promise<void> {
 }
 
 async function cleanup(): Promise<void> {
+  // A graceful stop first, so that --cpu-prof (BENCH_NODE_FLAGS) can write its profile.
+  const t = proxies.tproxy;
+  if (t && t.exitCode === null) {
+    t.kill("SIGTERM");
+    await Promise.race([new Promise((r) => t.once("exit", r)), new Promise((r) => setTimeout(r, 5000))]);
+  }
   for (const c of children) c.kill("SIGKILL");
   for (const ns of [client, node, upstream]) await ns?.destroy().catch(() => undefined);
   rmSync(dir, { recursive: true, force: true });

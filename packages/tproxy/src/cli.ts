@@ -4,7 +4,7 @@ import { Command, Option } from "commander";
 import { writeCa } from "./certs/ca.ts";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
-import { createLogger } from "./observe/log.ts";
+import { createLogging } from "./observe/log.ts";
 import { TproxyServer } from "./proxy.ts";
 
 function fail(err: unknown): never {
@@ -49,8 +49,7 @@ Example:
     let server: TproxyServer;
     try {
       const config = parseRunConfig(raw);
-      const log = createLogger(config.logFormat);
-      server = new TproxyServer(config, log);
+      server = new TproxyServer(config, createLogging(config.logFormat));
       await server.start();
     } catch (err) {
       fail(err);

@@ -4,6 +4,6 @@ export { TproxyServer, type ProxyAddresses } from "./proxy.ts";
 export { parseRunConfig, type RunConfig, type RawRunOptions } from "./config.ts";
 export { createCa, loadCa, writeCa, type CertificateAuthority } from "./certs/ca.ts";
 export { LeafCertificates } from "./certs/leaf-cache.ts";
-export { createLogger, type LogFormat } from "./observe/log.ts";
+export { createLogger, createLogging, type LogFormat, type Logging, type RequestRecord } from "./observe/log.ts";
 export { PROBE_BODY, PROBE_HEADER } from "./server/interceptor.ts";
 export * from "./errors.ts";

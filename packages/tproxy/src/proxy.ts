@@ -3,10 +3,11 @@
 import http from "node:http";
 import https from "node:https";
 import { readFile } from "node:fs/promises";
-import { getCACertificates } from "node:tls";
+import { createSecureContext, getCACertificates } from "node:tls";
 import type { AddressInfo, Server as NetServer } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
+import type { Logging } from "./observe/log.ts";
 import type { RunConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { loadCa } from "./certs/ca.ts";
@@ -51,6 +52,7 @@ export class TproxyServer {
   readonly config: RunConfig;
   readonly metrics = new ProxyMetrics();
   readonly #log: Logger;
+  readonly #logging: Logging;
   #filters: FilterHost | undefined;
   #reloader: FilterReloader | undefined;
   #interceptor: Interceptor | undefined;
@@ -61,19 +63,22 @@ export class TproxyServer {
   #agents: { http: http.Agent; https: https.Agent } | undefined;
   #ready = false;
 
-  constructor(config: RunConfig, log: Logger) {
+  constructor(config: RunConfig, logging: Logging) {
     this.config = config;
-    this.#log = log;
+    this.#logging = logging;
+    this.#log = logging.log;
   }
 
   async start(): Promise<ProxyAddresses> {
     const config = this.config;
     const ca = await loadCa(config.caCert, config.caKey);
     const leafs = new LeafCertificates(ca);
-    const ca_ = await upstreamTrust(config);
+    // One TLS context for every upstream connection: given only `ca`, Node would parse the whole
+    // root store again for each new connection.
+    const upstreamContext = createSecureContext({ ca: await upstreamTrust(config) });
     this.#agents = {
       http: new http.Agent({ keepAlive: true, maxFreeSockets: 256 }),
-      https: new https.Agent({ keepAlive: true, maxFreeSockets: 256, ca: ca_, rejectUnauthorized: !config.insecureUpstream }),
+      https: new https.Agent({ keepAlive: true, maxFreeSockets: 256, secureContext: upstreamContext, rejectUnauthorized: !config.insecureUpstream }),
     };
     if (config.insecureUpstream) this.#log.warn("--insecure-upstream: upstream certificates are NOT verified");
 
@@ -96,6 +101,7 @@ export class TproxyServer {
     const interceptor = new Interceptor(filters, this.#log, this.metrics, connections, {
       onFilterError: config.onFilterError,
       probeAddress: config.probeAddress,
+      requests: this.#logging.requests,
       httpAgent: this.#agents.http,
       httpsAgent: this.#agents.https,
     });
@@ -177,5 +183,6 @@ export class TproxyServer {
     this.#agents?.https.destroy();
     await this.#reloader?.close();
     await this.#filters?.close();
+    this.#logging.flush();
   }
 }

@@ -1,26 +1,50 @@
 // Logging: pino everywhere. `json` writes pino's lines as they are; `text` turns each into one line a
-// person can read in `kubectl logs`, in the spirit of mitmdump's output.
-import pino, { type Logger } from "pino";
+// person can read in `kubectl logs`, in the spirit of mitmdump's output. The per-request line, written
+// thousands of times a second, is formatted directly in text mode (not serialised by pino and parsed back).
+import pino, { type DestinationStream, type Logger } from "pino";
 
 export type LogFormat = "text" | "json";
 
+/** What the proxy logs about each request. */
+export interface RequestRecord {
+  id: string;
+  client: string;
+  method: string | undefined;
+  url: string;
+  status: number | string;
+  bytes: number;
+  ms: number;
+  decision: "allowed" | "denied";
+  reason: string | undefined;
+  filter: string | undefined;
+}
+
+export type RequestLog = (record: RequestRecord) => void;
+
+export interface Logging {
+  log: Logger;
+  requests: RequestLog;
+  /** Writes out whatever is buffered (call before exit). */
+  flush(): void;
+}
+
 const LEVELS: Record<number, string> = { 10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL" };
-const SKIP = new Set(["level", "time", "msg", "pid", "hostname", "kind"]);
+const SKIP = new Set(["level", "time", "msg", "pid", "hostname"]);
 
 function value(v: unknown): string {
   if (typeof v === "string") return /[\s"=]/.test(v) ? JSON.stringify(v) : v;
-  if (v instanceof Object && "message" in v) return JSON.stringify((v as { message: unknown }).message);
   return JSON.stringify(v);
 }
 
-/** Formats one pino JSON record as text. Request records (kind=request) get the request-line layout. */
+/** One request as a text line. */
+export function formatRequest(r: RequestRecord, time = Date.now()): string {
+  const reason = r.reason ? ` (${r.reason})` : "";
+  return `${new Date(time).toISOString()} ${r.client} ${r.method} ${r.url} -> ${r.status} ${r.bytes}b ${r.ms}ms ${r.decision}${reason}\n`;
+}
+
+/** Formats one pino JSON record as text. */
 export function formatText(record: Record<string, unknown>): string {
   const time = new Date(record.time as number).toISOString();
-  if (record.kind === "request") {
-    const r = record as Record<string, string | number | undefined>;
-    const reason = r.reason ? ` (${r.reason})` : "";
-    return `${time} ${r.client} ${r.method} ${r.url} -> ${r.status} ${r.bytes}b ${r.ms}ms ${r.decision}${reason}\n`;
-  }
   const level = LEVELS[record.level as number] ?? String(record.level);
   let line = `${time} ${level} ${String(record.msg ?? "")}`;
   for (const [k, v] of Object.entries(record)) {
@@ -29,13 +53,20 @@ export function formatText(record: Record<string, unknown>): string {
   return line + "\n";
 }
 
-export function createLogger(format: LogFormat, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
-  const out = options.destination ?? process.stdout;
+export function createLogging(format: LogFormat, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logging {
+  const boom = options.destination ? undefined : pino.destination({ dest: 1, sync: false });
+  const out: { write(s: string): unknown } = options.destination ?? boom!;
   const base = { base: undefined, level: options.level ?? process.env.LOG_LEVEL ?? "info" };
-  if (format === "json") return pino(base, options.destination ?? pino.destination({ dest: 1, sync: false }));
-  return pino(base, {
-    write(line: string) {
-      out.write(formatText(JSON.parse(line) as Record<string, unknown>));
-    },
-  });
+  const flush = (): void => boom?.flushSync();
+  if (format === "json") {
+    const log = pino(base, out as DestinationStream);
+    return { log, flush, requests: (r) => log.info({ kind: "request", ...r }, "request") };
+  }
+  const log = pino(base, { write: (line: string) => out.write(formatText(JSON.parse(line) as Record<string, unknown>)) });
+  return { log, flush, requests: (r) => out.write(formatRequest(r)) };
+}
+
+/** A pino logger alone (for parts that log no requests). */
+export function createLogger(format: LogFormat, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
+  return createLogging(format, options).log;
 }
