@@ -100,6 +100,8 @@ describe("escape attempts from a locked pod (namespaces; Kubernetes API stand-in
 
   it("proxy killed: redirected connections are refused, nothing leaks; back when it restarts", async () => {
     await world.proxy!.stop("SIGKILL");
+    // Its worker processes follow the primary within moments (as a killed container's processes do).
+    await waitFor("nothing listening on the transparent port", async () => !(await world.node.must("ss", ["-ltnH"])).includes(":8080 "), 5000, 50);
     for (const url of ["https://www.google.com/", BUCKET_URL, "http://www.google.com/"]) {
       const r = await world.curlFrom(world.locked, ["-o", "/dev/null", "-w", "%{http_code}", url]);
       expect(r.stdout, url).to.equal("000");

@@ -90,6 +90,9 @@ export class Netns {
         await once(child, "exit").catch(() => undefined);
       }
     }
+    // Whatever else still runs in the namespace (daemons that forked, workers of a killed primary).
+    const pids = (await run("ip", ["netns", "pids", this.name])).stdout.split("\n").filter(Boolean);
+    if (pids.length > 0) await run("kill", ["-9", ...pids]);
     await run("ip", ["netns", "del", this.name]);
     rmSync(`/etc/netns/${this.name}`, { recursive: true, force: true });
   }

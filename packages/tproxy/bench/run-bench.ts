@@ -252,12 +252,35 @@ const CASES: Case[] = [
 
 // ---- measuring the proxy ----
 
-function procStat(pid: number): { cpuTicks: number; rss: number; hwm: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) * 1024;
-  return { cpuTicks: Number(fields[11]) + Number(fields[12]), rss: kb("VmRSS"), hwm: kb("VmHWM") };
+/** The process and all its descendants (a proxy's workers). */
+function tree(pid: number): number[] {
+  const out = [pid];
+  try {
+    for (const tid of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean)) out.push(...tree(Number(tid)));
+  } catch {
+    // gone
+  }
+  return out;
+}
+
+/** CPU ticks, RSS and peak RSS summed over a process tree. */
+function procStat(root: number): { cpuTicks: number; rss: number; hwm: number } {
+  const sum = { cpuTicks: 0, rss: 0, hwm: 0 };
+  for (const pid of tree(root)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const status = readFileSync(`/proc/${pid}/status`, "utf8");
+      const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) * 1024;
+      // utime + stime, and those of waited-for children
+      sum.cpuTicks += Number(fields[11]) + Number(fields[12]);
+      sum.rss += kb("VmRSS");
+      sum.hwm += kb("VmHWM");
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return sum;
 }
 
 async function measure(path: PathName, c: Case): Promise<Sample> {

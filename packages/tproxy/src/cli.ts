@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // tproxy command line: `tproxy run` (the proxy) and `tproxy ca create` (make a CA).
+import cluster from "node:cluster";
 import { Command, Option } from "commander";
+import { cpusAvailable, runPrimary } from "./cluster.ts";
 import { writeCa } from "./certs/ca.ts";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
 import { createLogging } from "./observe/log.ts";
-import { TproxyServer } from "./proxy.ts";
+import type { TproxyServer } from "./proxy.ts";
 
 function fail(err: unknown): never {
   const message = err instanceof TproxyError ? err.message : err instanceof Error ? err.message : String(err);
@@ -34,6 +36,7 @@ program
   .addOption(new Option("--log-format <format>", "log lines as text (for people) or json").choices(["text", "json"]).env("TPROXY_LOG_FORMAT").default("text"))
   .addOption(new Option("--probe-address <ip>", "plain-HTTP requests redirected from this address:80 are answered by the proxy (sidecar-init's readiness probe)").env("TPROXY_PROBE_ADDRESS").default("192.0.2.1"))
   .addOption(new Option("--drain-timeout <ms>", "longest wait for requests in flight on SIGTERM").env("TPROXY_DRAIN_TIMEOUT").default("25000"))
+  .addOption(new Option("--workers <n>", 'proxy processes sharing the ports; "auto": one per CPU the pod may use (its CPU limit, else its cores)').env("TPROXY_WORKERS").default("auto"))
   .addHelpText(
     "after",
     `
@@ -48,12 +51,21 @@ Example:
   .action(async (raw: RawRunOptions) => {
     let server: TproxyServer;
     try {
-      const config = parseRunConfig(raw);
-      server = new TproxyServer(config, createLogging(config.logFormat));
+      const config = parseRunConfig(raw, cpusAvailable);
+      const logging = createLogging(config.logFormat);
+      if (config.workers > 1 && cluster.isPrimary) {
+        await runPrimary(config, logging.log);
+        return;
+      }
+      // Loaded here, not at the top: a cluster's primary never needs the proxy's code in its memory.
+      const { TproxyServer } = await import("./proxy.ts");
+      server = new TproxyServer(config, logging);
       await server.start();
     } catch (err) {
       fail(err);
     }
+    // A worker whose primary is gone (the pod is being killed) stops at once: no orphan keeps serving.
+    if (cluster.isWorker) process.on("disconnect", () => process.exit(0));
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) return;

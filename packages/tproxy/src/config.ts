@@ -29,6 +29,8 @@ export interface RunConfig {
   readonly probeAddress: string;
   /** Longest wait for in-flight requests on SIGTERM, in ms. Default 25000. */
   readonly drainTimeoutMs: number;
+  /** Proxy processes sharing the ports. Default: the CPUs the pod may use (its CPU limit, else its cores). */
+  readonly workers: number;
 }
 
 export interface RawRunOptions {
@@ -46,6 +48,7 @@ export interface RawRunOptions {
   logFormat?: string;
   probeAddress?: string;
   drainTimeout?: string;
+  workers?: string;
 }
 
 function port(flag: string, value: string | undefined, fallback: number): number;
@@ -69,7 +72,14 @@ function required(flag: string, value: string | undefined): string {
   return value;
 }
 
-export function parseRunConfig(raw: RawRunOptions): RunConfig {
+function workers(value: string | undefined, auto: () => number): number {
+  if (value === undefined || value === "" || value === "auto") return auto();
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 256) throw new ConfigError(`--workers "${value}" must be "auto" or a whole number from 1 to 256`);
+  return n;
+}
+
+export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = () => 1): RunConfig {
   const onFilterError = raw.onFilterError ?? "deny";
   if (onFilterError !== "deny" && onFilterError !== "allow") throw new ConfigError(`--on-filter-error "${onFilterError}" must be deny or allow`);
   const logFormat = raw.logFormat ?? "text";
@@ -93,5 +103,6 @@ export function parseRunConfig(raw: RawRunOptions): RunConfig {
     logFormat,
     probeAddress,
     drainTimeoutMs: positiveInt("--drain-timeout", raw.drainTimeout, 25_000),
+    workers: workers(raw.workers, autoWorkers),
   });
 }

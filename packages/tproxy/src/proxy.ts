@@ -1,5 +1,6 @@
 // The proxy process: CA and leaf certificates, the filter (worker thread + live reload), the
 // transparent and standard listeners, the request pipeline, and the admin endpoints.
+import cluster from "node:cluster";
 import http from "node:http";
 import https from "node:https";
 import { readFile } from "node:fs/promises";
@@ -15,6 +16,8 @@ import { LeafCertificates } from "./certs/leaf-cache.ts";
 import { FilterHost } from "./filter/host.ts";
 import { FilterReloader } from "./filter/reloader.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
+import { TICKET_KEYS_ENV, type WorkerState } from "./cluster.ts";
+import { AggregatorRegistry } from "prom-client";
 import { Interceptor } from "./server/interceptor.ts";
 import { attachConnect, createTransparentServer, type HandOffDeps } from "./server/listeners.ts";
 import type { ConnectionInfo } from "./server/target.ts";
@@ -41,7 +44,10 @@ async function upstreamTrust(config: RunConfig): Promise<string[]> {
 function listen(server: NetServer, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen({ port, host, ipv6Only: false }, () => {
+    // In a cluster worker, bind a socket of its own (SO_REUSEPORT): the kernel spreads connections
+    // over the workers, instead of the primary accepting and handing them over.
+    const shared = cluster.isWorker ? { reusePort: true, exclusive: true } : {};
+    server.listen({ port, host, ipv6Only: false, ...shared }, () => {
       server.off("error", reject);
       resolve((server.address() as AddressInfo).port);
     });
@@ -72,7 +78,8 @@ export class TproxyServer {
   async start(): Promise<ProxyAddresses> {
     const config = this.config;
     const ca = await loadCa(config.caCert, config.caKey);
-    const leafs = new LeafCertificates(ca);
+    const ticketKeys = process.env[TICKET_KEYS_ENV];
+    const leafs = new LeafCertificates(ca, ticketKeys ? { ticketKeys: Buffer.from(ticketKeys, "hex") } : {});
     // One TLS context for every upstream connection: given only `ca`, Node would parse the whole
     // root store again for each new connection.
     const upstreamContext = createSecureContext({ ca: await upstreamTrust(config) });
@@ -92,6 +99,7 @@ export class TproxyServer {
       onLoaded: (hash) => {
         this.metrics.filterReloads.inc({ result: "success" });
         this.metrics.setFilter(hash);
+        this.#report();
       },
       onError: () => this.metrics.filterReloads.inc({ result: "error" }),
     });
@@ -123,11 +131,27 @@ export class TproxyServer {
       interceptor.attach(this.#standard);
       standard = await listen(this.#standard, config.standardPort, config.listenAddress);
     }
-    this.#admin = http.createServer((req, res) => void this.#adminRequest(req, res));
-    const metrics = await listen(this.#admin, config.metricsPort, config.listenAddress);
+    let metrics = config.metricsPort;
+    if (cluster.isWorker) {
+      // The primary serves the admin endpoints, summing the workers' metrics.
+      AggregatorRegistry.setRegistries([this.metrics.registry]);
+      new AggregatorRegistry();
+    } else {
+      this.#admin = http.createServer((req, res) => void this.#adminRequest(req, res));
+      metrics = await listen(this.#admin, config.metricsPort, config.listenAddress);
+    }
     this.#ready = true;
+    this.#report();
     this.#log.info({ transparent, standard, metrics, filter: config.filter, hash: filters.current?.hash ?? null }, "tproxy listening");
     return { transparent, standard, metrics };
+  }
+
+  /** Tells the primary (in a cluster) whether this worker is ready and which filter it runs. */
+  #report(): void {
+    if (!cluster.isWorker || !process.send) return;
+    const filter = this.#filters?.current?.hash ?? null;
+    const state: WorkerState = { tproxy: "state", ready: this.#ready && !this.#interceptor?.draining && filter !== null, filter };
+    process.send(state);
   }
 
   // A request the HTTP parser cannot read gets 400 on its own connection; the proxy carries on.
@@ -164,6 +188,7 @@ export class TproxyServer {
   async stop(): Promise<void> {
     const interceptor = this.#interceptor;
     if (interceptor) interceptor.draining = true;
+    this.#report();
     this.#transparent?.close();
     this.#standard?.close();
     this.#inner?.closeIdleConnections();

@@ -51,6 +51,8 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
     proxy = await world.startProxy([
       "--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"),
       "--upstream-ca", world.publicCa.certPath, "--standard-port", "1080", "--filter-timeout", "300",
+      // One process, so that the memory test measures the process that carries the bytes.
+      "--workers", "1",
     ]);
     await world.redirectPod();
   });

@@ -13,6 +13,8 @@ export interface LeafCacheOptions {
   maxEntries?: number;
   /** Validity of a minted certificate in days; default 90 (re-minted after half of it). */
   validityDays?: number;
+  /** 48 bytes of TLS session-ticket keys; shared by the workers of one node. Default: random. */
+  ticketKeys?: Buffer;
 }
 
 interface Entry {
@@ -27,7 +29,7 @@ export class LeafCertificates {
   readonly #entries = new Map<string, Entry>();
   readonly #max: number;
   readonly #validityMs: number;
-  readonly #ticketKeys = randomBytes(48);
+  readonly #ticketKeys: Buffer;
   hits = 0;
   misses = 0;
 
@@ -38,6 +40,7 @@ export class LeafCertificates {
     this.#privateKeyPem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
     this.#max = options.maxEntries ?? 10_000;
     this.#validityMs = (options.validityDays ?? 90) * DAY;
+    this.#ticketKeys = options.ticketKeys ?? randomBytes(48);
   }
 
   get size(): number {

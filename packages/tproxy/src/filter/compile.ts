@@ -2,7 +2,7 @@
 // erased, relative imports are bundled, packages stay external. Errors carry file:line:col.
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { build, type Message } from "esbuild";
+import { build, stop, type Message } from "esbuild";
 import { FilterLoadError } from "../errors.ts";
 
 export interface CompiledFilter {
@@ -56,6 +56,9 @@ export async function compileFilter(path: string): Promise<CompiledFilter> {
       throw new FilterLoadError(`${location ?? path}: ${first.text}`, location);
     }
     throw new FilterLoadError(`cannot compile filter ${path}: ${(err as Error).message}`);
+  } finally {
+    // esbuild keeps a service process for later builds; filters change rarely, so free its memory.
+    await stop();
   }
 }
 

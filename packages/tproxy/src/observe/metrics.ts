@@ -18,7 +18,7 @@ export class ProxyMetrics {
   readonly filterReloads = new Counter({ name: "tproxy_filter_reloads_total", help: "Filter loads, by result (success or error)", labelNames: ["result"] as const, registers: [this.registry] });
   readonly filterErrors = new Counter({ name: "tproxy_filter_errors_total", help: "Hook calls that failed, by kind (throw or timeout)", labelNames: ["kind"] as const, registers: [this.registry] });
   readonly filterWorkerRestarts = new Counter({ name: "tproxy_filter_worker_restarts_total", help: "Filter worker threads replaced because a hook did not yield", registers: [this.registry] });
-  readonly filterInfo = new Gauge({ name: "tproxy_filter_info", help: "The filter in force (value 1), by source hash", labelNames: ["hash"] as const, registers: [this.registry] });
+  readonly filterInfo = new Gauge({ name: "tproxy_filter_info", help: "The filter in force (value 1), by source hash", labelNames: ["hash"] as const, registers: [this.registry], aggregator: "max" });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "tproxy_" });

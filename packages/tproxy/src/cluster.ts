@@ -1,0 +1,110 @@
+// Several proxy processes on one node: every core the pod is given. Each worker is a whole proxy (its
+// own listeners on the same ports with SO_REUSEPORT, so the kernel spreads connections; its own filter
+// thread and reloader; its own certificate cache). The primary serves /metrics (summed over the
+// workers), /healthz and /readyz, restarts a worker that dies, and passes SIGTERM on for draining.
+// TLS session-ticket keys are shared, so a client resumes its session whichever worker it reaches.
+import cluster, { type Worker } from "node:cluster";
+import http from "node:http";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { AggregatorRegistry } from "prom-client";
+import type { Logger } from "pino";
+import type { RunConfig } from "./config.ts";
+import { loadCa } from "./certs/ca.ts";
+
+/** Message a worker sends the primary when its state changes. */
+export interface WorkerState {
+  tproxy: "state";
+  ready: boolean;
+  filter: string | null;
+}
+
+export const TICKET_KEYS_ENV = "TPROXY_TICKET_KEYS";
+
+/** CPUs this process may use: the cgroup CPU quota (a pod's CPU limit) when there is one, else the cores it may run on. */
+export function cpusAvailable(): number {
+  const cores = availableParallelism();
+  try {
+    const [quota, period] = readFileSync("/sys/fs/cgroup/cpu.max", "utf8").trim().split(/\s+/);
+    if (quota && quota !== "max" && period) return Math.max(1, Math.min(cores, Math.ceil(Number(quota) / Number(period))));
+  } catch {
+    // no cgroup v2 CPU controller visible: use the cores
+  }
+  return cores;
+}
+
+export async function runPrimary(config: RunConfig, log: Logger): Promise<void> {
+  // Fail at start, once, with one clear line, rather than in every worker.
+  await loadCa(config.caCert, config.caKey);
+  const ticketKeys = randomBytes(48).toString("hex");
+  const states = new Map<number, WorkerState>();
+  const metrics = new AggregatorRegistry();
+  let stopping = false;
+  let restarts = 0;
+
+  const fork = (): Worker => {
+    const worker = cluster.fork({ [TICKET_KEYS_ENV]: ticketKeys });
+    worker.on("message", (msg: WorkerState) => {
+      if (msg?.tproxy === "state") states.set(worker.id, msg);
+    });
+    return worker;
+  };
+  cluster.on("exit", (worker, code, signal) => {
+    states.delete(worker.id);
+    if (stopping) return;
+    restarts += 1;
+    log.error({ worker: worker.id, code, signal }, "proxy worker exited; starting another");
+    setTimeout(fork, Math.min(5000, 100 * 2 ** Math.min(restarts, 6))).unref();
+  });
+  const admin = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/metrics") {
+      metrics.clusterMetrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": metrics.contentType });
+          res.end(text);
+        },
+        (err: Error) => {
+          res.writeHead(500, { "content-type": "text/plain" });
+          res.end(`metrics unavailable: ${err.message}\n`);
+        },
+      );
+    } else if (path === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("ok\n");
+    } else if (path === "/readyz") {
+      const all = [...states.values()];
+      const ready = !stopping && all.length === config.workers && all.every((s) => s.ready);
+      const filters = [...new Set(all.map((s) => s.filter))].join(",");
+      res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" });
+      res.end(ready ? `ready filter=${filters}\n` : `not ready: ${all.filter((s) => s.ready).length}/${config.workers} workers ready${all.some((s) => !s.filter) ? " (no filter loaded)" : ""}\n`);
+    } else {
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found: try /metrics, /healthz or /readyz\n");
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    admin.once("error", reject);
+    admin.listen({ port: config.metricsPort, host: config.listenAddress, ipv6Only: false }, () => resolve());
+  });
+  // Workers only once the admin port is ours: a start that fails, fails before any worker runs.
+  for (let i = 0; i < config.workers; i += 1) fork();
+  log.info({ workers: config.workers, metrics: config.metricsPort }, "tproxy primary started");
+
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "draining workers");
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
+    const check = setInterval(() => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) {
+        clearInterval(check);
+        admin.close();
+        process.exit(0);
+      }
+    }, 50);
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
