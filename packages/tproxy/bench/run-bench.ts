@@ -164,7 +164,8 @@ async function startProxies(): Promise<void> {
   if (PATHS.includes("tproxy")) {
     const nodeFlags = process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? []; // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
     proxies.tproxy = node.spawn(process.execPath, [...nodeFlags, join(REPO, "packages/tproxy/dist/cli.js"), "run", "--ca-cert", env.tproxyCa.cert, "--ca-key", env.tproxyCa.key,
-      "--filter", join(dir, "filter.ts"), "--upstream-ca", env.publicCa, "--transparent-port", "8080", "--metrics-port", "9090"], { stdio: ["ignore", "ignore", "inherit"] });
+      "--filter", join(dir, "filter.ts"), "--upstream-ca", env.publicCa, "--transparent-port", "8080", "--metrics-port", "9090",
+      ...(process.env.BENCH_TPROXY_ARGS?.split(" ").filter(Boolean) ?? [])], { stdio: ["ignore", "ignore", "inherit"] });
     children.push(proxies.tproxy);
     await waitFor("tproxy", async () => (await node.run("curl", ["-s", "http://127.0.0.1:9090/readyz"])).stdout.startsWith("ready"), 15_000, 100);
   }
@@ -234,16 +235,48 @@ Promise.all(Array.from({ length: 8 }, one)).then(() => {
   console.log(JSON.stringify({ rps: names.length / secs, p50: lat[Math.floor(lat.length * 0.5)], p99: lat[Math.floor(lat.length * 0.99)], errors }));
 });`;
 
+// Latency at a steady, moderate load (not at saturation, where queueing decides): 16 keep-alive
+// connections, each sending one request every 16 ms (1,000 requests/s in all).
+const PACED = `
+const https = require("node:https");
+const [url, seconds] = process.argv.slice(1);
+const agent = new https.Agent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: false });
+const lat = []; let errors = 0; const end = performance.now() + Number(seconds) * 1000;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function loop(offset) {
+  await sleep(offset);
+  while (performance.now() < end) {
+    const s = performance.now();
+    await new Promise((res) => https.get(url, { agent }, (r) => { r.resume(); r.on("end", () => { if (r.statusCode !== 200) errors++; lat.push(performance.now() - s); res(); }); }).on("error", () => { errors++; res(); }));
+    await sleep(Math.max(0, 16 - (performance.now() - s)));
+  }
+}
+const t0 = performance.now();
+Promise.all(Array.from({ length: 16 }, (_, i) => loop(i))).then(() => {
+  lat.sort((a, b) => a - b);
+  console.log(JSON.stringify({ rps: lat.length / ((performance.now() - t0) / 1000), p50: lat[Math.floor(lat.length * 0.5)], p99: lat[Math.floor(lat.length * 0.99)], errors }));
+  process.exit(0);
+});`;
+
+async function paced(): Promise<Omit<Sample, "cpu" | "rssMiB" | "peakRssMiB">> {
+  const r = await client.run(process.execPath, ["-e", PACED, small("https"), String(SECONDS)], { timeoutMs: (SECONDS + 30) * 1000 });
+  const j = JSON.parse(r.stdout.trim()) as { rps: number; p50: number; p99: number; errors: number };
+  return { rps: j.rps, mbps: 0, p50ms: j.p50, p99ms: j.p99, errors: j.errors };
+}
+
 async function distinctNames(): Promise<Omit<Sample, "cpu" | "rssMiB" | "peakRssMiB">> {
   const r = await client.run(process.execPath, ["-e", DISTINCT, ...HOSTNAMES], { timeoutMs: 120_000 });
   const j = JSON.parse(r.stdout.trim()) as { rps: number; p50: number; p99: number; errors: number };
   return { rps: j.rps, mbps: 0, p50ms: j.p50, p99ms: j.p99, errors: j.errors };
 }
 
-const small = (scheme: string) => `${scheme}://${NAME}${PREFIX}/small`;
+function small(scheme: string): string {
+  return `${scheme}://${NAME}${PREFIX}/small`;
+}
 const CASES: Case[] = [
   { id: "http-keepalive", title: "small HTTP, 16 keep-alive conns", run: () => wrk(small("http"), 16) },
   { id: "https-keepalive", title: "small HTTPS, 16 keep-alive conns", run: () => wrk(small("https"), 16) },
+  { id: "https-paced", title: "latency: small HTTPS, 16 conns at 1,000 req/s", run: () => paced() },
   { id: "https-newconn", title: "small HTTPS, new conn per request", run: () => wrk(small("https"), 16, ["-H", "Connection: close"]) },
   { id: "https-1mib", title: "1 MiB HTTPS downloads, 16 conns", run: () => wrk(`https://${NAME}${PREFIX}/1m`, 16) },
   { id: "distinct-names", title: "first requests to 200 names", run: distinctNames, coldProxies: true },

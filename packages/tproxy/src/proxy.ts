@@ -54,6 +54,9 @@ function listen(server: NetServer, port: number, host: string): Promise<number> 
   });
 }
 
+// Agents pass socket options through to net.connect (not in their type): no Nagle delay upstream.
+const NO_DELAY = { noDelay: true } as object;
+
 export class TproxyServer {
   readonly config: RunConfig;
   readonly metrics = new ProxyMetrics();
@@ -84,8 +87,8 @@ export class TproxyServer {
     // root store again for each new connection.
     const upstreamContext = createSecureContext({ ca: await upstreamTrust(config) });
     this.#agents = {
-      http: new http.Agent({ keepAlive: true, maxFreeSockets: 256 }),
-      https: new https.Agent({ keepAlive: true, maxFreeSockets: 256, secureContext: upstreamContext, rejectUnauthorized: !config.insecureUpstream }),
+      http: new http.Agent({ keepAlive: true, maxFreeSockets: 256, ...NO_DELAY }),
+      https: new https.Agent({ keepAlive: true, maxFreeSockets: 256, ...NO_DELAY, secureContext: upstreamContext, rejectUnauthorized: !config.insecureUpstream }),
     };
     if (config.insecureUpstream) this.#log.warn("--insecure-upstream: upstream certificates are NOT verified");
 
