@@ -3,6 +3,34 @@
 // thousands of times a second, is formatted directly in text mode (not serialised by pino and parsed back).
 import pino, { type DestinationStream, type Logger } from "pino";
 
+/**
+ * Gathers the lines written during one turn of the event loop and writes them with one call at its
+ * end: one syscall for many request lines under load, no delay when idle, no thread-pool hop.
+ */
+export class LineBuffer {
+  readonly #out: NodeJS.WritableStream;
+  #parts: string[] = [];
+  #scheduled = false;
+  constructor(out: NodeJS.WritableStream) {
+    this.#out = out;
+  }
+  write(line: string): boolean {
+    this.#parts.push(line);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return true;
+  }
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#parts.length === 0) return;
+    const text = this.#parts.length === 1 ? this.#parts[0]! : this.#parts.join("");
+    this.#parts = [];
+    this.#out.write(text);
+  }
+}
+
 export type LogFormat = "text" | "json";
 
 /** What the proxy logs about each request. */
@@ -54,10 +82,9 @@ export function formatText(record: Record<string, unknown>): string {
 }
 
 export function createLogging(format: LogFormat, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logging {
-  const boom = options.destination ? undefined : pino.destination({ dest: 1, sync: false });
-  const out: { write(s: string): unknown } = options.destination ?? boom!;
+  const out = new LineBuffer(options.destination ?? process.stdout);
   const base = { base: undefined, level: options.level ?? process.env.LOG_LEVEL ?? "info" };
-  const flush = (): void => boom?.flushSync();
+  const flush = (): void => out.flush();
   if (format === "json") {
     const log = pino(base, out as DestinationStream);
     return { log, flush, requests: (r) => log.info({ kind: "request", ...r }, "request") };
