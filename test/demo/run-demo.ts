@@ -7,7 +7,7 @@
 // Ctrl-C, an error, or the end: everything it made is removed. A crashed run's leftovers are removed
 // at the next start.
 import { existsSync, readFileSync } from "node:fs";
-import { execFileSync } from "node:child_process";
+import { hasCommand } from "../support/netns.ts";
 import { BUCKET_URL, CHART_FILTER, LOCKED_IP, TutorialWorld } from "../support/tutorial-world.ts";
 
 const PREFIX = "tpdemo";
@@ -31,9 +31,7 @@ function preflight(): void {
     process.exit(1);
   }
   for (const tool of ["ip", "iptables", "ip6tables", "iptables-save", "curl", "ping"]) {
-    try {
-      execFileSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" });
-    } catch {
+    if (!hasCommand(tool)) {
       process.stderr.write(`tproxy demo: "${tool}" is missing: apt-get install -y iptables iproute2 curl iputils-ping\n`);
       process.exit(1);
     }
@@ -75,12 +73,9 @@ async function main(): Promise<void> {
     for (const line of await world.appRound(world.app)) say(`debian-app | ${line}`);
 
     step("kubectl apply -f examples/debian-app-locked-manual.yaml   (annotation + init container + root certs)");
-    world.schedulePod(world.locked, true);
-    world.mountRootCerts();
-    const init = world.sidecarInit();
-    const exit = await new Promise<number | null>((resolve) => init.child.once("exit", resolve));
+    const init = await world.deployLocked();
     for (const line of init.lines) say(`debian-app-locked (init: sidecar-init) | ${readable(line)}`);
-    if (exit !== 0) throw new Error(`sidecar-init exited ${exit}`);
+    if (init.child.exitCode !== 0) throw new Error(`sidecar-init exited ${init.child.exitCode}`);
     for (let round = 0; round < 2; round += 1) {
       for (const line of await world.appRound(world.locked)) say(`debian-app-locked | ${line}`);
     }

@@ -12,14 +12,7 @@ describe("escape attempts from a locked pod (namespaces; Kubernetes API stand-in
 
   before(async function () {
     this.timeout(120_000);
-    await TutorialWorld.removeLeftovers("tpx2");
-    world = await TutorialWorld.create("tpx2");
-    await world.installTproxy();
-    world.schedulePod(world.app, false);
-    world.schedulePod(world.locked, true);
-    world.mountRootCerts();
-    const init = world.sidecarInit();
-    expect(await new Promise((r) => init.child.once("exit", r)), init.output).to.equal(0);
+    world = await TutorialWorld.installed("tpx2");
     await world.extraServer("other-port", GOOGLE_IP, 8081, 8443);
     await world.extraServer("ipv6-server", INTERNET_IP6, 80, 443);
     const echo = world.spawn(world.internet, process.execPath, [join(REPO, "test/support/udp-echo.ts"), GOOGLE_IP, "53", "443"]);
@@ -81,7 +74,7 @@ describe("escape attempts from a locked pod (namespaces; Kubernetes API stand-in
     const late = await world.addPod("debian-app-late");
     world.schedulePod(late, true);
     world.mountRootCerts(late);
-    const init = world.sidecarInit(late);
+    const init = world.sidecarInit(late); // not awaited: it must still be waiting below
     await new Promise((r) => setTimeout(r, 2500));
     expect(init.child.exitCode, "init container must still be waiting").to.equal(null);
     await world.startPodwatch();

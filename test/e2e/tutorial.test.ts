@@ -11,15 +11,7 @@ describe("the tutorial, end to end (namespaces; Kubernetes API stand-in)", funct
 
   before(async function () {
     this.timeout(120_000);
-    await TutorialWorld.removeLeftovers("tpe");
-    world = await TutorialWorld.create("tpe");
-    await world.installTproxy();
-    world.schedulePod(world.app, false);
-    world.schedulePod(world.locked, true);
-    world.mountRootCerts();
-    const init = world.sidecarInit();
-    const code = await new Promise((r) => init.child.once("exit", r));
-    expect(code, init.output).to.equal(0);
+    world = await TutorialWorld.installed("tpe");
   });
   after(async () => {
     await world?.close();

@@ -1,7 +1,7 @@
 // Real network namespaces for tests: `ip netns`, veth pairs, per-namespace /etc/hosts.
 // Every test host the suites talk to lives in a namespace made here, so no traffic leaves the machine.
 // Needs root (CI runs as root) and iproute2.
-import { execFile, spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
+import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
 
@@ -33,6 +33,16 @@ export async function must(cmd: string, args: readonly string[], opts: { input?:
   const r = await run(cmd, args, opts);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
   return r.stdout;
+}
+
+/** Whether a command is on PATH. */
+export function hasCommand(cmd: string): boolean {
+  try {
+    execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 let counter = 0;

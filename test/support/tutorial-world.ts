@@ -226,6 +226,34 @@ export class TutorialWorld {
     return this.spawn(pod.ns, process.execPath, [SIDECAR_CLI, ...args]);
   }
 
+  /**
+   * `kubectl apply -f examples/debian-app-locked-manual.yaml`: the annotated pod is scheduled, gets the
+   * root-certs volume, and its init container runs to its end. Resolves with the init container.
+   */
+  async deployLocked(pod: PodNs = this.locked): Promise<Proc> {
+    this.schedulePod(pod, true);
+    this.mountRootCerts(pod);
+    const init = this.sidecarInit(pod);
+    if (init.child.exitCode === null) await new Promise((r) => init.child.once("exit", r));
+    return init;
+  }
+
+  /** The tutorial's cluster with tproxy installed, `debian-app` running and `debian-app-locked` locked. */
+  static async installed(prefix: string): Promise<TutorialWorld> {
+    await TutorialWorld.removeLeftovers(prefix);
+    const world = await TutorialWorld.create(prefix);
+    try {
+      await world.installTproxy();
+      world.schedulePod(world.app, false);
+      const init = await world.deployLocked();
+      if (init.child.exitCode !== 0) throw new Error(`sidecar-init exited ${init.child.exitCode}:\n${init.output}`);
+    } catch (err) {
+      await world.close();
+      throw err;
+    }
+    return world;
+  }
+
   /** Locked pods trust the tproxy CA through the root-certs ConfigMap mounted over /etc/ssl/certs. */
   mountRootCerts(pod: PodNs = this.locked): void {
     this.#trust(pod.ns, readFileSync(this.ca.cert, "utf8"));

@@ -9,7 +9,7 @@ import { execFileSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
-import { Netns, enableForwarding, link, must, removeStale, run, waitFor } from "../../../test/support/netns.ts";
+import { Netns, enableForwarding, hasCommand, link, must, removeStale, run, waitFor } from "../../../test/support/netns.ts";
 import { TestCa } from "../../../test/support/pki.ts";
 
 const REPO = resolve(import.meta.dirname, "../../..");
@@ -45,24 +45,15 @@ interface Case {
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
 
-function have(cmd: string): boolean {
-  try {
-    execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function preflight(): void {
   if (process.getuid?.() !== 0) {
     process.stderr.write("bench: needs root (network namespaces, iptables)\n");
     process.exit(1);
   }
-  const missing = [["wrk", "wrk"], ["nginx", "nginx-light"], ["mitmdump", "mitmproxy"], ["iptables", "iptables"], ["curl", "curl"]].filter(([cmd]) => !have(cmd!));
+  const missing = [["wrk", "wrk"], ["nginx", "nginx-light"], ["mitmdump", "mitmproxy"], ["iptables", "iptables"], ["curl", "curl"]].filter(([cmd]) => !hasCommand(cmd!));
   if (missing.length === 0) return;
   const pkgs = missing.map(([, p]) => p!).join(" ");
-  if (!have("apt-get")) {
+  if (!hasCommand("apt-get")) {
     process.stderr.write(`bench: missing ${missing.map(([c]) => c).join(", ")}: install the Debian packages ${pkgs}\n`);
     process.exit(1);
   }
@@ -323,6 +314,10 @@ async function measure(path: PathName, c: Case): Promise<Sample> {
   const t0 = performance.now();
   const s: Sample = await c.run();
   const secs = (performance.now() - t0) / 1000;
+  if (path === "tproxy" && process.env.BENCH_DEBUG) {
+    const m = (await node.run("curl", ["-s", "http://127.0.0.1:9090/metrics"])).stdout;
+    log(m.split("\n").filter((l) => /^tproxy_(nodejs_heap_size|nodejs_external|process_resident|open_conn)/.test(l)).join("\n"));
+  }
   if (pid && before) {
     const after = procStat(pid);
     s.cpu = (after.cpuTicks - before.cpuTicks) / 100 / secs;
@@ -415,12 +410,15 @@ async function main(): Promise<void> {
   }
   const table = lines.join("\n");
   log(`\n${table}\n`);
-  mkdirSync(RESULTS, { recursive: true });
+  // Only a full run (every case, every path) replaces the published results.
+  const partial = ONLY !== undefined || process.env.BENCH_PATHS !== undefined;
+  const out = partial ? join(dir, "partial") : RESULTS;
+  mkdirSync(out, { recursive: true });
   const stamp = new Date().toISOString();
-  writeFileSync(join(RESULTS, "latest.json"), JSON.stringify({ date: stamp, machine: machine(), seconds: SECONDS, rounds: ROUNDS, results }, null, 2) + "\n");
-  writeFileSync(join(RESULTS, "latest.svg"), chart(results));
-  writeFileSync(join(RESULTS, "latest.md"), `Measured ${stamp} on ${machine()}; ${SECONDS}s per run, ${ROUNDS} rounds alternating, median shown.\n\n${table}\n`);
-  log(`wrote ${join(RESULTS, "latest.json")}, latest.svg and latest.md`);
+  writeFileSync(join(out, "latest.json"), JSON.stringify({ date: stamp, machine: machine(), seconds: SECONDS, rounds: ROUNDS, results }, null, 2) + "\n");
+  writeFileSync(join(out, "latest.svg"), chart(results));
+  writeFileSync(join(out, "latest.md"), `Measured ${stamp} on ${machine()}; ${SECONDS}s per run, ${ROUNDS} rounds alternating, median shown.\n\n${table}\n`);
+  log(partial ? "a partial run (BENCH_CASES or BENCH_PATHS set): results/ left as it was" : `wrote ${join(RESULTS, "latest.json")}, latest.svg and latest.md`);
 }
 
 async function cleanup(): Promise<void> {

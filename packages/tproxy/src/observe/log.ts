@@ -1,6 +1,7 @@
 // Logging: pino everywhere. `json` writes pino's lines as they are; `text` turns each into one line a
 // person can read in `kubectl logs`, in the spirit of mitmdump's output. The per-request line, written
 // thousands of times a second, is formatted directly in text mode (not serialised by pino and parsed back).
+import cluster from "node:cluster";
 import pino, { type DestinationStream, type Logger } from "pino";
 
 /**
@@ -83,7 +84,8 @@ export function formatText(record: Record<string, unknown>): string {
 
 export function createLogging(format: LogFormat, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logging {
   const out = new LineBuffer(options.destination ?? process.stdout);
-  const base = { base: undefined, level: options.level ?? process.env.LOG_LEVEL ?? "info" };
+  // In a cluster each worker's lines say which worker wrote them.
+  const base = { base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined, level: options.level ?? process.env.LOG_LEVEL ?? "info" };
   const flush = (): void => out.flush();
   if (format === "json") {
     const log = pino(base, out as DestinationStream);
