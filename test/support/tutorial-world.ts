@@ -12,7 +12,7 @@
 // kubelet (this file: it gives pods their IPs, runs the init container before the app, and updates
 // the filter ConfigMap volume the kubelet's way). Pods trust CAs the way the tutorial mounts them: a
 // file over /etc/ssl/certs/ca-certificates.crt (ip netns exec bind-mounts /etc/netns/<ns>/ssl).
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeApiStandIn } from "./kube-api-stand-in.ts";
@@ -85,6 +85,9 @@ export class TutorialWorld {
         await run("ip", ["netns", "del", name]);
         rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
       }
+    }
+    for (const entry of readdirSync(tmpdir())) {
+      if (entry.startsWith(`${prefix}-`)) rmSync(join(tmpdir(), entry), { recursive: true, force: true });
     }
   }
 
