@@ -360,6 +360,8 @@ describe("helm chart charts/tproxy", function () {
       ["an unknown filter error mode", ["--set", "proxy.onFilterError=maybe"], /proxy\/onFilterError/],
       ["a resync that is no duration", ["--set", "podwatch.resync=soon"], /podwatch\/resync/],
       ["a misspelt top-level section", ["--set", "podwach.resync=60s"], /additional properties 'podwach' not allowed/],
+      ["zero proxy workers", ["--set", "proxy.workers=0"], /proxy\/workers/],
+      ["a worker count that is a word", ["--set", "proxy.workers=many"], /proxy\/workers/],
     ];
     for (const [what, args, where] of cases) {
       it(`rejects ${what} with Helm's schema error`, async () => {
