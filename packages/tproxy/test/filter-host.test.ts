@@ -73,6 +73,18 @@ describe("filter compile and host", function () {
     expect((await host.run(v, "request", flow("/again"))).answer).to.equal(undefined);
   });
 
+  it("fails closed for a version the worker does not have", async () => {
+    await load(`export default { request() {} };`);
+    const ghost = { version: 999, hash: "none", hooks: new Set(["request" as const]) };
+    await host.run(ghost, "request", flow("/")).then(() => expect.fail("judged without a filter"), (e: unknown) => expect(String(e)).to.match(/version 999 is not loaded/));
+  });
+
+  it("answers many calls made in one turn (batched) each with its own result", async () => {
+    const v = await load(`export default { request(flow) { flow.respond(200, flow.request.path); } };`);
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => host.run(v, "request", flow(`/${i}`))));
+    expect(answers.map((a) => a.answer?.body)).to.deep.equal(Array.from({ length: 50 }, (_, i) => `/${i}`));
+  });
+
   it("keeps an old version for requests pinned to it, and drops it after release", async () => {
     const v1 = await load(`export default { request(flow) { flow.respond(200, "one"); } };`);
     const pinned = host.acquire()!;

@@ -4,7 +4,7 @@ import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
 import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.ts";
 import type { CompiledFilter } from "./compile.ts";
-import type { Answer, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
+import { Batcher, type Answer, type Call, type CallResult, type FlowData, type FromWorker, type HookName, type ToWorker } from "./protocol.ts";
 import type { Headers } from "./types.ts";
 
 export interface HookResult {
@@ -28,7 +28,7 @@ interface LiveVersion extends FilterVersion {
 }
 
 interface PendingCall {
-  message: ToWorker & { type: "call" };
+  message: Call;
   hook: HookName;
   resolve(r: HookResult): void;
   reject(e: Error): void;
@@ -84,21 +84,27 @@ export class FilterHost extends EventEmitter {
   }
 
   #post(message: ToWorker): void {
+    // Calls queued for the current batch go first, so the worker sees messages in the order they were made.
+    if (message.type !== "calls") this.#outbox.flush();
     this.#worker.postMessage(message);
+  }
+
+  readonly #outbox = new Batcher<Call>((calls) => this.#post({ type: "calls", calls }));
+
+  #settle(r: CallResult): void {
+    const call = this.#calls.get(r.id);
+    if (!call) return; // timed out already
+    this.#calls.delete(r.id);
+    clearTimeout(call.timer);
+    if (r.type === "result") call.resolve({ answer: r.answer, headers: r.headers });
+    else call.reject(new FilterHookError(r.message));
   }
 
   #onMessage(msg: FromWorker): void {
     switch (msg.type) {
-      case "result":
-      case "hook-error": {
-        const call = this.#calls.get(msg.id);
-        if (!call) return; // timed out already
-        this.#calls.delete(msg.id);
-        clearTimeout(call.timer);
-        if (msg.type === "result") call.resolve({ answer: msg.answer, headers: msg.headers });
-        else call.reject(new FilterHookError(msg.message));
+      case "results":
+        for (const r of msg.results) this.#settle(r);
         return;
-      }
       case "loaded":
         this.#loads.get(msg.version)?.resolve(msg.hooks);
         return;
@@ -163,11 +169,11 @@ export class FilterHost extends EventEmitter {
   run(version: FilterVersion, hook: HookName, flow: FlowData): Promise<HookResult> {
     return new Promise<HookResult>((resolve, reject) => {
       const id = this.#nextId++;
-      const message = { type: "call", id, version: version.version, hook, flow } as const;
+      const message: Call = { id, version: version.version, hook, flow };
       const call: PendingCall = { message, hook, resolve, reject, timer: undefined as unknown as NodeJS.Timeout, parked: false };
       this.#arm(call);
       this.#calls.set(id, call);
-      this.#post(message);
+      this.#outbox.push(message);
     });
   }
 
@@ -217,6 +223,7 @@ export class FilterHost extends EventEmitter {
     old.removeAllListeners("error");
     old.on("error", () => undefined);
     void old.terminate();
+    this.#outbox.clear(); // every waiting call is in #calls and is replayed below, after the loads
     this.#spawn();
     this.emit("worker-restart", reason);
     for (const v of this.#versions.values()) {
@@ -225,7 +232,7 @@ export class FilterHost extends EventEmitter {
     for (const call of this.#calls.values()) {
       clearTimeout(call.timer);
       this.#arm(call);
-      this.#post(call.message);
+      this.#outbox.push(call.message);
     }
   }
 

@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import { compileFunction } from "node:vm";
 import { parentPort } from "node:worker_threads";
 import type { Filter, Flow, Headers, Hook } from "./types.ts";
-import type { Answer, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
+import { Batcher, type Answer, type CallResult, type FlowData, type FromWorker, type HookName, type ToWorker } from "./protocol.ts";
 
 if (!parentPort) throw new Error("filter worker must run in a worker thread");
 const port = parentPort;
@@ -14,6 +14,8 @@ const versions = new Map<number, Filter>();
 function send(message: FromWorker): void {
   port.postMessage(message);
 }
+
+const results = new Batcher<CallResult>((items) => send({ type: "results", results: items }));
 
 function evaluate(code: string, filename: string): Filter {
   const fn = compileFunction(code, ["exports", "require", "module", "__filename", "__dirname"], { filename });
@@ -56,22 +58,27 @@ function makeFlow(data: FlowData, record: (a: Answer) => void): Flow {
 
 async function call(id: number, version: number, hookName: HookName, data: FlowData): Promise<void> {
   const filter = versions.get(version);
-  const hook = filter?.[hookName] as Hook | undefined;
+  if (!filter) {
+    // Never judge a request without its filter: an unknown version is an error, which denies.
+    results.push({ type: "hook-error", id, message: `filter version ${version} is not loaded in this worker` });
+    return;
+  }
+  const hook = filter[hookName] as Hook | undefined;
   let answer: Answer | undefined;
   const flow = makeFlow(data, (a) => { answer = a; });
   try {
     if (hook) await hook.call(filter, flow);
     const headers: Headers = hookName === "request" ? data.request.headers : (data.response?.headers ?? {});
-    send({ type: "result", id, answer, headers });
+    results.push({ type: "result", id, answer, headers });
   } catch (err) {
-    send({ type: "hook-error", id, message: err instanceof Error ? `${err.name}: ${err.message}` : `non-error thrown: ${String(err)}` });
+    results.push({ type: "hook-error", id, message: err instanceof Error ? `${err.name}: ${err.message}` : `non-error thrown: ${String(err)}` });
   }
 }
 
 port.on("message", (msg: ToWorker) => {
   switch (msg.type) {
-    case "call":
-      void call(msg.id, msg.version, msg.hook, msg.flow);
+    case "calls":
+      for (const c of msg.calls) void call(c.id, c.version, c.hook, c.flow);
       break;
     case "load":
       try {
