@@ -4,7 +4,8 @@ import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
 import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.ts";
 import type { CompiledFilter } from "./compile.ts";
-import { Batcher, type Answer, type Call, type CallResult, type FlowData, type FromWorker, type HookName, type ToWorker } from "./protocol.ts";
+import { Batcher } from "../util/batcher.ts";
+import type { Answer, Call, CallResult, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
 import type { Headers } from "./types.ts";
 
 export interface HookResult {

@@ -5,7 +5,8 @@ import { createRequire } from "node:module";
 import { compileFunction } from "node:vm";
 import { parentPort } from "node:worker_threads";
 import type { Filter, Flow, Headers, Hook } from "./types.ts";
-import { Batcher, type Answer, type CallResult, type FlowData, type FromWorker, type HookName, type ToWorker } from "./protocol.ts";
+import { Batcher } from "../util/batcher.ts";
+import type { Answer, CallResult, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
 
 if (!parentPort) throw new Error("filter worker must run in a worker thread");
 const port = parentPort;

@@ -3,32 +3,23 @@
 // thousands of times a second, is formatted directly in text mode (not serialised by pino and parsed back).
 import cluster from "node:cluster";
 import pino, { type DestinationStream, type Logger } from "pino";
+import { Batcher } from "../util/batcher.ts";
 
 /**
  * Gathers the lines written during one turn of the event loop and writes them with one call at its
  * end: one syscall for many request lines under load, no delay when idle, no thread-pool hop.
  */
 export class LineBuffer {
-  readonly #out: NodeJS.WritableStream;
-  #parts: string[] = [];
-  #scheduled = false;
+  readonly #lines: Batcher<string>;
   constructor(out: NodeJS.WritableStream) {
-    this.#out = out;
+    this.#lines = new Batcher((lines) => out.write(lines.length === 1 ? lines[0]! : lines.join("")));
   }
   write(line: string): boolean {
-    this.#parts.push(line);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(() => this.flush());
-    }
+    this.#lines.push(line);
     return true;
   }
   flush(): void {
-    this.#scheduled = false;
-    if (this.#parts.length === 0) return;
-    const text = this.#parts.length === 1 ? this.#parts[0]! : this.#parts.join("");
-    this.#parts = [];
-    this.#out.write(text);
+    this.#lines.flush();
   }
 }
 
