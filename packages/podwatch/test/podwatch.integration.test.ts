@@ -3,6 +3,9 @@
 import { expect } from "chai";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KubeApiStandIn, type Exposure } from "../../../test/support/kube-api-stand-in.ts";
 import { Netns, must, removeStale, uniqueName, waitFor } from "../../../test/support/netns.ts";
@@ -26,9 +29,9 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
   let exposure: Exposure;
   let pw: Running | undefined;
 
-  async function startPodwatch(): Promise<Running> {
+  async function startPodwatch(extraEnv: Record<string, string> = {}): Promise<Running> {
     const child = node.spawn(process.execPath, [CLI, "--node-name", "node-a", "--resync", "1s", "--metrics-port", "0"], {
-      env: { ...process.env, KUBECONFIG: exposure.kubeconfigPath, TPROXY_LOG_LEVEL: "debug" },
+      env: { ...process.env, KUBECONFIG: exposure.kubeconfigPath, TPROXY_LOG_LEVEL: "debug", ...extraEnv },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const logs: Array<Record<string, unknown>> = [];
@@ -209,6 +212,32 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     expect(metrics).to.match(/^tproxy_podwatch_rules\{family="ipv4"\} 1$/m);
     expect(metrics).to.match(/^tproxy_podwatch_watch_restarts_total [1-9]/m);
     expect(metrics).to.match(/^tproxy_podwatch_apply_duration_seconds_count [1-9]/m);
+  });
+
+  it("reports iptables failures (stderr logged, /healthz 503), keeps retrying, and recovers", async () => {
+    await stopPodwatch();
+    // An iptables-restore that refuses, first on PATH, standing for a broken or locked iptables.
+    const bin = mkdtempSync(join(tmpdir(), "tpw-bin-"));
+    const fake = join(bin, "iptables-restore");
+    writeFileSync(fake, "#!/bin/sh\ncat >/dev/null\necho 'iptables-restore: line 3 failed (stand-in failure)' >&2\nexit 1\n", { mode: 0o755 });
+    try {
+      pw = await startPodwatch({ PATH: `${bin}:${process.env.PATH ?? ""}` });
+      api.createPod({ name: "blocked", nodeName: "node-a", annotations: ON, podIP: "10.244.0.70" });
+      const health = async () => (await node.must("curl", ["-sS", "-w", "\n%{http_code}", `http://127.0.0.1:${pw!.statusPort}/healthz`])).trim().split("\n");
+      await waitFor("/healthz to report the failure", async () => (await health()).at(-1) === "503", 5_000, 100);
+      expect(JSON.parse((await health())[0] ?? "{}")).to.include({ healthy: false, lastApplyOk: false });
+      await waitFor("the command's stderr in the log", () => pw!.logs.some((l) => JSON.stringify(l).includes("line 3 failed (stand-in failure)")), 3_000, 50);
+      expect(await rules()).to.not.include("default/blocked 10.244.0.70"); // the kernel kept what it had
+      rmSync(fake); // iptables works again: the next retry applies
+      await waitFor("the retry to apply", async () => (await rules()).includes("default/blocked 10.244.0.70"), 40_000, 100);
+      await waitFor("/healthz to recover", async () => (await health()).at(-1) === "200", 10_000, 100);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+      api.deletePod("default", "blocked");
+      await stopPodwatch();
+      pw = await startPodwatch();
+      await waitFor("the blocked pod's rule to go", async () => !(await rules()).includes("default/blocked 10.244.0.70"), 5_000, 50);
+    }
   });
 
   it("removes the rule of a pod deleted while podwatch was stopped, at the first sync after start", async () => {

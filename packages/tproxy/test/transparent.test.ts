@@ -195,7 +195,9 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
     const r = await world.curl(["--cacert", ca.cert, "-o", "/dev/null", "-w", "%{http_code} %{size_download}", `https://storage.googleapis.com/bytes/${1024 ** 3}`], 100);
     clearInterval(timer);
     expect(r.stdout).to.equal(`200 ${1024 ** 3}`);
-    expect(peak - before, `RSS grew from ${before} to ${peak}`).to.be.below(100 * 1024 * 1024);
+    // Buffering the body would grow RSS by about 1 GiB; a streaming proxy stays within GC noise
+    // (tens of MiB, more on a busy machine).
+    expect(peak - before, `RSS grew from ${before} to ${peak}`).to.be.below(160 * 1024 * 1024);
   });
 
   it("passes WebSocket upgrades that the request hook allows, and refuses the others", async () => {
