@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { isMap, isScalar, parseDocument, parse as parseYaml, type YAMLMap } from "yaml";
+import { Netns, uniqueName } from "../support/netns.ts";
 import { CHART_DIR, REPO_ROOT, helm, mustHelm, one, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
 
 const pexec = promisify(execFile);
@@ -445,6 +446,25 @@ describe("helm chart charts/tproxy", function () {
       const podwatchHelp = (await pexec(node, [join(REPO_ROOT, "packages/podwatch/dist/cli.js"), "--help"])).stdout;
       for (const flag of proxy.args!.filter((a) => a.startsWith("--"))) expect(tproxyHelp, `tproxy run ${flag}`).to.include(flag);
       for (const flag of podwatch.args!.filter((a) => a.startsWith("--"))) expect(podwatchHelp, `tproxy-podwatch ${flag}`).to.include(flag);
+    });
+
+    it("locks a namespace with the init container NOTES prints (real sidecar-init, blocked CIDRs + DNS)", async function () {
+      this.timeout(60_000);
+      const init = snippetOf(await notes(VARIANTS["blocked CIDR + DNS"]!())).spec.initContainers![0]!;
+      expect(init.command).to.deep.equal(["tproxy-sidecar-init"]);
+      const env: Record<string, string> = {};
+      for (const e of init.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+      const ns = await Netns.create(uniqueName("tch"));
+      try {
+        const r = await ns.run(process.execPath, [join(REPO_ROOT, "packages/sidecar-init/dist/cli.js"), ...(init.args ?? []), "--no-wait"], { env: { ...process.env, ...env } });
+        expect(r.code, r.stderr).to.equal(0);
+        const v4 = await ns.must("iptables-save", []);
+        expect(v4).to.include("-A TPROXY-EGRESS -d 10.96.0.10/32 -p udp -m udp --dport 53 -j ACCEPT");
+        expect(v4).to.match(/-A TPROXY-EGRESS -d 10\.96\.0\.0\/12 .*-j REJECT/);
+        expect(await ns.must("ip6tables-save", [])).to.match(/-A TPROXY-EGRESS -d fd00:10:96::\/112 .*-j REJECT/);
+      } finally {
+        await ns.destroy();
+      }
     });
 
     it("starts the real proxy with the rendered arguments, generated CA and filter, and it becomes ready", async function () {
