@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { isMap, isScalar, parseDocument, parse as parseYaml, type YAMLMap } from "yaml";
+import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
 import { Netns, uniqueName } from "../support/netns.ts";
 import { CHART_DIR, REPO_ROOT, helm, mustHelm, one, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
 
@@ -463,6 +464,35 @@ describe("helm chart charts/tproxy", function () {
         expect(v4).to.match(/-A TPROXY-EGRESS -d 10\.96\.0\.0\/12 .*-j REJECT/);
         expect(await ns.must("ip6tables-save", [])).to.match(/-A TPROXY-EGRESS -d fd00:10:96::\/112 .*-j REJECT/);
       } finally {
+        await ns.destroy();
+      }
+    });
+
+    it("starts the real podwatch with the rendered arguments and env against the API stand-in, and it becomes healthy", async function () {
+      this.timeout(60_000);
+      const { podwatch } = daemonSetPod(await template());
+      const ns = await Netns.create(uniqueName("tch"));
+      const api = await KubeApiStandIn.start();
+      try {
+        const exposure = await api.exposeIn(ns);
+        const env: Record<string, string> = { KUBECONFIG: exposure.kubeconfigPath, NODE_NAME: "node-a" };
+        for (const e of podwatch.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+        // The kubelet expands $(NODE_NAME) in args from the downward-API variable.
+        const args = (podwatch.args ?? []).map((a) => a.replace("$(NODE_NAME)", env.NODE_NAME!));
+        const metrics = args[args.indexOf("--metrics-port") + 1];
+        const child = ns.spawn(process.execPath, [join(REPO_ROOT, "packages/podwatch/dist/cli.js"), ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+        let output = "";
+        child.stdout?.on("data", (b: Buffer) => (output += b.toString()));
+        child.stderr?.on("data", (b: Buffer) => (output += b.toString()));
+        const deadline = Date.now() + 30_000;
+        let code = "";
+        while (Date.now() < deadline && child.exitCode === null && code !== "200") {
+          code = (await ns.run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", `http://127.0.0.1:${metrics}/healthz`])).stdout;
+          if (code !== "200") await new Promise((r) => setTimeout(r, 200));
+        }
+        expect(code, `podwatch output:\n${output}`).to.equal("200");
+      } finally {
+        await api.close();
         await ns.destroy();
       }
     });
