@@ -3,7 +3,6 @@
 import cluster from "node:cluster";
 import { Command, Option } from "commander";
 import { cpusAvailable, runPrimary } from "./cluster.ts";
-import { writeCa } from "./certs/ca.ts";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
 import { createLogging } from "./observe/log.ts";
@@ -89,6 +88,7 @@ ca.command("create")
     const days = Number(opts.days);
     if (!Number.isInteger(days) || days < 1) fail(new Error(`--days "${opts.days}" must be a positive whole number`));
     try {
+      const { writeCa } = await import("./certs/ca.ts");
       await writeCa(opts.cert, opts.key, { commonName: opts.commonName, days, force: opts.force ?? false });
       process.stdout.write(`wrote CA certificate ${opts.cert} and key ${opts.key}\n`);
     } catch (err) {

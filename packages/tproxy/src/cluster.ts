@@ -11,7 +11,7 @@ import { availableParallelism } from "node:os";
 import { AggregatorRegistry } from "prom-client";
 import type { Logger } from "pino";
 import type { RunConfig } from "./config.ts";
-import { loadCa } from "./certs/ca.ts";
+import { readCaFiles } from "./certs/check.ts";
 
 /** Message a worker sends the primary when its state changes. */
 export interface WorkerState {
@@ -36,7 +36,7 @@ export function cpusAvailable(): number {
 
 export async function runPrimary(config: RunConfig, log: Logger): Promise<void> {
   // Fail at start, once, with one clear line, rather than in every worker.
-  await loadCa(config.caCert, config.caKey);
+  await readCaFiles(config.caCert, config.caKey);
   const ticketKeys = randomBytes(48).toString("hex");
   const states = new Map<number, WorkerState>();
   const metrics = new AggregatorRegistry();

@@ -1,8 +1,9 @@
 // The certificate authority: created by `tproxy ca create`, loaded by `tproxy run`.
-import { createPrivateKey, generateKeyPairSync, X509Certificate, type KeyObject } from "node:crypto";
-import { readFile, writeFile, access } from "node:fs/promises";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { writeFile, access } from "node:fs/promises";
 import { constants } from "node:fs";
 import { CertificateError } from "../errors.ts";
+import { readCaFiles } from "./check.ts";
 import { buildCertificate, subjectNameOf } from "./x509.ts";
 import type forge from "node-forge";
 
@@ -52,30 +53,8 @@ export async function writeCa(certPath: string, keyPath: string, options: Create
   await writeFile(certPath, certPem, { mode: 0o644 });
 }
 
-/** Reads and checks a CA: the key must match the certificate, which must be a CA and currently valid. */
+/** Reads and checks a CA (see ./check.ts) and prepares it for signing leaf certificates. */
 export async function loadCa(certPath: string, keyPath: string): Promise<CertificateAuthority> {
-  const [certPem, keyPem] = await Promise.all([
-    readFile(certPath, "utf8").catch((err: unknown) => { throw new CertificateError(`cannot read CA certificate ${certPath}: ${(err as Error).message}`); }),
-    readFile(keyPath, "utf8").catch((err: unknown) => { throw new CertificateError(`cannot read CA key ${keyPath}: ${(err as Error).message}`); }),
-  ]);
-  let x509: X509Certificate;
-  let key: KeyObject;
-  try {
-    x509 = new X509Certificate(certPem);
-  } catch (err) {
-    throw new CertificateError(`${certPath} is not a PEM certificate: ${(err as Error).message}`);
-  }
-  try {
-    key = createPrivateKey(keyPem);
-  } catch (err) {
-    throw new CertificateError(`${keyPath} is not a PEM private key: ${(err as Error).message}`);
-  }
-  if (!x509.ca) throw new CertificateError(`${certPath} is not a CA certificate (basicConstraints CA:TRUE missing)`);
-  if (!x509.checkPrivateKey(key)) throw new CertificateError(`${keyPath} does not belong to the certificate ${certPath}`);
-  const notAfter = new Date(x509.validTo);
-  if (notAfter.getTime() < Date.now()) throw new CertificateError(`CA certificate ${certPath} expired on ${x509.validTo}`);
-  if (key.asymmetricKeyType !== "rsa" && key.asymmetricKeyType !== "ec") {
-    throw new CertificateError(`CA key type ${key.asymmetricKeyType} is not supported: use RSA or EC`);
-  }
+  const { certPem, key, notAfter } = await readCaFiles(certPath, keyPath);
   return { certPem, key, name: subjectNameOf(certPem), notAfter };
 }
