@@ -100,11 +100,7 @@ export class Netns {
         await once(child, "exit").catch(() => undefined);
       }
     }
-    // Whatever else still runs in the namespace (daemons that forked, workers of a killed primary).
-    const pids = (await run("ip", ["netns", "pids", this.name])).stdout.split("\n").filter(Boolean);
-    if (pids.length > 0) await run("kill", ["-9", ...pids]);
-    await run("ip", ["netns", "del", this.name]);
-    rmSync(`/etc/netns/${this.name}`, { recursive: true, force: true });
+    await deleteNamespace(this.name);
   }
 }
 
@@ -136,11 +132,16 @@ export async function removeStale(prefix: string): Promise<void> {
   const out = await must("ip", ["netns", "list"]);
   for (const line of out.split("\n")) {
     const name = line.split(" ")[0];
-    if (name && name.startsWith(prefix)) {
-      await run("ip", ["netns", "del", name]);
-      rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
-    }
+    if (name && name.startsWith(prefix)) await deleteNamespace(name);
   }
+}
+
+/** Ends whatever still runs in a namespace (daemons that forked, workers of a killed primary), then deletes it and its /etc/netns folder. */
+async function deleteNamespace(name: string): Promise<void> {
+  const pids = (await run("ip", ["netns", "pids", name])).stdout.split("\n").filter(Boolean);
+  if (pids.length > 0) await run("kill", ["-9", ...pids]);
+  await run("ip", ["netns", "del", name]);
+  rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
 }
 
 /** Waits until `probe` resolves true, polling every `intervalMs`; throws with `what` after `timeoutMs`. */

@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeApiStandIn } from "./kube-api-stand-in.ts";
 import { writeConfigMap } from "./configmap.ts";
-import { Netns, enableForwarding, link, must, run, uniqueName, waitFor, type RunResult } from "./netns.ts";
+import { Netns, enableForwarding, link, removeStale, uniqueName, waitFor, type RunResult } from "./netns.ts";
 import { TestCa } from "./pki.ts";
 import { Proc, REPO, TPROXY_CLI } from "./world.ts";
 
@@ -75,17 +75,7 @@ export class TutorialWorld {
 
   /** Removes what a crashed earlier run with this prefix left: processes in its namespaces, the namespaces, their /etc/netns folders. */
   static async removeLeftovers(prefix: string): Promise<void> {
-    const out = await must("ip", ["netns", "list"]);
-    for (const line of out.split("\n")) {
-      const name = line.split(" ")[0];
-      if (name?.startsWith(prefix)) {
-        await run("ip", ["netns", "pids", name]).then(async (r) => {
-          for (const pid of r.stdout.split("\n").filter(Boolean)) await run("kill", ["-9", pid]);
-        });
-        await run("ip", ["netns", "del", name]);
-        rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
-      }
-    }
+    await removeStale(prefix);
     for (const entry of readdirSync(tmpdir())) {
       if (entry.startsWith(`${prefix}-`)) rmSync(join(tmpdir(), entry), { recursive: true, force: true });
     }
@@ -141,13 +131,11 @@ export class TutorialWorld {
     // The node and the unlocked pod trust the public CA, as every real machine trusts the web's roots.
     this.#trust(this.node, readFileSync(publicCa.certPath, "utf8"));
     this.#trust(this.app.ns, readFileSync(publicCa.certPath, "utf8"));
-    this.publicCaPath = publicCa.certPath;
 
     this.api = await KubeApiStandIn.start();
     this.kubeconfig = (await this.api.exposeIn(this.node)).kubeconfigPath;
   }
 
-  publicCaPath = "";
   #extraPods = 0;
 
   /** Another pod, linked to the node on its own subnet (10.90.(4+n).0/24). */

@@ -4,7 +4,6 @@
 // workers), /healthz and /readyz, restarts a worker that dies, and passes SIGTERM on for draining.
 // TLS session-ticket keys are shared, so a client resumes its session whichever worker it reaches.
 import cluster, { type Worker } from "node:cluster";
-import http from "node:http";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
@@ -12,6 +11,8 @@ import { AggregatorRegistry } from "prom-client";
 import type { Logger } from "pino";
 import type { RunConfig } from "./config.ts";
 import { readCaFiles } from "./certs/check.ts";
+import { listen } from "./net/listen.ts";
+import { createAdminServer } from "./observe/admin.ts";
 
 /** Message a worker sends the primary when its state changes. */
 export interface WorkerState {
@@ -63,37 +64,17 @@ export async function runPrimary(config: RunConfig, log: Logger): Promise<void> 
     log.error({ worker: worker.id, code, signal }, "proxy worker exited; starting another");
     setTimeout(fork, Math.min(5000, 100 * 2 ** Math.min(restarts, 6))).unref();
   });
-  const admin = http.createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    if (path === "/metrics") {
-      metrics.clusterMetrics().then(
-        (text) => {
-          res.writeHead(200, { "content-type": metrics.contentType });
-          res.end(text);
-        },
-        (err: Error) => {
-          res.writeHead(500, { "content-type": "text/plain" });
-          res.end(`metrics unavailable: ${err.message}\n`);
-        },
-      );
-    } else if (path === "/healthz") {
-      res.writeHead(200, { "content-type": "text/plain" });
-      res.end("ok\n");
-    } else if (path === "/readyz") {
+  const admin = createAdminServer({
+    metrics: async () => ({ contentType: metrics.contentType, body: await metrics.clusterMetrics() }),
+    readiness: () => {
       const all = [...states.values()];
       const ready = !stopping && all.length === config.workers && all.every((s) => s.ready);
-      const filters = [...new Set(all.map((s) => s.filter))].join(",");
-      res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" });
-      res.end(ready ? `ready filter=${filters}\n` : `not ready: ${all.filter((s) => s.ready).length}/${config.workers} workers ready${all.some((s) => !s.filter) ? " (no filter loaded)" : ""}\n`);
-    } else {
-      res.writeHead(404, { "content-type": "text/plain" });
-      res.end("not found: try /metrics, /healthz or /readyz\n");
-    }
+      if (ready) return { ready, text: `ready filter=${[...new Set(all.map((s) => s.filter))].join(",")}\n` };
+      const missing = all.some((s) => !s.filter) ? " (no filter loaded)" : "";
+      return { ready, text: `not ready: ${all.filter((s) => s.ready).length}/${config.workers} workers ready${missing}\n` };
+    },
   });
-  await new Promise<void>((resolve, reject) => {
-    admin.once("error", reject);
-    admin.listen({ port: config.metricsPort, host: config.listenAddress, ipv6Only: false }, () => resolve());
-  });
+  await listen(admin, config.metricsPort, config.listenAddress);
   // Workers only once the admin port is ours: a start that fails, fails before any worker runs.
   for (let i = 0; i < config.workers; i += 1) fork();
   log.info({ workers: config.workers, metrics: config.metricsPort }, "tproxy primary started");

@@ -5,7 +5,7 @@ import http from "node:http";
 import https from "node:https";
 import { readFile } from "node:fs/promises";
 import { createSecureContext, getCACertificates } from "node:tls";
-import type { AddressInfo, Server as NetServer } from "node:net";
+import type { Server as NetServer } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { Logging } from "./observe/log.ts";
@@ -15,7 +15,9 @@ import { loadCa } from "./certs/ca.ts";
 import { LeafCertificates } from "./certs/leaf-cache.ts";
 import { FilterHost } from "./filter/host.ts";
 import { FilterReloader } from "./filter/reloader.ts";
+import { createAdminServer } from "./observe/admin.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
+import { listen } from "./net/listen.ts";
 import { TICKET_KEYS_ENV, type WorkerState } from "./cluster.ts";
 import { AggregatorRegistry } from "prom-client";
 import { Interceptor } from "./server/interceptor.ts";
@@ -39,19 +41,6 @@ async function upstreamTrust(config: RunConfig): Promise<string[]> {
     roots.push(extra);
   }
   return roots;
-}
-
-function listen(server: NetServer, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    // In a cluster worker, bind a socket of its own (SO_REUSEPORT): the kernel spreads connections
-    // over the workers, instead of the primary accepting and handing them over.
-    const shared = cluster.isWorker ? { reusePort: true, exclusive: true } : {};
-    server.listen({ port, host, ipv6Only: false, ...shared }, () => {
-      server.off("error", reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
 }
 
 // Agents pass socket options through to net.connect (not in their type): no Nagle delay upstream.
@@ -118,9 +107,7 @@ export class TproxyServer {
     });
     this.#interceptor = interceptor;
 
-    const inner = http.createServer({ requestTimeout: 0, keepAliveTimeout: 30_000 });
-    inner.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
-    interceptor.attach(inner);
+    const inner = this.#pipelineServer(interceptor);
     this.#inner = inner;
     const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics };
 
@@ -128,10 +115,8 @@ export class TproxyServer {
     const transparent = await listen(this.#transparent, config.transparentPort, config.listenAddress);
     let standard: number | undefined;
     if (config.standardPort !== undefined) {
-      this.#standard = http.createServer({ requestTimeout: 0, keepAliveTimeout: 30_000 });
-      this.#standard.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+      this.#standard = this.#pipelineServer(interceptor);
       attachConnect(this.#standard, deps);
-      interceptor.attach(this.#standard);
       standard = await listen(this.#standard, config.standardPort, config.listenAddress);
     }
     let metrics = config.metricsPort;
@@ -140,13 +125,24 @@ export class TproxyServer {
       AggregatorRegistry.setRegistries([this.metrics.registry]);
       new AggregatorRegistry();
     } else {
-      this.#admin = http.createServer((req, res) => void this.#adminRequest(req, res));
+      this.#admin = createAdminServer({
+        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+        readiness: () => this.#readiness(),
+      });
       metrics = await listen(this.#admin, config.metricsPort, config.listenAddress);
     }
     this.#ready = true;
     this.#report();
     this.#log.info({ transparent, standard, metrics, filter: config.filter, hash: filters.current?.hash ?? null }, "tproxy listening");
     return { transparent, standard, metrics };
+  }
+
+  /** An HTTP server running the request pipeline (the in-process one, or the standard listener). */
+  #pipelineServer(interceptor: Interceptor): http.Server {
+    const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 30_000 });
+    server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    interceptor.attach(server);
+    return server;
   }
 
   /** Tells the primary (in a cluster) whether this worker is ready and which filter it runs. */
@@ -167,24 +163,11 @@ export class TproxyServer {
     }
   }
 
-  async #adminRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const path = (req.url ?? "/").split("?")[0];
-    if (path === "/metrics") {
-      res.writeHead(200, { "content-type": this.metrics.registry.contentType });
-      res.end(await this.metrics.registry.metrics());
-    } else if (path === "/healthz") {
-      res.writeHead(200, { "content-type": "text/plain" });
-      res.end("ok\n");
-    } else if (path === "/readyz") {
-      // Ready means: listening, not draining, and a filter in force (without one every request is denied).
-      const filter = this.#filters?.current;
-      const ready = this.#ready && !this.#interceptor?.draining && filter !== undefined;
-      res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" });
-      res.end(ready ? `ready filter=${filter!.hash}\n` : `not ready: ${filter ? "draining" : "no filter loaded"}\n`);
-    } else {
-      res.writeHead(404, { "content-type": "text/plain" });
-      res.end("not found: try /metrics, /healthz or /readyz\n");
-    }
+  // Ready means: listening, not draining, and a filter in force (without one every request is denied).
+  #readiness(): { ready: boolean; text: string } {
+    const filter = this.#filters?.current;
+    const ready = this.#ready && !this.#interceptor?.draining && filter !== undefined;
+    return { ready, text: ready ? `ready filter=${filter!.hash}\n` : `not ready: ${filter ? "draining" : "no filter loaded"}\n` };
   }
 
   /** Stops accepting, lets requests in flight finish (up to the drain timeout), then closes everything. */

@@ -186,7 +186,8 @@ export class Interceptor extends Proxy {
         client: conn.client,
         destination: conn.destination,
         sni: conn.sni,
-        request: { method: req.method ?? "GET", scheme: target.scheme, host: target.host, port: target.port, path: target.path, url: target.url, headers: { ...req.headers } },
+        // Not copied: nothing here writes to them, and the filter thread gets its own copy by postMessage.
+        request: { method: req.method ?? "GET", scheme: target.scheme, host: target.host, port: target.port, path: target.path, url: target.url, headers: req.headers },
       },
     };
   }
@@ -297,7 +298,7 @@ export class Interceptor extends Proxy {
   }
 
   async #respondFromUpstream(state: RequestState, res: ServerResponse, upRes: IncomingMessage): Promise<void> {
-    state.flow.response = { status: upRes.statusCode ?? 502, headers: { ...upRes.headers } };
+    state.flow.response = { status: upRes.statusCode ?? 502, headers: upRes.headers };
     const verdict = await this.#runHook(state, "response");
     if (verdict === "deny" || (verdict !== "pass" && verdict.answer)) {
       upRes.destroy();
