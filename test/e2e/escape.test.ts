@@ -4,54 +4,83 @@ import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { waitFor } from "../support/netns.ts";
-import { REPO } from "../support/world.ts";
-import { BUCKET_URL, CHART_FILTER, DNS_IP, GOOGLE_IP, INTERNET_IP6, LOCKED_IP, STORAGE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
+import { REPO, type Proc } from "../support/world.ts";
+import { APP_IP, BUCKET_URL, CHART_FILTER, DNS_IP, GOOGLE_IP, INTERNET_IP6, LOCKED_IP, LOCKED_IP6, STORAGE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
+
+const UDP_ECHO = join(REPO, "test/support/udp-echo.ts");
 
 describe("escape attempts from a locked pod (namespaces; Kubernetes API stand-in)", function () {
   this.timeout(60_000);
   let world: TutorialWorld;
+  let echo: Proc;
+  let echo6: Proc;
+  let resolver: Proc;
 
   before(async function () {
     this.timeout(120_000);
     world = await TutorialWorld.installed("tpx2");
     await world.extraServer("other-port", GOOGLE_IP, 8081, 8443);
     await world.extraServer("ipv6-server", INTERNET_IP6, 80, 443);
-    const echo = world.spawn(world.internet, process.execPath, [join(REPO, "test/support/udp-echo.ts"), GOOGLE_IP, "53", "443"]);
+    echo = world.spawn(world.internet, process.execPath, [UDP_ECHO, GOOGLE_IP, "53", "443"]);
     await echo.waitForLine(/listening/);
+    echo6 = world.spawn(world.internet, process.execPath, [UDP_ECHO, INTERNET_IP6, "443"]);
+    await echo6.waitForLine(/listening/);
+    // The allowed resolver's address answers udp/53 too, to show what the lock lets through.
+    resolver = world.spawn(world.internet, process.execPath, [UDP_ECHO, DNS_IP, "53"]);
+    await resolver.waitForLine(/listening/);
   });
   after(async () => {
     await world?.close();
   });
 
-  const udp = (pod: PodNs, port: number) =>
-    pod.ns.run("sh", ["-c", `printf 'hello' | nc -u -w 2 ${GOOGLE_IP} ${port}; echo " exit=$?"`], { timeoutMs: 10_000 });
+  /** One datagram from the pod: the error its send saw, or the echo that came back. */
+  const udp = async (pod: PodNs, host: string, port: number): Promise<{ error: string | null; reply?: string | null }> =>
+    JSON.parse(await pod.ns.must(process.execPath, [UDP_ECHO, "send", host, String(port), `from ${pod.name}`], { timeoutMs: 10_000 })) as { error: string | null; reply?: string | null };
+  /** The datagrams an echo server saw from this address. */
+  const arrivedFrom = (server: Proc, ip: string) => server.lines.filter((l) => l.startsWith(`got ${ip} `));
   const body = async (pod: PodNs, args: string[]) => (await world.curlFrom(pod, args)).stdout;
 
-  it("another TCP port is refused", async () => {
+  it("another TCP port is refused: the connection fails, no bytes come back", async () => {
     expect(await body(world.app, [`http://${GOOGLE_IP}:8081/`])).to.equal("other-port GET /\n");
     const r = await world.curlFrom(world.locked, [`http://${GOOGLE_IP}:8081/`]);
     expect(r.code).to.equal(7);
     expect(r.stdout).to.equal("");
+    expect(r.stderr).to.match(/Failed to connect to 10\.90\.2\.10 port 8081 after \d+ ms: Couldn't connect to server/);
   });
 
-  it("UDP is refused: DNS to a resolver that is not allowed, and QUIC on udp/443", async () => {
-    expect((await udp(world.app, 53)).stdout).to.match(/^echo: hello/);
-    expect((await udp(world.app, 443)).stdout).to.match(/^echo: hello/);
+  it("UDP is refused: the send fails with EPERM (DNS to a resolver that is not allowed, QUIC on udp/443), nothing arrives", async () => {
     for (const port of [53, 443]) {
-      const r = await udp(world.locked, port);
-      expect(r.stdout, `udp/${port}`).to.not.match(/echo/);
+      const r = await udp(world.locked, GOOGLE_IP, port);
+      expect(r, `udp/${port} from the locked pod`).to.deep.equal({ error: "EPERM" });
     }
-    // The allowed resolver stays reachable on udp/53 (nothing listens there: the packet leaves, ICMP says so).
-    const rules = await world.locked.ns.must("iptables-save", []);
-    expect(rules).to.match(new RegExp(`-d ${DNS_IP.replace(/\./g, "\\.")}/32 -p udp -m udp --dport 53 -j ACCEPT`));
+    // Control: the same datagrams from the unlocked pod get out and are echoed.
+    for (const port of [53, 443]) {
+      expect(await udp(world.app, GOOGLE_IP, port), `udp/${port} from the unlocked pod`).to.deep.equal({ error: null, reply: "echo: from debian-app" });
+    }
+    expect(arrivedFrom(echo, APP_IP).map((l) => l.split(" ")[2])).to.include.members(["53", "443"]);
+    expect(arrivedFrom(echo, LOCKED_IP)).to.deep.equal([]);
   });
 
-  it("IPv6 is refused", async () => {
-    await world.app.ns.must("ip", ["-6", "route", "show"]);
+  it("UDP to the allowed resolver's port 53 gets out (the lock refuses the rest, not all UDP)", async () => {
+    expect(await udp(world.locked, DNS_IP, 53)).to.deep.equal({ error: null, reply: "echo: from debian-app-locked" });
+    expect(arrivedFrom(resolver, LOCKED_IP)).to.deep.equal([`got ${LOCKED_IP} 53 from debian-app-locked`]);
+    // The same resolver address on another UDP port is refused.
+    expect(await udp(world.locked, DNS_IP, 443)).to.deep.equal({ error: "EPERM" });
+  });
+
+  it("IPv6 is refused: TCP 80 with a reset, UDP with EPERM, though the pod has an IPv6 address and route", async () => {
+    // The locked pod has IPv6 (so a refusal below is the lock's, not a missing route).
+    expect(await world.locked.ns.must("ip", ["-6", "-o", "addr", "show", "scope", "global"])).to.include(`${LOCKED_IP6}/64`);
+    expect(await world.locked.ns.must("ip", ["-6", "route", "show", "default"])).to.match(/^default via fd90:3::1 /);
     const r = await world.curlFrom(world.locked, ["-6", `http://[${INTERNET_IP6}]/`]);
     expect(r.code).to.equal(7);
     expect(r.stdout).to.equal("");
+    expect(r.stderr).to.match(/Failed to connect to fd90:2::10 port 80 after \d+ ms: Couldn't connect to server/);
+    expect(await udp(world.locked, INTERNET_IP6, 443)).to.deep.equal({ error: "EPERM" });
+    // Control: the unlocked pod reaches both.
     expect(await body(world.app, ["-6", `http://[${INTERNET_IP6}]/`])).to.equal("ipv6-server GET /\n");
+    expect(await udp(world.app, INTERNET_IP6, 443)).to.deep.equal({ error: null, reply: "echo: from debian-app" });
+    expect(arrivedFrom(echo6, LOCKED_IP6)).to.deep.equal([]);
   });
 
   it("HTTPS claiming the allowed name at another address reaches the named server only (SNI)", async () => {
