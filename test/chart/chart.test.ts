@@ -265,6 +265,8 @@ describe("helm chart charts/tproxy", function () {
         const script = spec.containers[0]!.args!.join("\n");
         expect(script).to.include("https://storage.googleapis.com/solutions-public-assets/").and.include("https://www.google.com");
         expect(script).to.include("169.254.169.254").and.include("ping -c 1").and.include("ok   ping not permitted");
+        // The ping check needs EPERM itself, not just a failed ping (test/e2e/tutorial.test.ts runs the script).
+        expect(script).to.include('grep -q "Operation not permitted"');
         if (name === "blocked CIDR + DNS") expect(script).to.include("KUBERNETES_SERVICE_HOST");
         else expect(script).to.include("skip service range");
       });
