@@ -270,14 +270,21 @@ describe("docker/ images", function () {
       expect(code).to.equal(0);
     });
 
-    it("prints a failed ping line when the pod's ICMP egress is refused", async () => {
+    it('prints "Operation not permitted" for the ping of a pod behind the real lock, and not before it', async () => {
       ns = await Netns.create(uniqueName("tpch"));
-      // A locally generated packet dropped in OUTPUT fails its sendmsg() with EPERM, as behind the lock.
-      await ns.must("iptables", ["-A", "OUTPUT", "-p", "icmp", "-j", "DROP"]);
-      const { out } = await loop(["ip", "netns", "exec", ns.name, "bash"], { URLS: "http://127.0.0.1:9/", PING_HOST: "127.0.0.1", INTERVAL: "1" }, 2);
-      expect(out[0]).to.equal("http://127.0.0.1:9/: 000");
-      // iputils prints "Operation not permitted" for some refusals and only the loss summary for others.
-      expect(out[1]).to.match(/^ping 127\.0\.0\.1: .*(Operation not permitted|100% packet loss)/);
+      // A link with nobody at the other end: a ping there goes out and is never answered.
+      await ns.must("ip", ["link", "add", "tpchv0", "type", "veth", "peer", "name", "tpchv1"]);
+      await ns.must("ip", ["addr", "add", "10.77.0.1/24", "dev", "tpchv0"]);
+      for (const dev of ["tpchv0", "tpchv1"]) await ns.must("ip", ["link", "set", dev, "up"]);
+      const env = { URLS: "http://127.0.0.1:9/", PING_HOST: "10.77.0.2", INTERVAL: "1" };
+      const unlocked = await loop(["ip", "netns", "exec", ns.name, "bash"], env, 2);
+      expect(unlocked.out[0]).to.equal("http://127.0.0.1:9/: 000");
+      expect(unlocked.out[1]).to.match(/^ping 10\.77\.0\.2: 1 packets transmitted, 0 received, 100% packet loss/);
+      const lock = await ns.run(process.execPath, [join(REPO_ROOT, "packages/sidecar-init/dist/cli.js"), "--no-wait"]);
+      expect(lock.code, lock.stderr).to.equal(0);
+      const locked = await loop(["ip", "netns", "exec", ns.name, "bash"], env, 2);
+      expect(locked.out[0]).to.equal("http://127.0.0.1:9/: 000");
+      expect(locked.out[1]).to.equal("ping 10.77.0.2: ping: sendmsg: Operation not permitted");
     });
   });
 });
