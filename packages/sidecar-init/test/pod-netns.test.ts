@@ -29,6 +29,9 @@ describe("sidecar-init in a pod network namespace", function () {
   let upstream: Netns;
   let servers: ChildProcess | undefined;
   let nodeServers: ChildProcess | undefined;
+  /** What the upstream servers printed after they started: one line per datagram their udp/443 echo received. */
+  let serverLog = "";
+  const udpArrived = () => serverLog.split("\n").filter((l) => l.startsWith("udp 443 from "));
 
   const curl = (url: string, extra: readonly string[] = []) => pod.run("curl", ["-sS", "--max-time", "3", ...extra, url]);
   const client = async (...args: string[]): Promise<{ ok: boolean; code?: string; addresses?: string[] }> =>
@@ -58,6 +61,7 @@ describe("sidecar-init in a pod network namespace", function () {
     await node.must("ip", ["route", "add", "10.96.0.0/12", "via", UPSTREAM]);
     pod.hosts({ "node-a": NODE_IP });
     servers = await startServers(upstream, "upstream", [80, 443, 8081]);
+    servers.stdout?.on("data", (d: Buffer) => (serverLog += d.toString()));
     // The node's standard-mode port (1080) and a port next to it that stays closed to the pod.
     nodeServers = await startServers(node, "upstream", [1080, 1081]);
   });
@@ -72,8 +76,14 @@ describe("sidecar-init in a pod network namespace", function () {
     expect((await curl(`http://${UPSTREAM}:8081/`)).stdout).to.equal("upstream 8081\n");
     expect((await curl(`http://${SERVICE}/`)).stdout).to.equal("upstream 80\n");
     expect((await curl(`http://[${UPSTREAM6}]/`)).stdout).to.equal("upstream 80\n");
+    expect((await curl(`http://[${UPSTREAM6}]:443/`)).stdout).to.equal("upstream 443\n");
+    expect((await curl(`http://[${UPSTREAM6}]:8081/`)).stdout).to.equal("upstream 8081\n");
     expect((await curl(`http://${NODE_IP}:1081/`)).stdout).to.equal("upstream 1081\n");
     expect(await client("udp", UPSTREAM, "443")).to.deep.equal({ ok: true });
+    expect(await client("udp", UPSTREAM6, "443")).to.deep.equal({ ok: true });
+    // The echo saw both (so "nothing arrived" below can be told apart from a deaf receiver).
+    expect(udpArrived()).to.deep.equal([`udp 443 from ${POD_IP}`, "udp 443 from fd50:1::2"]);
+    expect((await pod.run("ping", ["-6", "-c", "1", "-W", "2", UPSTREAM6])).code).to.equal(0);
     expect(await client("dns", OTHER_RESOLVER, "example.test")).to.deep.equal({ ok: true, addresses: ["203.0.113.7"] });
     expect((await pod.run("ping", ["-c", "1", "-W", "2", UPSTREAM])).code).to.equal(0);
   });
@@ -114,7 +124,10 @@ describe("sidecar-init in a pod network namespace", function () {
     it("refuses DNS to a resolver that is not allowed, and udp/443 (QUIC)", async () => {
       // Refused at once (not a timeout): the resolver answered before the lockdown.
       expect(await client("dns", OTHER_RESOLVER, "example.test")).to.deep.equal({ ok: false, code: "ECONNREFUSED" });
+      const before = udpArrived().length;
       expect(await client("udp", UPSTREAM, "443")).to.deep.equal({ ok: false, code: "EPERM" });
+      expect(await client("udp", UPSTREAM6, "443")).to.deep.equal({ ok: false, code: "EPERM" });
+      expect(udpArrived().slice(before)).to.deep.equal([]);
     });
 
     it('makes ping say "Operation not permitted"', async () => {
@@ -126,12 +139,15 @@ describe("sidecar-init in a pod network namespace", function () {
     it("refuses the blocked CIDR on an allowed port", async () => {
       const r = await curl(`http://${SERVICE}/`);
       expect(r.code).to.equal(7);
+      expect(r.stderr).to.match(/Failed to connect to 10\.96\.0\.10 port 80 after \d+ ms: Couldn't connect to server/);
     });
 
     it("refuses IPv6 egress to a reachable IPv6 upstream", async () => {
       const r = await curl(`http://[${UPSTREAM6}]/`);
       expect(r.code).to.equal(7);
-      expect((await pod.run("ping", ["-6", "-c", "1", "-W", "2", UPSTREAM6])).stderr).to.include("Operation not permitted");
+      const ping = await pod.run("ping", ["-6", "-c", "1", "-W", "2", UPSTREAM6]);
+      expect(ping.code).to.not.equal(0);
+      expect(ping.stderr).to.include("ping: sendmsg: Operation not permitted");
     });
 
     it("allows the node's standard-mode port, found by NODE_NAME, and nothing else on the node", async () => {
@@ -176,6 +192,50 @@ describe("sidecar-init in a pod network namespace", function () {
       expect(r.stdout).not.to.include("-I OUTPUT");
       expect(await ruleset(pod, "iptables-save")).to.equal(saved.v4);
       expect(await ruleset(pod, "ip6tables-save")).to.equal(saved.v6);
+    });
+  });
+
+  describe("IPv6 with and without --ipv6-intercepted (the node intercepts the pod's IPv6 too)", () => {
+    const v6Port = async (port: number) => curl(`http://[${UPSTREAM6}]:${port}/`);
+    const expectOtherIpv6Refused = async () => {
+      const tcp = await v6Port(8081);
+      expect(tcp.code).to.equal(7);
+      expect(tcp.stderr).to.match(/Failed to connect to fd50:2::2 port 8081 after \d+ ms: Couldn't connect to server/);
+      expect(await client("udp", UPSTREAM6, "443")).to.deep.equal({ ok: false, code: "EPERM" });
+      const ping = await pod.run("ping", ["-6", "-c", "1", "-W", "2", UPSTREAM6]);
+      expect(ping.code).to.not.equal(0);
+      expect(ping.stderr).to.include("ping: sendmsg: Operation not permitted");
+    };
+
+    it("with it: tcp 80 and 443 over IPv6 get out; every other IPv6 port, udp and ping stay refused", async () => {
+      const r = await sidecar(pod, ["--no-wait", "--ipv6-intercepted"], TUTORIAL_ENV);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(await ruleset(pod, "ip6tables-save")).to.include("-A TPROXY-EGRESS -p tcp -m tcp --dport 80 -j ACCEPT\n-A TPROXY-EGRESS -p tcp -m tcp --dport 443 -j ACCEPT\n");
+      expect((await v6Port(80)).stdout).to.equal("upstream 80\n");
+      expect((await v6Port(443)).stdout).to.equal("upstream 443\n");
+      await expectOtherIpv6Refused();
+      // IPv4 stays as locked as without the flag.
+      expect((await curl(`http://${UPSTREAM}:8081/`)).code).to.equal(7);
+    });
+
+    it("without it (IPV6_INTERCEPTED=false, as by default): tcp 80 and 443 over IPv6 are refused too", async () => {
+      const r = await sidecar(pod, ["--no-wait"], { ...TUTORIAL_ENV, IPV6_INTERCEPTED: "false" });
+      expect(r.code, r.stderr).to.equal(0);
+      expect(await ruleset(pod, "ip6tables-save")).not.to.include("--dport 80 -j ACCEPT");
+      for (const port of [80, 443]) {
+        const c = await v6Port(port);
+        expect(c.code, `tcp/${port} over IPv6`).to.equal(7);
+        expect(c.stdout).to.equal("");
+        expect(c.stderr).to.include(`Failed to connect to fd50:2::2 port ${port} after`);
+      }
+      await expectOtherIpv6Refused();
+    });
+
+    it("IPV6_INTERCEPTED=true does what the flag does", async () => {
+      const r = await sidecar(pod, ["--no-wait"], { ...TUTORIAL_ENV, IPV6_INTERCEPTED: "true" });
+      expect(r.code, r.stderr).to.equal(0);
+      expect((await v6Port(443)).stdout).to.equal("upstream 443\n");
+      expect((await v6Port(8081)).code).to.equal(7);
     });
   });
 
