@@ -37,7 +37,14 @@ describe("sidecar-init rules", () => {
       "-A TPROXY-EGRESS -p tcp -m tcp --dport 53 -j ACCEPT",
     ]);
     expect(rules.at(-1)).to.equal("-A TPROXY-EGRESS -j REJECT --reject-with icmp6-port-unreachable");
-    expect(renderChain(policy({ ipv6Intercepted: true }), "ipv6")).to.include("-A TPROXY-EGRESS -p tcp -m tcp --dport 443 -j ACCEPT");
+    // With the node intercepting IPv6: the same chain plus exactly the redirected ports, before the final refusals.
+    expect(renderChain(policy({ ipv6Intercepted: true }), "ipv6")).to.deep.equal([
+      ...rules.slice(0, -2),
+      "-A TPROXY-EGRESS -p tcp -m tcp --dport 80 -j ACCEPT",
+      "-A TPROXY-EGRESS -p tcp -m tcp --dport 443 -j ACCEPT",
+      ...rules.slice(-2),
+    ]);
+    expect(rules.slice(-2)).to.deep.equal(["-A TPROXY-EGRESS -p tcp -j REJECT --reject-with tcp-reset", "-A TPROXY-EGRESS -j REJECT --reject-with icmp6-port-unreachable"]);
   });
 
   it("puts each resolver, node address and CIDR only in its own family", () => {
