@@ -156,6 +156,7 @@ describe("policy: host names", () => {
       ["203.0.113.7:80", "host-header", { kind: "ip", host: "203.0.113.7", family: 4 }, 80],
       ["example.com:443", "connect", { kind: "name", host: "example.com" }, 443],
       ["[2001:db8::1]:443", "connect", { kind: "ip", host: "2001:db8::1", family: 6 }, 443],
+      ["Example.com:81", "absolute-url", { kind: "name", host: "example.com" }, 81],
     ] as const) {
       it(`${source}: ${value}`, () => expect(parseAuthority(value, source)).to.deep.equal({ host, port }));
     }
@@ -168,6 +169,9 @@ describe("policy: host names", () => {
       ["[2001:db8::1", "host-header", "malformed-authority"],
       ["example.com", "connect", "malformed-authority"],
       ["[::1]", "connect", "malformed-authority"],
+      ["127.1", "absolute-url", "numeric-host"],
+      ["user:pass@example.com", "absolute-url", "forbidden-character"],
+      ["example%2ecom", "absolute-url", "forbidden-character"],
       ["127.1:80", "connect", "numeric-host"],
       ["0x7f000001:443", "connect", "numeric-host"],
       ["[127.0.0.1]:80", "host-header", "malformed-address"],

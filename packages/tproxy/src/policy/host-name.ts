@@ -121,14 +121,16 @@ export function parseCanonicalPort(text: string, what = "port"): number {
 }
 
 /**
- * Splits and validates "host", "host:port", "[v6]" or "[v6]:port" (a Host header or CONNECT authority). An IPv6
- * literal must be bracketed. CONNECT requires a port (RFC 9110 §9.3.6).
+ * Splits and validates "host", "host:port", "[v6]" or "[v6]:port" (a Host header, CONNECT authority, or the
+ * authority of an absolute-form URL as the client wrote it — not URL.hostname, which has already turned "127.1"
+ * into "127.0.0.1" and decoded "%2e"). An IPv6 literal must be bracketed. CONNECT requires a port (RFC 9110 §9.3.6).
  */
-export function parseAuthority(value: string, source: "host-header" | "connect"): { host: CanonicalHost; port: number | undefined } {
+export function parseAuthority(value: string, source: Exclude<HostSource, "sni">): { host: CanonicalHost; port: number | undefined } {
   const where = SOURCE_NAME[source];
   const fail = (reason: HostErrorReason, why: string): never => {
     throw new HostNameError(reason, `${where} ${show(value)} ${why}`);
   };
+  if (value.includes("@")) return fail("forbidden-character", 'contains "@" (user information is not accepted)');
   let hostPart: string;
   let portPart: string | undefined;
   if (value.startsWith("[")) {
