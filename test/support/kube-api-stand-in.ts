@@ -368,6 +368,13 @@ export class KubeApiStandIn {
     return [...this.#terminating.keys()];
   }
 
+  /** The kubelet confirms a terminating pod's containers stopped before its grace period is over: DELETED now. */
+  finishDeletion(namespace: string, name: string): void {
+    const key = `${namespace}/${name}`;
+    if (!this.#terminating.has(key)) throw new Error(`stand-in: pod ${key} is not terminating`);
+    this.#finishDeletion(key);
+  }
+
   #finishDeletion(key: string): void {
     clearTimeout(this.#terminating.get(key));
     this.#terminating.delete(key);
