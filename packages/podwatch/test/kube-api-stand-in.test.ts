@@ -1,8 +1,13 @@
-// The API stand-in, checked through the real client, so the controller's tests rest on known behaviour.
+// The API stand-in, checked through the real client, and the kubelet stand-in of the tutorial world, so
+// the controller's and the end-to-end tests rest on known behaviour.
 import { CoreV1Api, KubeConfig, Watch } from "@kubernetes/client-node";
 import { expect } from "chai";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { existsSync } from "node:fs";
 import { KubeApiStandIn } from "../../../test/support/kube-api-stand-in.ts";
-import { waitFor } from "../../../test/support/netns.ts";
+import { Netns, must, uniqueName, waitFor } from "../../../test/support/netns.ts";
+import { KubeletStandIn, TutorialWorld } from "../../../test/support/tutorial-world.ts";
 
 interface Seen {
   type: string;
@@ -206,3 +211,95 @@ describe("Kubernetes API stand-in (through @kubernetes/client-node)", () => {
     expect(current.seen.map((e) => `${e.type} ${e.name}`)).to.deep.equal(["ADDED p3"]);
   });
 });
+
+describe("kubelet stand-in of the tutorial world", () => {
+  let api: KubeApiStandIn;
+  let kubelet: KubeletStandIn;
+  const children: ChildProcess[] = [];
+
+  beforeEach(async () => {
+    api = await KubeApiStandIn.start();
+    kubelet = new KubeletStandIn(api, "node-k");
+  });
+  afterEach(async () => {
+    for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    await api.close();
+  });
+
+  /** An init container that exits with `code` when told to (a line on stdin). */
+  function initProcess(code: number): { child: ChildProcess; finish: () => Promise<void> } {
+    const child = spawn("sh", ["-c", `read line; exit ${code}`], { stdio: ["pipe", "ignore", "ignore"] });
+    children.push(child);
+    return { child, finish: async () => void (child.stdin?.end("go\n"), await once(child, "exit")) };
+  }
+
+  const phase = (name: string) => api.getPod("default", name)?.status.phase;
+
+  it("keeps a pod Pending, with its IP, until its init container exited 0; then it runs", async () => {
+    kubelet.startPod({ name: "locked", ip: "10.0.0.3", annotations: { a: "true" }, initContainers: ["sidecar-init"] });
+    const init = initProcess(0);
+    kubelet.follow("default", "locked", "sidecar-init", init.child);
+    expect(phase("locked")).to.equal("Pending");
+    expect(api.getPod("default", "locked")?.status.podIP).to.equal("10.0.0.3");
+    expect(api.getPod("default", "locked")?.spec.initContainers?.map((c) => c.name)).to.deep.equal(["sidecar-init"]);
+    await init.finish();
+    expect(phase("locked")).to.equal("Running");
+    expect(kubelet.pendingInitContainers("default", "locked")).to.deep.equal([]);
+  });
+
+  it("leaves the pod Pending when its init container fails, and lets it run once a rerun exits 0", async () => {
+    kubelet.startPod({ name: "locked", ip: "10.0.0.4", initContainers: ["sidecar-init"] });
+    const failing = initProcess(3);
+    kubelet.follow("default", "locked", "sidecar-init", failing.child);
+    await failing.finish();
+    expect(phase("locked")).to.equal("Pending");
+    expect(api.getPod("default", "locked")?.status.initContainerStatuses).to.deep.include({ name: "sidecar-init", ready: false, state: { terminated: { exitCode: 3, reason: "Error" } } });
+    const rerun = initProcess(0);
+    kubelet.follow("default", "locked", "sidecar-init", rerun.child);
+    await rerun.finish();
+    expect(phase("locked")).to.equal("Running");
+  });
+
+  it("runs a pod without init containers at once", () => {
+    kubelet.startPod({ name: "plain", ip: "10.0.0.5" });
+    expect(phase("plain")).to.equal("Running");
+    expect(api.getPod("default", "plain")?.spec.nodeName).to.equal("node-k");
+  });
+});
+
+describe("tutorial world: pods and their namespaces", function () {
+  this.timeout(60_000);
+  const PREFIX = "tpwt";
+
+  it("an annotated pod runs only after the real sidecar-init exited 0; an added pod's namespace goes with the world", async () => {
+    await TutorialWorld.removeLeftovers(PREFIX);
+    const world = await TutorialWorld.create(PREFIX);
+    let extra: string;
+    try {
+      const pod = await world.addPod("extra");
+      extra = pod.ns.name;
+      world.schedulePod(pod, true);
+      expect(world.api.getPod("default", "extra")?.status).to.include({ phase: "Pending", podIP: pod.ip });
+      const init = world.sidecarInit(pod, ["--no-wait"]);
+      await once(init.child, "exit");
+      expect(init.child.exitCode, init.output).to.equal(0);
+      expect(world.api.getPod("default", "extra")?.status.phase).to.equal("Running");
+      world.schedulePod(world.app, false);
+      expect(world.api.getPod("default", "debian-app")?.status.phase).to.equal("Running");
+    } finally {
+      await world.close();
+    }
+    expect(await namespaces(PREFIX)).to.deep.equal([]);
+    expect(existsSync(`/etc/netns/${extra}`)).to.equal(false);
+
+    // A crashed run's extra namespace is removed by the next run's leftover cleanup.
+    const stale = await Netns.create(uniqueName(`${PREFIX}x`));
+    expect(await namespaces(PREFIX)).to.deep.equal([stale.name]);
+    await TutorialWorld.removeLeftovers(PREFIX);
+    expect(await namespaces(PREFIX)).to.deep.equal([]);
+  });
+});
+
+async function namespaces(prefix: string): Promise<string[]> {
+  return (await must("ip", ["netns", "list"])).split("\n").map((l) => l.split(" ")[0] ?? "").filter((n) => n.startsWith(prefix));
+}
