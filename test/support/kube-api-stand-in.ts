@@ -2,11 +2,15 @@
 // nothing durable; it exists because no real API server can run on the test machines.
 //
 // It implements, over plain HTTP, the pod endpoints `@kubernetes/client-node` uses, with the semantics
-// that matter to informers: list with a resourceVersion, watch streams of ADDED / MODIFIED / DELETED
-// (objects entering or leaving a field selector arrive as ADDED / DELETED, as from a real server),
-// BOOKMARK events when asked (`allowWatchBookmarks=true`), initial events (`sendInitialEvents=true`),
+// that matter to informers, as kube-apiserver's watch cache has them: list with a resourceVersion, watch
+// streams of ADDED / MODIFIED / DELETED (an object entering a selector arrives as ADDED; one leaving it
+// as DELETED carrying its previous state at the new resourceVersion), BOOKMARK events only when asked
+// (`allowWatchBookmarks=true`), initial events (`sendInitialEvents=true`, which requires bookmarks),
 // field selectors (`spec.nodeName=...` and friends), label selectors (equality), `410 Gone` (an ERROR
-// event with an Expired status) for a compacted resourceVersion, and server-side watch timeouts.
+// event with an Expired status) for a compacted resourceVersion, server-side watch timeouts, graceful
+// deletion of bound pods (MODIFIED with `deletionTimestamp` and `deletionGracePeriodSeconds`, DELETED
+// when the grace period is over), and a restart that loses the event history (as a restarted
+// apiserver's watch cache does: watches from an older resourceVersion get 410 Gone).
 // Tests drive it: createPod / updatePod / setPodIP / deletePod, compact / force410, stop / restart.
 //
 //   const api = await KubeApiStandIn.start();
@@ -33,11 +37,19 @@ export interface Pod {
     resourceVersion: string;
     creationTimestamp: string;
     deletionTimestamp?: string;
+    deletionGracePeriodSeconds?: number;
     annotations?: Record<string, string>;
     labels?: Record<string, string>;
     [k: string]: unknown;
   };
-  spec: { nodeName?: string; hostNetwork?: boolean; containers: Array<{ name: string; image: string }>; [k: string]: unknown };
+  spec: {
+    nodeName?: string;
+    hostNetwork?: boolean;
+    initContainers?: Array<{ name: string; image: string }>;
+    containers: Array<{ name: string; image: string }>;
+    terminationGracePeriodSeconds?: number;
+    [k: string]: unknown;
+  };
   status: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; hostIP?: string; [k: string]: unknown };
 }
 
@@ -52,6 +64,16 @@ export interface PodInput {
   phase?: string;
   /** One address, or several (dual stack: IPv4 and IPv6). Usually set later with `setPodIP`. */
   podIP?: string | readonly string[];
+  /** Init containers (names), as `spec.initContainers`; default none. */
+  initContainers?: readonly string[];
+  /** `spec.terminationGracePeriodSeconds`; default 30, as the API defaults it. */
+  terminationGracePeriodSeconds?: number;
+}
+
+/** How `deletePod` deletes, as `DeleteOptions` say. */
+export interface DeleteOptions {
+  /** Overrides the pod's `terminationGracePeriodSeconds`; 0 deletes at once (a forced deletion). */
+  gracePeriodSeconds?: number;
 }
 
 /** A partial pod: `metadata.annotations`/`labels`, `spec` and `status` fields are merged into the pod. */
@@ -180,6 +202,8 @@ export class KubeApiStandIn {
   readonly #pods = new Map<string, Pod>();
   readonly #watches = new Set<OpenWatch>();
   readonly #bridges = new Set<ChildProcess>();
+  /** Graceful deletions under way: the timer that ends each one. */
+  readonly #terminating = new Map<string, ReturnType<typeof setTimeout>>();
   #history: HistoryEntry[] = [];
   #rv = 1000;
   /** Watches may resume from this resourceVersion or later; older ones get 410 Gone. */
@@ -270,7 +294,9 @@ export class KubeApiStandIn {
       spec: {
         ...(input.nodeName !== undefined ? { nodeName: input.nodeName } : {}),
         ...(input.hostNetwork ? { hostNetwork: true } : {}),
+        ...(input.initContainers && input.initContainers.length > 0 ? { initContainers: input.initContainers.map((name) => ({ name, image: "stand-in" })) } : {}),
         containers: [{ name: "app", image: "stand-in" }],
+        terminationGracePeriodSeconds: input.terminationGracePeriodSeconds ?? 30,
       },
       status: {
         phase: input.phase ?? (ips.length > 0 ? "Running" : "Pending"),
@@ -307,11 +333,55 @@ export class KubeApiStandIn {
     return this.updatePod(namespace, name, { status: { phase, podIP: ips[0], podIPs: ips.map((a) => ({ ip: a })) } });
   }
 
-  /** Removes the pod at once (as after the kubelet confirmed the end of a graceful deletion). */
-  deletePod(namespace: string, name: string): void {
+  /**
+   * Deletes a pod as the API does. A pod bound to a node and not finished is deleted gracefully: at once
+   * it gets `deletionTimestamp` (now + grace) and `deletionGracePeriodSeconds` (a MODIFIED event; it still
+   * runs), and it is removed (DELETED) when the grace period is over, standing for the kubelet's final
+   * delete once the containers stopped. A grace period of 0, an unscheduled pod or a finished one goes at
+   * once. Deleting a terminating pod again only shortens its grace period to 0 when asked to.
+   */
+  deletePod(namespace: string, name: string, opts: DeleteOptions = {}): void {
+    const key = `${namespace}/${name}`;
     const old = this.#get(namespace, name);
+    const grace = Math.max(0, opts.gracePeriodSeconds ?? old.spec.terminationGracePeriodSeconds ?? 30);
+    const finished = old.status.phase === "Succeeded" || old.status.phase === "Failed";
+    if (this.#terminating.has(key)) {
+      if (grace === 0) this.#finishDeletion(key);
+      return;
+    }
+    if (grace === 0 || !old.spec.nodeName || finished) {
+      const final = clone(old);
+      final.metadata.deletionTimestamp ??= rfc3339();
+      final.metadata.deletionGracePeriodSeconds = 0;
+      this.#commit("DELETED", old, final);
+      return;
+    }
+    const pod = clone(old);
+    pod.metadata.deletionTimestamp = rfc3339(new Date(Date.now() + grace * 1000));
+    pod.metadata.deletionGracePeriodSeconds = grace;
+    this.#commit("MODIFIED", old, pod);
+    this.#terminating.set(key, setTimeout(() => this.#finishDeletion(key), grace * 1000));
+  }
+
+  /** Pods whose graceful deletion is under way (`namespace/name`). */
+  get terminating(): string[] {
+    return [...this.#terminating.keys()];
+  }
+
+  /** The kubelet confirms a terminating pod's containers stopped before its grace period is over: DELETED now. */
+  finishDeletion(namespace: string, name: string): void {
+    const key = `${namespace}/${name}`;
+    if (!this.#terminating.has(key)) throw new Error(`stand-in: pod ${key} is not terminating`);
+    this.#finishDeletion(key);
+  }
+
+  #finishDeletion(key: string): void {
+    clearTimeout(this.#terminating.get(key));
+    this.#terminating.delete(key);
+    const old = this.#pods.get(key);
+    if (!old) return;
     const final = clone(old);
-    final.metadata.deletionTimestamp ??= rfc3339();
+    final.metadata.deletionGracePeriodSeconds = 0;
     this.#commit("DELETED", old, final);
   }
 
@@ -359,15 +429,22 @@ export class KubeApiStandIn {
     rmSync(this.socketPath, { force: true });
   }
 
-  /** Stops, then serves again on the same port and socket, with the same state (like a restarted apiserver). */
+  /**
+   * Stops, then serves again on the same port and socket with the same pods, like a restarted apiserver:
+   * its watch cache starts at the current resourceVersion, so the history is gone and a watch resuming
+   * from an earlier resourceVersion gets 410 Gone (the client must list again).
+   */
   async restart(): Promise<void> {
     await this.stop();
+    this.compact();
     await this.#listen();
   }
 
   /** Stops for good and removes its files and bridges. */
   async close(): Promise<void> {
     await this.stop();
+    for (const t of this.#terminating.values()) clearTimeout(t);
+    this.#terminating.clear();
     for (const b of this.#bridges) if (b.exitCode === null && b.signalCode === null) b.kill("SIGKILL");
     this.#bridges.clear();
     rmSync(this.#dir, { recursive: true, force: true });
@@ -447,14 +524,18 @@ export class KubeApiStandIn {
     const before = e.type === "ADDED" ? false : sel(e.old);
     const after = e.type === "DELETED" ? false : sel(e.obj);
     let type: EventType;
+    let obj = e.obj;
     if (e.type === "DELETED") {
       if (!before) return;
       type = "DELETED";
     } else if (before && after) type = "MODIFIED";
     else if (after) type = "ADDED";
-    else if (before) type = "DELETED";
-    else return;
-    this.#send(w, { type, object: { kind: "Pod", apiVersion: "v1", ...e.obj } });
+    else if (before && e.old) {
+      // Left the selector: the watcher gets the state it last matched in, at this event's resourceVersion.
+      type = "DELETED";
+      obj = { ...clone(e.old), metadata: { ...clone(e.old.metadata), resourceVersion: String(e.rv) } };
+    } else return;
+    this.#send(w, { type, object: { kind: "Pod", apiVersion: "v1", ...obj } });
   }
 
   #send(w: OpenWatch, event: object): void {
@@ -534,8 +615,10 @@ export class KubeApiStandIn {
       this.stats.watches += 1;
       const rvText = url.searchParams.get("resourceVersion") ?? "";
       const initial = url.searchParams.get("sendInitialEvents") === "true";
+      const bookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
       const rv = rvText === "" || rvText === "0" ? undefined : Number(rvText);
       if (rv !== undefined && !Number.isInteger(rv)) return fail(400, "BadRequest", `invalid resourceVersion ${JSON.stringify(rvText)}`);
+      if (initial && !bookmarks) return fail(422, "Invalid", "allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true");
       res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked", "cache-control": "no-cache" });
       res.flushHeaders();
       const w: OpenWatch = { namespace, fields, labels, res, timers: [] };
@@ -559,7 +642,7 @@ export class KubeApiStandIn {
       }
       const timeoutSeconds = Number(url.searchParams.get("timeoutSeconds") ?? this.#opts.watchTimeoutSeconds ?? 1800);
       w.timers.push(setTimeout(() => this.#endWatch(w), timeoutSeconds * 1000));
-      if (url.searchParams.get("allowWatchBookmarks") === "true") {
+      if (bookmarks) {
         const every = this.#opts.bookmarkIntervalMs ?? 1000;
         const bookmark = () =>
           this.#send(w, { type: "BOOKMARK", object: { kind: "Pod", apiVersion: "v1", metadata: { resourceVersion: String(this.#rv) } } });

@@ -9,9 +9,10 @@
 //
 // What is not real, and stands in for what cannot run here: the Kubernetes API (the stand-in of
 // ./kube-api-stand-in.ts, spoken to by podwatch through the real @kubernetes/client-node), and the
-// kubelet (this file: it gives pods their IPs, runs the init container before the app, and updates
-// the filter ConfigMap volume the kubelet's way). Pods trust CAs the way the tutorial mounts them: a
+// kubelet (this file: it gives pods their IPs, keeps a pod Pending until its init container exited 0
+// and only then lets it run, and updates the filter ConfigMap volume the kubelet's way). Pods trust CAs the way the tutorial mounts them: a
 // file over /etc/ssl/certs/ca-certificates.crt (ip netns exec bind-mounts /etc/netns/<ns>/ssl).
+import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -52,6 +53,89 @@ export interface PodNs {
   ip: string;
 }
 
+/** What the kubelet stand-in starts: one pod of its node. */
+export interface KubeletPod {
+  name: string;
+  namespace?: string;
+  ip: string;
+  annotations?: Record<string, string>;
+  /** Init containers, run in order before the app; default none. */
+  initContainers?: readonly string[];
+}
+
+interface InitState {
+  name: string;
+  exitCode?: number;
+}
+
+/**
+ * The kubelet's part of a pod's life, as the tests need it, written to the API stand-in: the sandbox
+ * comes up and the pod gets its IP at once; while init containers have yet to exit 0 the pod stays
+ * Pending (with its IP: init containers use the pod's network); when the last one exited 0 the app
+ * containers start and the pod is Running. An init container that fails leaves the pod Pending (a real
+ * kubelet restarts it with backoff; here the test decides whether to run it again).
+ */
+export class KubeletStandIn {
+  readonly #api: KubeApiStandIn;
+  readonly nodeName: string;
+
+  constructor(api: KubeApiStandIn, nodeName: string) {
+    this.#api = api;
+    this.nodeName = nodeName;
+  }
+
+  /** Schedules the pod on this node and brings up its sandbox. */
+  startPod(pod: KubeletPod): void {
+    const namespace = pod.namespace ?? "default";
+    const inits = [...(pod.initContainers ?? [])];
+    this.#api.createPod({ name: pod.name, namespace, nodeName: this.nodeName, annotations: pod.annotations ?? {}, initContainers: inits, phase: "Pending" });
+    this.#api.setPodIP(namespace, pod.name, pod.ip, "Pending");
+    if (inits.length === 0) this.#running(namespace, pod.name);
+    else this.#writeInit(namespace, pod.name, inits.map((name) => ({ name })));
+  }
+
+  /** Init containers of the pod that have not exited 0 yet, in order. */
+  pendingInitContainers(namespace: string, name: string): string[] {
+    return this.#inits(namespace, name).filter((c) => c.exitCode !== 0).map((c) => c.name);
+  }
+
+  /** Follows an init container's process: when it exits, the pod's status says so (and may run). */
+  follow(namespace: string, name: string, container: string, child: ChildProcess): void {
+    const done = () => this.initContainerExited(namespace, name, container, child.exitCode ?? 128);
+    if (child.exitCode !== null || child.signalCode !== null) done();
+    else child.once("exit", done);
+  }
+
+  /** An init container exited with `code`; after the last one exited 0 the pod is Running. */
+  initContainerExited(namespace: string, name: string, container: string, code: number): void {
+    if (!this.#api.getPod(namespace, name)) return; // deleted meanwhile
+    const inits = this.#inits(namespace, name).map((c) => (c.name === container ? { name: c.name, exitCode: code } : c));
+    this.#writeInit(namespace, name, inits);
+    if (inits.every((c) => c.exitCode === 0)) this.#running(namespace, name);
+  }
+
+  #inits(namespace: string, name: string): InitState[] {
+    const statuses = (this.#api.getPod(namespace, name)?.status.initContainerStatuses ?? []) as Array<{ name: string; state?: { terminated?: { exitCode: number } } }>;
+    return statuses.map((s) => ({ name: s.name, ...(s.state?.terminated ? { exitCode: s.state.terminated.exitCode } : {}) }));
+  }
+
+  #writeInit(namespace: string, name: string, inits: readonly InitState[]): void {
+    const initContainerStatuses = inits.map((c) => ({
+      name: c.name,
+      ready: c.exitCode === 0,
+      state: c.exitCode === undefined ? { waiting: { reason: "PodInitializing" } } : { terminated: { exitCode: c.exitCode, reason: c.exitCode === 0 ? "Completed" : "Error" } },
+    }));
+    this.#api.updatePod(namespace, name, { status: { initContainerStatuses } });
+  }
+
+  #running(namespace: string, name: string): void {
+    this.#api.updatePod(namespace, name, { status: { phase: "Running", containerStatuses: [{ name: "app", ready: true, state: { running: {} } }] } });
+  }
+}
+
+/** The init container the tutorial's locked pod runs. */
+export const SIDECAR_INIT_CONTAINER = "sidecar-init";
+
 export class TutorialWorld {
   readonly prefix: string;
   readonly dir: string;
@@ -60,6 +144,7 @@ export class TutorialWorld {
   app!: PodNs;
   locked!: PodNs;
   api!: KubeApiStandIn;
+  kubelet!: KubeletStandIn;
   kubeconfig!: string;
   ca!: { cert: string; key: string };
   filterDir!: string;
@@ -67,13 +152,18 @@ export class TutorialWorld {
   podwatch: Proc | undefined;
   readonly #procs: Proc[] = [];
   readonly #etcDirs: string[] = [];
+  /** Namespaces of pods added with `addPod`, removed by `close()`. */
+  readonly #extraNs: Netns[] = [];
 
   private constructor(prefix: string) {
     this.prefix = prefix;
     this.dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
   }
 
-  /** Removes what a crashed earlier run with this prefix left: processes in its namespaces, the namespaces, their /etc/netns folders. */
+  /**
+   * Removes what a crashed earlier run with this prefix left: processes in its namespaces, the namespaces
+   * (the extra pods' `<prefix>x…` ones too), their /etc/netns folders, its temporary folders.
+   */
   static async removeLeftovers(prefix: string): Promise<void> {
     await removeStale(prefix);
     for (const entry of readdirSync(tmpdir())) {
@@ -133,6 +223,7 @@ export class TutorialWorld {
     this.#trust(this.app.ns, readFileSync(publicCa.certPath, "utf8"));
 
     this.api = await KubeApiStandIn.start();
+    this.kubelet = new KubeletStandIn(this.api, NODE_NAME);
     this.kubeconfig = (await this.api.exposeIn(this.node)).kubeconfigPath;
   }
 
@@ -142,6 +233,7 @@ export class TutorialWorld {
   async addPod(name: string): Promise<PodNs> {
     const n = 4 + this.#extraPods++;
     const ns = await this.#ns(uniqueName(`${this.prefix}x`));
+    this.#extraNs.push(ns);
     await link(ns, [`10.90.${n}.2/24`], this.node, [`10.90.${n}.1/24`]);
     await ns.must("ip", ["route", "add", "default", "via", `10.90.${n}.1`]);
     ns.hosts(HOSTS);
@@ -187,8 +279,9 @@ export class TutorialWorld {
   }
 
   async startPodwatch(): Promise<Proc> {
-    // Outside a cluster the client finds the API through KUBECONFIG.
-    this.podwatch = this.spawn(this.node, process.execPath, [PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", "8080", "--resync", "5s", "--metrics-port", "9091"], { KUBECONFIG: this.kubeconfig });
+    // Outside a cluster the client finds the API through KUBECONFIG. The resync is longer than any
+    // suite, so what the tests see follows from pod events (the chart's 60s would hide a lost event).
+    this.podwatch = this.spawn(this.node, process.execPath, [PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", "8080", "--resync", "10m", "--metrics-port", "9091"], { KUBECONFIG: this.kubeconfig });
     return this.podwatch;
   }
 
@@ -206,15 +299,31 @@ export class TutorialWorld {
     writeConfigMap(this.filterDir, { "filter.ts": source });
   }
 
-  /** Schedules a pod on the node and gives it its IP, as the scheduler and kubelet do. */
-  schedulePod(pod: PodNs, annotated: boolean): void {
-    this.api.createPod({ name: pod.name, namespace: "default", nodeName: NODE_NAME, annotations: annotated ? { [ANNOTATION]: "true" } : {}, phase: "Pending" });
-    this.api.setPodIP("default", pod.name, pod.ip);
+  /**
+   * Schedules a pod on the node and gives it its IP, as the scheduler and kubelet do. An annotated pod
+   * is the tutorial's locked pod: it has the sidecar-init init container, so it stays Pending (with its
+   * IP) until `sidecarInit(pod)` exited 0; any other pod runs at once. `initContainers` overrides that.
+   */
+  schedulePod(pod: PodNs, annotated: boolean, options: { initContainers?: readonly string[] } = {}): void {
+    this.kubelet.startPod({
+      name: pod.name,
+      ip: pod.ip,
+      annotations: annotated ? { [ANNOTATION]: "true" } : {},
+      initContainers: options.initContainers ?? (annotated ? [SIDECAR_INIT_CONTAINER] : []),
+    });
   }
 
-  /** Runs the real init container in the locked pod's namespace; resolves with its exit and output. */
+  /**
+   * Runs the real init container in the pod's namespace; the returned process shows its exit and output.
+   * When the pod is scheduled with a sidecar-init init container, its exit is what the kubelet reports:
+   * exit 0 lets the pod run.
+   */
   sidecarInit(pod: PodNs = this.locked, args: string[] = ["--block-cidr", SERVICE_CIDR, "--allow-dns", DNS_IP, "--wait-timeout", "30s"]): Proc {
-    return this.spawn(pod.ns, process.execPath, [SIDECAR_CLI, ...args]);
+    const proc = this.spawn(pod.ns, process.execPath, [SIDECAR_CLI, ...args]);
+    if (this.kubelet?.pendingInitContainers("default", pod.name).includes(SIDECAR_INIT_CONTAINER)) {
+      this.kubelet.follow("default", pod.name, SIDECAR_INIT_CONTAINER, proc.child);
+    }
+    return proc;
   }
 
   /**
@@ -276,7 +385,7 @@ export class TutorialWorld {
   async close(): Promise<void> {
     for (const p of this.#procs) await p.stop("SIGKILL").catch(() => undefined);
     await this.api?.close().catch(() => undefined);
-    for (const ns of [this.app?.ns, this.locked?.ns, this.node, this.internet]) await ns?.destroy().catch(() => undefined);
+    for (const ns of [...this.#extraNs, this.app?.ns, this.locked?.ns, this.node, this.internet]) await ns?.destroy().catch(() => undefined);
     for (const d of this.#etcDirs) rmSync(d, { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
   }

@@ -10,7 +10,7 @@ const collect = (value: string, previous: string[] | undefined): string[] => [..
 const program = new Command("tproxy-podwatch")
   .description(
     "Keeps the nat chain TPROXY-REDIRECT of this node exactly right: one REDIRECT to the transparent " +
-      "proxy per annotated, running pod IP of this node.\n\nKubernetes access: KUBECONFIG, ~/.kube/config " +
+      "proxy per IP of each annotated, live (pending, running or terminating) pod of this node.\n\nKubernetes access: KUBECONFIG, ~/.kube/config " +
       "or the in-cluster service account. Log level: env TPROXY_LOG_LEVEL (default info).",
   )
   .addOption(new Option("--node-name <name>", "this node's name (required)").env("NODE_NAME"))

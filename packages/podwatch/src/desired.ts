@@ -54,7 +54,9 @@ function createdAt(pod: V1Pod): number {
 
 /**
  * Computes the redirects this node needs: pods that carry `annotation: "true"`, have an IP, are not in
- * a terminal phase and do not use the host network. When two live pods claim one IP (a stale cache
+ * a terminal phase and do not use the host network. A Pending pod with an IP counts (its init
+ * containers run then and wait for the redirect); so does a terminating one (`deletionTimestamp` set):
+ * its containers run, and send, until they stop, and the rule goes when the pod is deleted. When two live pods claim one IP (a stale cache
  * entry next to the pod that reuses the address), the newer pod owns it: an unannotated newcomer
  * therefore takes the rule away. The result is sorted, so equal inputs render equal rules.
  */

@@ -26,6 +26,12 @@ describe("podwatch desired state", () => {
     expect(select([pod({ name: "init", ip: "10.0.0.7", phase: "Pending" })])).to.have.length(1);
   });
 
+  it("keeps a terminating pod (deletionTimestamp set): its containers run and send until they stop", () => {
+    const terminating = pod({ name: "leaving", ip: "10.0.0.10" });
+    terminating.metadata = { ...terminating.metadata, deletionTimestamp: new Date("2026-01-01T00:00:30Z"), deletionGracePeriodSeconds: 30 };
+    expect(select([terminating])).to.deep.equal([{ ip: "10.0.0.10", family: "ipv4", pod: "default/leaving" }]);
+  });
+
   it("gives a reused IP to the newer pod: an unannotated newcomer takes the rule away", () => {
     const old = pod({ name: "old", ip: "10.0.0.8", created: "2026-01-01T00:00:00Z" });
     const newcomer = pod({ name: "new", ip: "10.0.0.8", annotated: false, created: "2026-01-01T00:05:00Z" });

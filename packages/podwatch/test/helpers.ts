@@ -121,16 +121,27 @@ export class FakeIptables implements IptablesRunner {
       this.failRestores -= 1;
       throw new IptablesError(`${family}-restore -w --noflush`, 2, "iptables-restore: line 3 failed");
     }
+    // Like iptables-restore: one transaction on a copy; any failing line (such as `-D` of a rule that is
+    // not there: "Bad rule (does a matching rule exist in that chain?)") leaves the table untouched.
     const t = this.tables[family];
-    for (const line of input.split("\n")) {
-      if (line === `:${CHAIN} - [0:0]`) t.chain = [];
-      else if (line.startsWith(`-A ${CHAIN} `)) t.chain?.push(line);
-      else if (line.startsWith("-I PREROUTING 1 ")) t.prerouting.unshift(line.slice("-I PREROUTING 1 ".length));
+    const next = { prerouting: [...t.prerouting], chain: t.chain ? [...t.chain] : undefined };
+    const lines = input.split("\n");
+    for (const [n, line] of lines.entries()) {
+      if (line === `:${CHAIN} - [0:0]`) next.chain = [];
+      else if (line.startsWith(`-A ${CHAIN} `)) {
+        if (!next.chain) throw new IptablesError(`${family}-restore -w --noflush`, 2, `iptables-restore: line ${n + 1} failed: Chain '${CHAIN}' does not exist`);
+        next.chain.push(line);
+      } else if (line.startsWith("-I PREROUTING 1 ")) next.prerouting.unshift(line.slice("-I PREROUTING 1 ".length));
       else if (line.startsWith("-D PREROUTING ")) {
-        const i = t.prerouting.indexOf(line.slice("-D PREROUTING ".length));
-        if (i >= 0) t.prerouting.splice(i, 1);
+        const i = next.prerouting.indexOf(line.slice("-D PREROUTING ".length));
+        if (i < 0) {
+          throw new IptablesError(`${family}-restore -w --noflush`, 1, `iptables-restore: line ${n + 1} failed: Bad rule (does a matching rule exist in that chain?).`);
+        }
+        next.prerouting.splice(i, 1);
       }
     }
+    t.prerouting = next.prerouting;
+    t.chain = next.chain;
   }
 
   /** Flushes our chain by hand (as `iptables -t nat -F TPROXY-REDIRECT` would). */

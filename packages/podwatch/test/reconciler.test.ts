@@ -108,6 +108,38 @@ describe("podwatch reconciler", () => {
     expect(text).to.match(/tproxy_podwatch_pods_selected 1/);
   });
 
+  it("a jump deleted by someone else between reading and writing: the refused transaction changes nothing and is retried", async () => {
+    const metrics = createMetrics({ defaults: false });
+    r = make({ metrics });
+    const rule = (ip: string, name: string) =>
+      `-A TPROXY-REDIRECT -s ${ip}/32 -p tcp -m multiport --dports 80,443 -m comment --comment "default/${name}" -j REDIRECT --to-ports 8080`;
+    ipt.tables.ipv4.chain = [rule("10.0.0.1", "a")];
+    ipt.tables.ipv4.prerouting = ["-j TPROXY-REDIRECT", "-s 10.0.0.0/8 -j TPROXY-REDIRECT"];
+    pods = [pod({ name: "a", ip: "10.0.0.1" }), pod({ name: "b", ip: "10.0.0.2" })];
+    const save = ipt.save.bind(ipt);
+    let raced = false;
+    ipt.save = async (family) => {
+      const text = await save(family);
+      if (family === "ipv4" && !raced) {
+        raced = true;
+        ipt.tables.ipv4.prerouting = ["-j TPROXY-REDIRECT"]; // an admin removes the extra jump meanwhile
+      }
+      return text;
+    };
+    r.start();
+    await clock.advance(50);
+    expect(r.lastOk).to.equal(false);
+    expect(r.lastError).to.include("Bad rule (does a matching rule exist in that chain?)");
+    expect(rulesOf()).to.deep.equal(["10.0.0.1/32"]); // nothing of the refused transaction was applied
+    await clock.advance(500);
+    expect(r.lastOk).to.equal(true);
+    expect(rulesOf()).to.deep.equal(["10.0.0.1/32", "10.0.0.2/32"]);
+    expect(ipt.tables.ipv4.prerouting).to.deep.equal(["-j TPROXY-REDIRECT"]);
+    const text = await metrics.registry.metrics();
+    expect(text).to.match(/^tproxy_podwatch_apply_errors_total\{family="ipv4"\} 1$/m);
+    expect(text).to.match(/^tproxy_podwatch_applies_total\{family="ipv4"\} 1$/m);
+  });
+
   it("an unreadable IPv6 nat table is no failure while no pod has an IPv6 address", async () => {
     const failing = new FakeIptables();
     const saveV4 = failing.save.bind(failing);
