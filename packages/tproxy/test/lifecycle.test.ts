@@ -115,6 +115,9 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
     ];
     for (const [what, source, reason] of BAD) {
       it(`keeps the previous version when the new one ${what}, and logs why`, async () => {
+        // Each case starts from the good version in force, whatever the one before left.
+        writeConfigMap(dir, { "filter.ts": GOOD });
+        await waitFor("the good version in force", async () => (await readyz(world)).body === `ready filter=${sourceHash(GOOD)}\n`, 5000, 100);
         const before = await metricsOf(world);
         const from = proxy.lines.length;
         writeConfigMap(dir, { "filter.ts": `${source}\n// ${what}` });
