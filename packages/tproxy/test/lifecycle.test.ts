@@ -183,7 +183,8 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
     expect((await readyz(world)).status).to.equal(200);
     let done = false;
     const slow = curl(["https://storage.googleapis.com/slow/3000"]).finally(() => { done = true; });
-    // In flight: the proxy has judged it and holds a connection to the upstream (seen in the kernel there).
+    // In flight: the proxy has judged it and opened a connection to the upstream (seen in the kernel there;
+    // this proxy is new, so it holds no kept-alive connection from before).
     await waitFor("the slow request to reach the upstream", async () => (await world.net.must("ss", ["-Htn", "state", "established", `( src ${STORAGE_IP}:443 )`])).trim() !== "");
     const exit = proxy.stop("SIGTERM");
     await waitFor("/readyz to say draining", async () => (await readyz(world)).status === 503);
