@@ -3,10 +3,11 @@
 // /metrics summed over them, TLS sessions resumed whichever worker a connection reaches, a killed worker
 // replaced while requests keep working.
 import { expect } from "chai";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { run, waitFor } from "../../../test/support/netns.ts";
-import { ProxyWorld, type Proc } from "../../../test/support/world.ts";
+import { ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
 import { lineAfter, metric, metricsOf, readyz, requestRecords, sourceHash } from "./helpers.ts";
 
 const GOOD = `export default { request(flow) { if (flow.request.host !== "storage.googleapis.com") flow.respond(418, "Access Denied by Administrator"); } };\n`;
@@ -113,5 +114,25 @@ describe("tproxy --workers 2 (cluster mode, network namespaces)", function () {
       expect(await status("https://www.google.com/after-kill")).to.equal(418);
       return requestRecords(proxy).some((r) => r.worker === newest);
     }, 20_000, 0);
+  });
+
+  it("on SIGTERM answers /readyz 503 while requests in flight complete on both workers, then exits 0", async () => {
+    let done = 0;
+    // Plain HTTP: no earlier request in this suite used port 80 upstream, so connections there are these.
+    // Ten at once: the kernel spreads them, so both workers have some in flight (1 in 2^9 that one has all).
+    const n = 10;
+    const slow = Array.from({ length: n }, (_, i) => world.curl(["-w", "\n%{http_code}", `http://storage.googleapis.com/slow/3000?${i}`]).finally(() => { done += 1; }));
+    const upstream = async () => (await world.net.must("ss", ["-Htn", "state", "established", `( src ${STORAGE_IP}:80 )`])).trim().split("\n").filter(Boolean).length;
+    await waitFor("the slow requests to reach the upstream", async () => (await upstream()) === n);
+    const workers = await workerPids();
+    const exit = proxy.stop("SIGTERM");
+    await waitFor("/readyz to turn 503", async () => (await readyz(world)).status === 503);
+    expect(done, "a slow request finished before /readyz turned 503").to.equal(0);
+    expect((await Promise.all(slow)).map((r) => r.stdout)).to.deep.equal(Array.from({ length: n }, () => "storage.googleapis.com slow 3000\n\n200"));
+    expect(await exit).to.equal(0);
+    const served = requestRecords(proxy).filter((r) => r.url.startsWith("http://storage.googleapis.com/slow/3000"));
+    expect(new Set(served.map((r) => r.worker)).size, "both workers had requests in flight").to.equal(2);
+    expect(workers).to.have.length(2);
+    expect(workers.filter((pid) => existsSync(`/proc/${pid}`)), "workers left running").to.deep.equal([]);
   });
 });
