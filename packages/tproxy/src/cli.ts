@@ -39,8 +39,8 @@ program
   .addHelpText(
     "after",
     `
-The filter is a TypeScript module whose default export has optional request(flow) and response(flow)
-hooks (types: import type { Filter } from "@tproxy/tproxy/filter"). It is reloaded within about a second
+The filter is a TypeScript module whose default export has a request(flow) hook, a response(flow) hook,
+or both (types: import type { Filter } from "@tproxy/tproxy/filter"). It is reloaded within about a second
 when the file (or the ConfigMap volume holding it) changes; a version that does not compile is logged
 with file:line:col and the previous one stays in force. Without any loaded filter every request is denied.
 

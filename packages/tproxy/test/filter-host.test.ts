@@ -57,8 +57,48 @@ describe("filter compile and host", function () {
     expect(host.current).to.equal(undefined);
   });
 
-  it("rejects a module of the wrong shape", async () => {
-    await load("export default { request: 42 };").then(() => expect.fail("loaded"), (e: unknown) => expect(String(e)).to.match(/"request" export must be a function/));
+  // A module that loads without a usable hook would let every request through: each is refused like a
+  // compile error, and the version in force stays.
+  const WRONG_SHAPES: Array<[string, string, RegExp]> = [
+    ["a named export only", "export function request(flow) { flow.respond(200, 'named'); }", /no default export \(named exports: request\)/],
+    ["no export at all", "const x = 1;", /no default export; export default/],
+    ["a misspelled hook", "export default { requests(flow) { flow.respond(200, 'typo'); } };", /neither a request nor a response hook \(it has: requests\)/],
+    ["an empty object", "export default {};", /neither a request nor a response hook \(it is empty\)/],
+    ["a number", "export default 42;", /must be an object with request and\/or response hooks, not number/],
+    ["a function", "export default function request(flow) { flow.respond(200, 'fn'); }", /not function/],
+    ["null", "export default null;", /not null/],
+    ["an array", "export default [];", /not an array/],
+    ["a request hook that is a number", "export default { request: 42 };", /"request" export must be a function, not number/],
+    ["a response hook that is a string", "export default { request() {}, response: 'allow' };", /"response" export must be a function, not string/],
+    ["a request hook that is null", "export default { request: null, response() {} };", /"request" export must be a function, not null/],
+  ];
+  for (const [what, source, reason] of WRONG_SHAPES) {
+    it(`refuses a default export of the wrong shape (${what}) and keeps the version in force`, async () => {
+      const good = await load(`export default { request(flow) { flow.respond(418, "good"); } };`);
+      await load(source).then(() => expect.fail("loaded"), (e: unknown) => {
+        expect(e).to.be.instanceOf(FilterLoadError);
+        expect((e as Error).message).to.match(reason);
+      });
+      expect(host.current).to.equal(good);
+      expect((await host.run(host.current!, "request", flow("/"))).answer?.body).to.equal("good");
+    });
+  }
+
+  it("refuses a filter whose top-level code throws and keeps the version in force", async () => {
+    const good = await load(`export default { request(flow) { flow.respond(418, "good"); } };`);
+    await load(`throw new Error("top-level boom"); export default { request() {} };`).then(() => expect.fail("loaded"), (e: unknown) => {
+      expect(e).to.be.instanceOf(FilterLoadError);
+      expect((e as Error).message).to.match(/Error: top-level boom/);
+    });
+    expect(host.current).to.equal(good);
+    expect((await host.run(good, "request", flow("/"))).answer?.body).to.equal("good");
+  });
+
+  it("accepts a filter with only a response hook, and hooks inherited from a class", async () => {
+    const v = await load(`export default { response(flow) { flow.response.headers["x-r"] = "1"; } };`);
+    expect([...v.hooks]).to.deep.equal(["response"]);
+    const w = await load(`class F { request(flow) { flow.respond(418, "class"); } } export default new F();`);
+    expect((await host.run(w, "request", flow("/"))).answer?.body).to.equal("class");
   });
 
   it("turns a throw into FilterHookError and a stuck loop into FilterTimeoutError, then keeps working", async () => {
@@ -91,7 +131,14 @@ describe("filter compile and host", function () {
     const v2 = await load(`export default { request(flow) { flow.respond(200, "two"); } };`);
     expect(host.current).to.equal(v2);
     expect((await host.run(pinned, "request", flow("/"))).answer?.body).to.equal("one");
+    // Still pinned: a second run of v1 works.
+    expect((await host.run(pinned, "request", flow("/"))).answer?.body).to.equal("one");
     host.release(pinned);
-    expect(v1.version).to.be.below(v2.version);
+    // Released and no longer current: the worker has dropped it, and a request cannot be judged by it.
+    await host.run(v1, "request", flow("/")).then(
+      () => expect.fail("v1 still loaded after its last request released it"),
+      (e: unknown) => expect(String(e)).to.match(new RegExp(`version ${v1.version} is not loaded`)),
+    );
+    expect((await host.run(v2, "request", flow("/"))).answer?.body).to.equal("two");
   });
 });

@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { waitFor } from "../../../test/support/netns.ts";
-import { GOOGLE_IP, NODE_POD_SIDE, ProxyWorld, REPO, STORAGE_IP, POD_IP6, NET_IP6, type Proc } from "../../../test/support/world.ts";
+import { GOOGLE_IP, NODE_POD_SIDE, ProxyWorld, REPO, STORAGE_IP, POD_IP, POD_IP6, NET_IP6, type Proc } from "../../../test/support/world.ts";
+import { lineAfter, metric, sourceHash } from "./helpers.ts";
 
 const STATUS = ["-w", "\n%{http_code}"];
 
@@ -149,8 +150,25 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
   });
 
   it("closes garbage bytes and answers a malformed request with 400, and keeps serving", async () => {
-    const garbage = await world.pod.run("sh", ["-c", `printf '\\001\\002\\003 not tls not http\\r\\n\\r\\n' | nc -w 3 ${GOOGLE_IP} 80; echo "nc=$?"`]);
-    expect(garbage.stdout).to.not.match(/HTTP\//);
+    // The pod sends bytes that are neither TLS nor HTTP and waits up to 5 s: the proxy must close the
+    // connection itself (FIN), having sent nothing back.
+    const script = `
+      const s = require("node:net").connect(80, ${JSON.stringify(GOOGLE_IP)}, () => s.write(Buffer.from([1, 2, 3, 32, 110, 111, 116, 13, 10, 13, 10])));
+      let bytes = 0, ended = false;
+      const timer = setTimeout(() => { console.log(JSON.stringify({ bytes, closedBy: "nobody within 5 s" })); process.exit(0); }, 5000);
+      s.on("data", (d) => { bytes += d.length; });
+      s.on("end", () => { ended = true; });
+      s.on("error", (e) => { console.log(JSON.stringify({ bytes, closedBy: "reset " + e.code })); process.exit(0); });
+      s.on("close", () => { clearTimeout(timer); console.log(JSON.stringify({ bytes, closedBy: ended ? "proxy" : "client" })); });`;
+    const before = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/metrics"]);
+    const from = proxy.lines.length;
+    const garbage = await world.pod.run(process.execPath, ["-e", script]);
+    expect(JSON.parse(garbage.stdout)).to.deep.equal({ bytes: 0, closedBy: "proxy" });
+    const line = await lineAfter(proxy, from, /connection closed: /);
+    expect(line).to.match(new RegExp(`WARN connection closed: first bytes are neither TLS nor HTTP \\(0x01020320\\) client=${POD_IP.replace(/\./g, "\\.")}:\\d+ destination=\\{"address":"${GOOGLE_IP.replace(/\./g, "\\.")}","port":80\\}`));
+    const after = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/metrics"]);
+    expect(metric(after, "tproxy_rejected_connections_total", { reason: "unknown-protocol" }) - metric(before, "tproxy_rejected_connections_total", { reason: "unknown-protocol" })).to.equal(1);
+    expect((await curl(["http://storage.googleapis.com/next"])).body).to.equal("storage.googleapis.com GET /next\n");
     const malformed = await world.pod.run("sh", ["-c", `printf 'GET / HTTP/1.1\\r\\nHost: storage.googleapis.com\\r\\nBad Header Line\\r\\n\\r\\n' | nc -w 3 ${STORAGE_IP} 80`]);
     expect(malformed.stdout).to.match(/^HTTP\/1\.1 400 /);
     expect((await curl(["https://storage.googleapis.com/still-here"])).status).to.equal(200);
@@ -217,12 +235,13 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
   });
 
   it("logs one readable line per request and exposes metrics and health", async () => {
+    const before = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/metrics"]);
     await curl(["https://www.google.com/logged"]);
     await waitFor("the request's log line", () => proxy.lines.some((l) => / GET https:\/\/www\.google\.com\/logged -> 418 30b [\d.]+ms denied \(filter\)/.test(l)));
     const metrics = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/metrics"]);
-    expect(metrics).to.match(/tproxy_requests_total\{decision="denied",status="418"\} \d+/);
-    expect(metrics).to.match(/tproxy_filter_info\{hash="[0-9a-f]{16}"\} 1/);
-    expect(metrics).to.match(/tproxy_filter_worker_restarts_total [1-9]/);
+    const denied = { decision: "denied", status: "418" };
+    expect(metric(metrics, "tproxy_requests_total", denied) - metric(before, "tproxy_requests_total", denied)).to.equal(1);
+    expect(metric(metrics, "tproxy_filter_info", { hash: sourceHash(TEST_FILTER) })).to.equal(1);
     expect(await world.node.must("curl", ["-s", "http://127.0.0.1:9090/readyz"])).to.match(/^ready filter=/);
     expect(await world.node.must("curl", ["-s", "http://127.0.0.1:9090/healthz"])).to.equal("ok\n");
   });

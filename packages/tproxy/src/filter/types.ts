@@ -60,7 +60,8 @@ export interface Flow {
 export type Hook = (flow: Flow) => void | Promise<void>;
 
 /**
- * A filter script's default export. Every hook is optional; with no `request` hook every request passes.
+ * A filter script's default export: at least one of the hooks (a module with neither is refused when it
+ * loads, like one that does not compile). With no `request` hook every request passes to `response`.
  *
  * ```ts
  * import type { Filter } from "@tproxy/tproxy/filter";

@@ -23,15 +23,26 @@ function evaluate(code: string, filename: string): Filter {
   const module = { exports: {} as Record<string, unknown> };
   const dir = filename.slice(0, filename.lastIndexOf("/")) || "/";
   fn(module.exports, createRequire(filename), module, filename, dir);
-  const candidate = (module.exports.default ?? module.exports) as unknown;
-  if (candidate === null || typeof candidate !== "object") {
-    throw new TypeError("the filter's default export must be an object with optional request/response hooks");
+  // Only a default export counts: a module that exports `request` by name, or nothing at all, would
+  // otherwise load as a filter without hooks and let every request through.
+  if (!("default" in module.exports)) {
+    const named = Object.keys(module.exports).filter((k) => k !== "__esModule");
+    throw new TypeError(`the filter has no default export${named.length > 0 ? ` (named exports: ${named.join(", ")})` : ""}; export default { request(flow) { ... } }`);
+  }
+  const candidate = module.exports.default;
+  if (candidate === null || typeof candidate !== "object" || Array.isArray(candidate)) {
+    const what = candidate === null ? "null" : Array.isArray(candidate) ? "an array" : typeof candidate;
+    throw new TypeError(`the filter's default export must be an object with request and/or response hooks, not ${what}`);
   }
   const filter = candidate as Record<string, unknown>;
   for (const hook of ["request", "response"] as const) {
     if (filter[hook] !== undefined && typeof filter[hook] !== "function") {
-      throw new TypeError(`the filter's "${hook}" export must be a function, not ${typeof filter[hook]}`);
+      throw new TypeError(`the filter's "${hook}" export must be a function, not ${filter[hook] === null ? "null" : typeof filter[hook]}`);
     }
+  }
+  if (filter.request === undefined && filter.response === undefined) {
+    const keys = Object.keys(filter);
+    throw new TypeError(`the filter's default export has neither a request nor a response hook${keys.length > 0 ? ` (it has: ${keys.join(", ")})` : " (it is empty)"}`);
   }
   return filter as Filter;
 }

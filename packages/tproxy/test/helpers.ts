@@ -1,0 +1,58 @@
+// What the proxy suites read back from a running proxy: its metrics, its readiness, its log lines.
+import { createHash } from "node:crypto";
+import { waitFor } from "../../../test/support/netns.ts";
+import type { Proc, ProxyWorld } from "../../../test/support/world.ts";
+
+/** Sum of the samples of `name` whose labels include `labels` (0 when there is none). */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+/** Whether /metrics has at least one sample of `name`. */
+export function hasMetric(text: string, name: string): boolean {
+  return text.split("\n").some((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+}
+
+export async function metricsOf(world: ProxyWorld, port = 9090): Promise<string> {
+  return world.node.must("curl", ["-sS", "--max-time", "5", `http://127.0.0.1:${port}/metrics`]);
+}
+
+/** /readyz as the kubelet sees it: status code and body. */
+export async function readyz(world: ProxyWorld, port = 9090): Promise<{ status: number; body: string }> {
+  const r = await world.node.run("curl", ["-sS", "--max-time", "5", "-w", "\n%{http_code}", `http://127.0.0.1:${port}/readyz`]);
+  const i = r.stdout.lastIndexOf("\n");
+  return { status: Number(r.stdout.slice(i + 1)), body: r.stdout.slice(0, i) };
+}
+
+/** The hash the proxy reports for a filter source (tproxy_filter_info, /readyz). */
+export function sourceHash(source: string): string {
+  return createHash("sha256").update(source).digest("hex").slice(0, 16);
+}
+
+/** Waits for a line matching `pattern` written after the first `from` lines. */
+export async function lineAfter(proc: Proc, from: number, pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+  let found: string | undefined;
+  await waitFor(`a line matching ${pattern} after line ${from} (output so far:\n${proc.output}\n)`, () => {
+    found = proc.lines.slice(from).find((l) => pattern.test(l));
+    return found !== undefined;
+  }, timeoutMs);
+  return found!;
+}
+
+/** The request records of a proxy run with --log-format json. */
+export function requestRecords(proc: Proc): Array<{ url: string; status: number; worker: number | undefined; decision: string }> {
+  const out: Array<{ url: string; status: number; worker: number | undefined; decision: string }> = [];
+  for (const line of proc.lines) {
+    if (!line.startsWith("{")) continue;
+    const r = JSON.parse(line) as { kind?: string; url: string; status: number; worker?: number; decision: string };
+    if (r.kind === "request") out.push({ url: r.url, status: r.status, worker: r.worker, decision: r.decision });
+  }
+  return out;
+}

@@ -1,0 +1,301 @@
+// The proxy's life around its filter and its flags, seen from a pod: no loadable filter (fail closed, 503,
+// not ready) until a good version arrives; reloads that compile but cannot be used keep the version in
+// force; --on-filter-error allow, --insecure-upstream; readiness while draining; every metric the README
+// names moves when it should. Network namespaces and REDIRECT as in transparent.test.ts.
+import { expect } from "chai";
+import { join } from "node:path";
+import { writeConfigMap } from "../../../test/support/configmap.ts";
+import { waitFor } from "../../../test/support/netns.ts";
+import { NODE_POD_SIDE, ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
+import { hasMetric, lineAfter, metric, metricsOf, readyz, sourceHash } from "./helpers.ts";
+
+const GOOD = `
+import type { Filter } from "@tproxy/tproxy/filter";
+export default {
+  async request(flow) {
+    if (flow.request.path.startsWith("/throw")) throw new Error("boom from the filter");
+    if (flow.request.path.startsWith("/loop")) { for (;;) { /* never returns */ } }
+    if (flow.request.host !== "storage.googleapis.com" && flow.request.host !== "untrusted.example") {
+      flow.respond(418, "Access Denied by Administrator", { "content-type": "text/html" });
+    }
+  },
+} satisfies Filter;
+`;
+
+function parse(out: string): { body: string; status: number } {
+  const i = out.lastIndexOf("\n");
+  return { body: out.slice(0, i), status: Number(out.slice(i + 1)) };
+}
+
+describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptables REDIRECT)", function () {
+  this.timeout(60_000);
+  let world: ProxyWorld;
+  let ca: { cert: string; key: string };
+  let dirs = 0;
+
+  before(async () => {
+    world = await ProxyWorld.create("tpx");
+    ca = await world.makeProxyCa();
+    await world.redirectPod();
+  });
+  after(async () => {
+    await world?.close();
+  });
+
+  /** A fresh ConfigMap directory; `files` as the kubelet would write it. */
+  const configMap = (files: Record<string, string>): string => {
+    const dir = join(world.dir, `filter-${++dirs}`);
+    writeConfigMap(dir, files);
+    return dir;
+  };
+  const start = (dir: string, extra: string[] = []): Promise<Proc> =>
+    world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(dir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--standard-port", "1080", "--workers", "1", ...extra]);
+  const curl = async (args: string[]) => {
+    const r = await world.curl(["--cacert", ca.cert, "-w", "\n%{http_code}", ...args]);
+    return { ...parse(r.stdout), stderr: r.stderr, code: r.code };
+  };
+  const proxied = (url: string) => curl(["-x", `http://${NODE_POD_SIDE}:1080`, url]);
+
+  describe("with no loadable filter at start", () => {
+    const CASES: Array<[string, Record<string, string>, RegExp]> = [
+      ["the file is missing", { "other.ts": GOOD }, /cannot read filter .*filter\.ts: ENOENT/],
+      ["a syntax error", { "filter.ts": "export default {\n  request(flow) { const x = ; }\n};" }, /filter\.ts:2:29: Unexpected/],
+      ["a top-level throw", { "filter.ts": `throw new Error("top-level boom");\nexport default { request() {} };` }, /Error: top-level boom/],
+      ["a default export without hooks", { "filter.ts": "export default { requests() {} };" }, /neither a request nor a response hook \(it has: requests\)/],
+    ];
+    for (const [what, files, reason] of CASES) {
+      it(`${what}: every request gets 503 and /readyz 503; a good version makes requests judged and /readyz 200`, async () => {
+        const dir = configMap(files);
+        const proxy = await start(dir);
+        try {
+          expect(proxy.lines.find((l) => /filter not loaded, no filter in force/.test(l))).to.match(reason);
+          for (const [how, r] of [
+            ["transparent http", await curl(["http://storage.googleapis.com/x"])],
+            ["transparent https", await curl(["https://storage.googleapis.com/x"])],
+            ["standard http", await proxied("http://storage.googleapis.com/x")],
+            ["standard https", await proxied("https://storage.googleapis.com/x")],
+          ] as const) {
+            expect(r.status, how).to.equal(503);
+            expect(r.body, how).to.equal("tproxy: no filter is loaded (see the proxy's log for why); request denied\n");
+          }
+          expect(await readyz(world)).to.deep.equal({ status: 503, body: "not ready: no filter loaded\n" });
+
+          writeConfigMap(dir, { "filter.ts": GOOD });
+          await waitFor("the good filter to judge requests", async () => (await curl(["https://www.google.com/"])).status === 418, 5000, 100);
+          expect(await curl(["https://storage.googleapis.com/ok"])).to.include({ status: 200, body: "storage.googleapis.com GET /ok\n" });
+          expect(await curl(["http://www.google.com/"])).to.include({ status: 418, body: "Access Denied by Administrator" });
+          expect((await proxied("https://storage.googleapis.com/std")).status).to.equal(200);
+          expect((await proxied("http://www.google.com/std")).status).to.equal(418);
+          expect(await readyz(world)).to.deep.equal({ status: 200, body: `ready filter=${sourceHash(GOOD)}\n` });
+        } finally {
+          await proxy.stop();
+        }
+      });
+    }
+  });
+
+  describe("a reload that compiles but cannot be used", () => {
+    let proxy: Proc;
+    let dir: string;
+    before(async () => {
+      dir = configMap({ "filter.ts": GOOD });
+      proxy = await start(dir);
+    });
+    after(async () => {
+      await proxy?.stop();
+    });
+
+    const BAD: Array<[string, string, RegExp]> = [
+      ["throws at top level", `throw new Error("top-level boom");\nexport default { request() {} };`, /Error: top-level boom/],
+      ["has only a named export", "export function request(flow) {}", /no default export \(named exports: request\)/],
+      ["misspells the hook", "export default { requests(flow) {} };", /neither a request nor a response hook \(it has: requests\)/],
+      ["exports an empty object", "export default {};", /neither a request nor a response hook \(it is empty\)/],
+      ["exports a string", `export default "allow";`, /must be an object with request and\/or response hooks, not string/],
+      ["has a hook that is not a function", "export default { request: true };", /"request" export must be a function, not boolean/],
+    ];
+    for (const [what, source, reason] of BAD) {
+      it(`keeps the previous version when the new one ${what}, and logs why`, async () => {
+        // Each case starts from the good version in force, whatever the one before left.
+        writeConfigMap(dir, { "filter.ts": GOOD });
+        await waitFor("the good version in force", async () => (await readyz(world)).body === `ready filter=${sourceHash(GOOD)}\n`, 5000, 100);
+        const before = await metricsOf(world);
+        const from = proxy.lines.length;
+        writeConfigMap(dir, { "filter.ts": `${source}\n// ${what}` });
+        const line = await lineAfter(proxy, from, /filter not loaded/, 5000);
+        expect(line).to.match(/filter not loaded, previous version stays in force: /);
+        expect(line).to.match(reason);
+        expect(line).to.include(`kept=${sourceHash(GOOD)}`);
+        expect(await curl(["https://www.google.com/"])).to.include({ status: 418, body: "Access Denied by Administrator" });
+        expect(await curl(["https://storage.googleapis.com/still"])).to.include({ status: 200, body: "storage.googleapis.com GET /still\n" });
+        const after = await metricsOf(world);
+        expect(metric(after, "tproxy_filter_reloads_total", { result: "error" }) - metric(before, "tproxy_filter_reloads_total", { result: "error" })).to.equal(1);
+        expect(metric(after, "tproxy_filter_info", { hash: sourceHash(GOOD) })).to.equal(1);
+        expect((await readyz(world)).status).to.equal(200);
+      });
+    }
+  });
+
+  describe("--on-filter-error and --insecure-upstream", () => {
+    it("deny (the default): a hook that throws or runs too long gets 403; allow: the request goes upstream", async () => {
+      const dir = configMap({ "filter.ts": GOOD });
+      const deny = await start(dir, ["--filter-timeout", "300"]);
+      try {
+        expect(await curl(["https://storage.googleapis.com/throw"])).to.include({ status: 403, body: "tproxy: the filter failed on this request; request denied (see the proxy's log)\n" });
+        expect((await curl(["https://storage.googleapis.com/loop"])).status).to.equal(403);
+      } finally {
+        await deny.stop();
+      }
+      const allow = await start(dir, ["--filter-timeout", "300", "--on-filter-error", "allow"]);
+      try {
+        expect(await curl(["https://storage.googleapis.com/throw"])).to.include({ status: 200, body: "storage.googleapis.com GET /throw\n" });
+        expect(await curl(["http://www.google.com/throw"])).to.include({ status: 200, body: "www.google.com GET /throw\n" });
+        expect(await curl(["https://storage.googleapis.com/loop"])).to.include({ status: 200, body: "storage.googleapis.com GET /loop\n" });
+        await waitFor("the hook error's log line", () => allow.lines.some((l) => /WARN filter request hook failed .*Error: boom from the filter/.test(l)));
+        // Only failures pass: the filter's own decisions still hold.
+        expect((await curl(["https://www.google.com/"])).status).to.equal(418);
+      } finally {
+        await allow.stop();
+      }
+    });
+
+    it("an upstream with an unknown CA: 502 when verifying, 200 with --insecure-upstream", async () => {
+      const dir = configMap({ "filter.ts": GOOD });
+      const verifying = await start(dir);
+      try {
+        const r = await curl(["https://untrusted.example/"]);
+        expect(r.status).to.equal(502);
+        expect(r.body).to.match(/^tproxy: upstream certificate of untrusted\.example:443 is not trusted/);
+      } finally {
+        await verifying.stop();
+      }
+      const insecure = await start(dir, ["--insecure-upstream"]);
+      try {
+        expect(insecure.lines.some((l) => /WARN --insecure-upstream: upstream certificates are NOT verified/.test(l))).to.equal(true);
+        expect(await curl(["https://untrusted.example/"])).to.include({ status: 200, body: "untrusted.example GET /\n" });
+      } finally {
+        await insecure.stop();
+      }
+    });
+  });
+
+  it("answers /readyz 503 while draining on SIGTERM, and the request in flight still completes", async () => {
+    const proxy = await start(configMap({ "filter.ts": GOOD }));
+    expect((await readyz(world)).status).to.equal(200);
+    let done = false;
+    const slow = curl(["https://storage.googleapis.com/slow/3000"]).finally(() => { done = true; });
+    // In flight: the proxy has judged it and opened a connection to the upstream (seen in the kernel there;
+    // this proxy is new, so it holds no kept-alive connection from before).
+    await waitFor("the slow request to reach the upstream", async () => (await world.net.must("ss", ["-Htn", "state", "established", `( src ${STORAGE_IP}:443 )`])).trim() !== "");
+    const exit = proxy.stop("SIGTERM");
+    await waitFor("/readyz to say draining", async () => (await readyz(world)).status === 503);
+    expect(done, "the slow request finished before /readyz said draining").to.equal(false);
+    expect(await readyz(world)).to.deep.equal({ status: 503, body: "not ready: draining\n" });
+    expect(await slow).to.include({ status: 200, body: "storage.googleapis.com slow 3000\n" });
+    expect(await exit).to.equal(0);
+  });
+
+  describe("metrics named in the README", () => {
+    let proxy: Proc;
+    let dir: string;
+    before(async () => {
+      dir = configMap({ "filter.ts": GOOD });
+      proxy = await start(dir, ["--filter-timeout", "300"]);
+    });
+    after(async () => {
+      await proxy?.stop();
+    });
+
+    it("counts requests and their durations by decision and status", async () => {
+      const before = await metricsOf(world);
+      await curl(["https://www.google.com/"]);
+      await curl(["https://storage.googleapis.com/a"]);
+      await curl(["http://storage.googleapis.com/b"]);
+      const after = await metricsOf(world);
+      const d = (name: string, labels: Record<string, string>) => metric(after, name, labels) - metric(before, name, labels);
+      expect(d("tproxy_requests_total", { decision: "denied", status: "418" })).to.equal(1);
+      expect(d("tproxy_requests_total", { decision: "allowed", status: "200" })).to.equal(2);
+      expect(d("tproxy_request_duration_seconds_count", { decision: "denied" })).to.equal(1);
+      expect(d("tproxy_request_duration_seconds_count", { decision: "allowed" })).to.equal(2);
+      expect(d("tproxy_request_duration_seconds_sum", { decision: "allowed" })).to.be.above(0);
+    });
+
+    it("shows open connections by mode while they are open", async () => {
+      const open = (text: string, mode: string) => metric(text, "tproxy_open_connections", { mode });
+      expect(open(await metricsOf(world), "transparent")).to.equal(0);
+      const t = curl(["https://storage.googleapis.com/slow/1500"]);
+      await waitFor("one open transparent connection", async () => open(await metricsOf(world), "transparent") === 1);
+      await t;
+      await waitFor("no open transparent connection", async () => open(await metricsOf(world), "transparent") === 0);
+      const s = proxied("https://storage.googleapis.com/slow/1500");
+      await waitFor("one open standard connection", async () => open(await metricsOf(world), "standard") === 1);
+      await s;
+      await waitFor("no open standard connection", async () => open(await metricsOf(world), "standard") === 0);
+    });
+
+    it("counts leaf certificates minted, found in the cache, and held", async () => {
+      const before = await metricsOf(world);
+      await curl(["https://untrusted.example/"]); // a name this proxy has not served yet
+      const middle = await metricsOf(world);
+      await curl(["https://untrusted.example/again"]);
+      const after = await metricsOf(world);
+      const d = (a: string, b: string, name: string, labels: Record<string, string> = {}) => metric(b, name, labels) - metric(a, name, labels);
+      expect(d(before, middle, "tproxy_certificate_cache_lookups_total", { result: "mint" })).to.equal(1);
+      expect(d(before, middle, "tproxy_certificate_cache_entries")).to.equal(1);
+      expect(d(middle, after, "tproxy_certificate_cache_lookups_total", { result: "hit" })).to.equal(1);
+      expect(d(middle, after, "tproxy_certificate_cache_lookups_total", { result: "mint" })).to.equal(0);
+      expect(d(middle, after, "tproxy_certificate_cache_entries")).to.equal(0);
+    });
+
+    it("counts hook failures by kind and replaced filter workers", async () => {
+      const before = await metricsOf(world);
+      await curl(["https://storage.googleapis.com/throw"]);
+      await curl(["https://storage.googleapis.com/loop"]);
+      // The stuck worker is replaced just after its request was answered 403.
+      await waitFor("the filter worker's replacement", async () => metric(await metricsOf(world), "tproxy_filter_worker_restarts_total") > metric(before, "tproxy_filter_worker_restarts_total"));
+      const after = await metricsOf(world);
+      const d = (name: string, labels: Record<string, string> = {}) => metric(after, name, labels) - metric(before, name, labels);
+      expect(d("tproxy_filter_errors_total", { kind: "throw" })).to.equal(1);
+      expect(d("tproxy_filter_errors_total", { kind: "timeout" })).to.equal(1);
+      expect(d("tproxy_filter_worker_restarts_total")).to.equal(1);
+      expect(d("tproxy_requests_total", { decision: "denied", status: "403" })).to.equal(2);
+    });
+
+    it("counts connections closed for their protocol or a failed handshake", async () => {
+      const before = await metricsOf(world);
+      const untrusting = await world.curl(["https://storage.googleapis.com/"]); // the pod does not trust the proxy's CA
+      expect(untrusting.code).to.equal(60);
+      await world.pod.run(process.execPath, ["-e", `const s = require("net").connect(443, "storage.googleapis.com", () => s.end("\\x01\\x02\\x03 garbage")); s.resume(); s.on("close", () => process.exit(0));`]);
+      const after = await metricsOf(world);
+      const d = (labels: Record<string, string>) => metric(after, "tproxy_rejected_connections_total", labels) - metric(before, "tproxy_rejected_connections_total", labels);
+      expect(d({ reason: "tls-handshake" })).to.equal(1);
+      expect(d({ reason: "unknown-protocol" })).to.equal(1);
+    });
+
+    it("counts reloads by result and names the filter in force by hash", async () => {
+      const before = await metricsOf(world);
+      expect(metric(before, "tproxy_filter_info", { hash: sourceHash(GOOD) })).to.equal(1);
+      const next = `${GOOD}\n// next version\n`;
+      let from = proxy.lines.length;
+      writeConfigMap(dir, { "filter.ts": next });
+      await lineAfter(proxy, from, /filter loaded/, 5000);
+      from = proxy.lines.length;
+      writeConfigMap(dir, { "filter.ts": "export default {" });
+      await lineAfter(proxy, from, /filter not loaded/, 5000);
+      const after = await metricsOf(world);
+      const d = (labels: Record<string, string>) => metric(after, "tproxy_filter_reloads_total", labels) - metric(before, "tproxy_filter_reloads_total", labels);
+      expect(d({ result: "success" })).to.equal(1);
+      expect(d({ result: "error" })).to.equal(1);
+      expect(metric(after, "tproxy_filter_info", { hash: sourceHash(next) })).to.equal(1);
+      expect(metric(after, "tproxy_filter_info", { hash: sourceHash(GOOD) })).to.equal(0);
+      expect(metric(after, "tproxy_filter_info")).to.equal(1);
+    });
+
+    it("exposes the process metrics", async () => {
+      const text = await metricsOf(world);
+      for (const name of ["tproxy_process_cpu_seconds_total", "tproxy_process_resident_memory_bytes", "tproxy_nodejs_eventloop_lag_seconds", "tproxy_nodejs_heap_size_used_bytes"]) {
+        expect(hasMetric(text, name), name).to.equal(true);
+      }
+      expect(metric(text, "tproxy_process_resident_memory_bytes")).to.be.above(0);
+    });
+  });
+});
