@@ -246,7 +246,7 @@ describe("sidecar-init in a pod network namespace", function () {
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), "tsi-proxy-"));
-      writeFileSync(join(dir, "filter.ts"), "export default {};\n");
+      writeFileSync(join(dir, "filter.ts"), "export default { request() {} };\n");
     });
 
     afterEach(async () => {
