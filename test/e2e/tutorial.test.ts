@@ -107,7 +107,7 @@ describe("the tutorial, end to end (namespaces; Kubernetes API stand-in)", funct
     });
 
     it("exits non-zero in the locked pod when the filter allows everything", async () => {
-      world.updateFilter("export default {};\n");
+      world.updateFilter("export default { request() {} };\n");
       try {
         await waitFor("the allow-all filter", async () => (await status("locked", "https://www.google.com")) === "200", 5000, 100);
         const r = await runScript(world.locked);
