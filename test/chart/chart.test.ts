@@ -305,6 +305,20 @@ describe("helm chart charts/tproxy", function () {
       }
     });
 
+    it("leaves DNS to the pods' own nameservers by default, and warns only when lock.allowDns is any", async () => {
+      const byDefault = await notes();
+      expect(envOf(snippetOf(byDefault).spec.initContainers![0]!)).not.to.have.any.keys("ALLOW_DNS");
+      expect(byDefault).not.to.include("lock.allowDns");
+      const any = await notes({ set: { "lock.allowDns": ["any"], "lock.blockCidrs": ["10.96.0.0/12"] } });
+      expect(envOf(snippetOf(any).spec.initContainers![0]!)["ALLOW_DNS"]?.value).to.equal("any");
+      expect(any.indexOf("WARNINGS")).to.equal(0);
+      expect(any).to.include('lock.allowDns is ["any"]: locked pods may send DNS (udp and tcp 53) to every address');
+      // A link-local resolver with its interface passes the schema.
+      const scoped = await notes({ set: { "lock.allowDns": ["fe80::1%eth0", "10.96.0.10"], "lock.blockCidrs": ["10.96.0.0/12"] } });
+      expect(envOf(snippetOf(scoped).spec.initContainers![0]!)["ALLOW_DNS"]?.value).to.equal("fe80::1%eth0,10.96.0.10");
+      expect(scoped).not.to.include("WARNINGS");
+    });
+
     it("prints exactly what examples/debian-app-locked-manual.yaml holds (default values, release tproxy)", async () => {
       const snippet = snippetOf(await notes());
       const example = parseYaml(readFileSync(join(REPO_ROOT, "examples/debian-app-locked-manual.yaml"), "utf8")) as { apiVersion: string; spec: { template: PodTemplate } };
@@ -314,6 +328,8 @@ describe("helm chart charts/tproxy", function () {
       expect(tpl.spec.initContainers).to.deep.equal(snippet.spec.initContainers);
       expect(tpl.spec.volumes).to.deep.equal(snippet.spec.volumes);
       expect(tpl.spec.containers[0]!.volumeMounts).to.deep.equal(snippet.spec.containers[0]!.volumeMounts);
+      expect(tpl.spec.containers[0]!.securityContext).to.deep.equal(snippet.spec.containers[0]!.securityContext);
+      expect(snippet.spec.containers[0]!.securityContext).to.deep.equal({ capabilities: { drop: ["NET_RAW"] } });
     });
 
     it("names the images the examples use, from values.yaml", async () => {
@@ -365,6 +381,8 @@ describe("helm chart charts/tproxy", function () {
       ["an unknown filter error mode", ["--set", "proxy.onFilterError=maybe"], /proxy\/onFilterError/],
       ["a resync that is no duration", ["--set", "podwatch.resync=soon"], /podwatch\/resync/],
       ["a misspelt top-level section", ["--set", "podwach.resync=60s"], /additional properties 'podwach' not allowed/],
+      ["any next to a resolver", ["--set-json", 'lock.allowDns=["any","10.96.0.10"]'], /lock\/allowDns/],
+      ["a resolver given by name", ["--set-json", 'lock.allowDns=["kube-dns"]'], /lock\/allowDns\/0/],
       ["zero proxy workers", ["--set", "proxy.workers=0"], /proxy\/workers/],
       ["a worker count that is a word", ["--set", "proxy.workers=many"], /proxy\/workers/],
     ];
@@ -452,20 +470,57 @@ describe("helm chart charts/tproxy", function () {
       for (const flag of podwatch.args!.filter((a) => a.startsWith("--"))) expect(podwatchHelp, `tproxy-podwatch ${flag}`).to.include(flag);
     });
 
+    /** A namespace standing for a pod: eth0 up with an IPv4 and an IPv6 address (the only sources the lock lets out). */
+    const podNs = async (): Promise<Netns> => {
+      const ns = await Netns.create(uniqueName("tch"));
+      await ns.must("ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+      await ns.must("ip", ["addr", "add", "10.244.1.5/24", "dev", "eth0"]);
+      await ns.must("ip", ["addr", "add", "fd00:244:1::5/64", "dev", "eth0", "nodad"]);
+      for (const dev of ["eth0", "eth0p"]) await ns.must("ip", ["link", "set", dev, "up"]);
+      return ns;
+    };
+
     it("locks a namespace with the init container NOTES prints (real sidecar-init, blocked CIDRs + DNS)", async function () {
       this.timeout(60_000);
       const init = snippetOf(await notes(VARIANTS["blocked CIDR + DNS"]!())).spec.initContainers![0]!;
       expect(init.command).to.deep.equal(["tproxy-sidecar-init"]);
       const env: Record<string, string> = {};
       for (const e of init.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
-      const ns = await Netns.create(uniqueName("tch"));
+      const ns = await podNs();
       try {
         const r = await ns.run(process.execPath, [join(REPO_ROOT, "packages/sidecar-init/dist/cli.js"), ...(init.args ?? []), "--no-wait"], { env: { ...process.env, ...env } });
         expect(r.code, r.stderr).to.equal(0);
         const v4 = await ns.must("iptables-save", []);
-        expect(v4).to.include("-A TPROXY-EGRESS -d 10.96.0.10/32 -p udp -m udp --dport 53 -j ACCEPT");
-        expect(v4).to.match(/-A TPROXY-EGRESS -d 10\.96\.0\.0\/12 .*-j REJECT/);
-        expect(await ns.must("ip6tables-save", [])).to.match(/-A TPROXY-EGRESS -d fd00:10:96::\/112 .*-j REJECT/);
+        expect(v4).to.include("-A TPROXY-EGRESS -s 10.244.1.5/32 -d 10.96.0.10/32 -p udp -m udp --dport 53 -j ACCEPT");
+        expect(v4).to.match(/-A TPROXY-EGRESS -s 10\.244\.1\.5\/32 -d 10\.96\.0\.0\/12 .*-j REJECT/);
+        expect(await ns.must("ip6tables-save", [])).to.match(/-A TPROXY-EGRESS -s fd00:244:1::5\/128 -d fd00:10:96::\/112 .*-j REJECT/);
+      } finally {
+        await ns.destroy();
+      }
+    });
+
+    it("with default values, locks DNS to the nameservers of the namespace's resolv.conf, and refuses to lock without one (real sidecar-init)", async function () {
+      this.timeout(60_000);
+      const init = snippetOf(await notes()).spec.initContainers![0]!;
+      expect(init.env ?? []).to.deep.equal([]);
+      const ns = await podNs();
+      try {
+        const lock = () => ns.run(process.execPath, [join(REPO_ROOT, "packages/sidecar-init/dist/cli.js"), ...(init.args ?? []), "--no-wait"]);
+        // What Netns.create writes: a resolv.conf without nameserver.
+        const none = await lock();
+        expect(none.code).to.equal(2);
+        expect(none.stderr).to.include("/etc/resolv.conf (--resolv-conf, RESOLV_CONF) lists no nameserver");
+        expect(await ns.must("iptables-save", [])).not.to.include("TPROXY-EGRESS");
+        // The kubelet's file: kube-dns over IPv4 and IPv6.
+        writeFileSync(`/etc/netns/${ns.name}/resolv.conf`, "search default.svc.cluster.local\nnameserver 10.96.0.10\nnameserver fd00:10:96::a\noptions ndots:5\n");
+        const r = await lock();
+        expect(r.code, r.stderr).to.equal(0);
+        const dns = (await ns.must("iptables-save", [])).split("\n").filter((l) => l.includes("--dport 53"));
+        expect(dns).to.deep.equal([
+          "-A TPROXY-EGRESS -s 10.244.1.5/32 -d 10.96.0.10/32 -p udp -m udp --dport 53 -j ACCEPT",
+          "-A TPROXY-EGRESS -s 10.244.1.5/32 -d 10.96.0.10/32 -p tcp -m tcp --dport 53 --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT",
+        ]);
+        expect(await ns.must("ip6tables-save", [])).to.include("-A TPROXY-EGRESS -s fd00:244:1::5/128 -d fd00:10:96::a/128 -p udp -m udp --dport 53 -j ACCEPT");
       } finally {
         await ns.destroy();
       }

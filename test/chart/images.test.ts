@@ -280,6 +280,7 @@ describe("docker/ images", function () {
       const unlocked = await loop(["ip", "netns", "exec", ns.name, "bash"], env, 2);
       expect(unlocked.out[0]).to.equal("http://127.0.0.1:9/: 000");
       expect(unlocked.out[1]).to.match(/^ping 10\.77\.0\.2: 1 packets transmitted, 0 received, 100% packet loss/);
+      writeFileSync(`/etc/netns/${ns.name}/resolv.conf`, "nameserver 10.77.0.53\n"); // the lock allows DNS to the pod's nameservers
       const lock = await ns.run(process.execPath, [join(REPO_ROOT, "packages/sidecar-init/dist/cli.js"), "--no-wait"]);
       expect(lock.code, lock.stderr).to.equal(0);
       const locked = await loop(["ip", "netns", "exec", ns.name, "bash"], env, 2);

@@ -19,11 +19,12 @@ const collect = (value: string, previous: string[] | undefined): string[] => [..
 
 const program = new Command(NAME)
   .description(
-    "Locks a pod's egress (IPv4 and IPv6) to DNS and the ports the node redirects to its proxy, in one iptables-restore " +
+    "Locks a pod's egress (IPv4 and IPv6) to DNS (the pod's own nameservers by default) and the ports the node redirects to its proxy, in one iptables-restore " +
       "transaction per family (chain TPROXY-EGRESS, jumped from OUTPUT), then waits until the node's proxy intercepts. " +
       "Needs NET_ADMIN (and NET_RAW for the legacy backend), not privileged.",
   )
-  .addOption(new Option("--allow-dns <ip>", `resolver DNS (udp+tcp 53) may reach; repeat or comma-separate; none: any resolver ${env("allowDns")}`).argParser(collect))
+  .addOption(new Option("--allow-dns <ip>", `resolver DNS (udp+tcp 53) may reach, instead of the nameservers of --resolv-conf; repeat or comma-separate; "any": every address (logs a warning) ${env("allowDns")}`).argParser(collect))
+  .addOption(new Option("--resolv-conf <path>", `file whose nameservers DNS may reach when --allow-dns is not given (none listed: exit ${EXIT.config}); default ${DEFAULTS.resolvConf} ${env("resolvConf")}`))
   .addOption(new Option("--block-cidr <cidr>", `refuse this block even on the allowed ports (e.g. the service range); repeatable ${env("blockCidr")}`).argParser(collect))
   .addOption(new Option("--node-ip <ip>", `node address whose standard-mode port is allowed ${env("nodeIp")}`))
   .addOption(new Option("--node-name <name>", `node name (or IP) whose standard-mode port is allowed; resolved at start ${env("nodeName")}`))

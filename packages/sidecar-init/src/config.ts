@@ -21,9 +21,27 @@ export interface Cidr {
 /** Where the node's standard-mode proxy port is: an address, or a name resolved at start. */
 export type NodeTarget = { readonly kind: "ip"; readonly ip: string; readonly family: Family } | { readonly kind: "name"; readonly name: string };
 
+/** A resolver DNS may reach. `iface` is the scope of a scoped address (`fe80::1%eth0`): the rule then names that interface. */
+export interface Resolver {
+  readonly ip: string;
+  readonly family: Family;
+  readonly iface?: string;
+}
+
+/**
+ * Which resolvers DNS (udp+tcp 53) may reach: the nameservers of the pod's own resolv.conf (the default),
+ * the addresses given, or any address (only when asked for by `--allow-dns any`).
+ */
+export type DnsAllow =
+  | { readonly kind: "resolv-conf" }
+  | { readonly kind: "list"; readonly resolvers: readonly Resolver[] }
+  | { readonly kind: "any" };
+
 export interface Config {
-  /** Resolvers that DNS (udp+tcp 53) may reach. Empty: DNS to any address is allowed. Default empty. */
-  readonly allowDns: readonly string[];
+  /** Resolvers DNS may reach. Default: the nameservers of `resolvConf`; `--allow-dns any`: every address. */
+  readonly allowDns: DnsAllow;
+  /** The resolv.conf whose nameservers DNS may reach when no --allow-dns is given. Default /etc/resolv.conf. */
+  readonly resolvConf: string;
   /** Blocks refused even on the allowed ports (e.g. the cluster's service range). Default none. */
   readonly blockCidrs: readonly Cidr[];
   /** The node whose standard-mode port is allowed; undefined: standard mode not used. Default undefined. */
@@ -51,6 +69,7 @@ export interface Config {
 /** Raw values as commander hands them over (strings, lists of strings, booleans), before validation. */
 export interface RawOptions {
   allowDns?: string[];
+  resolvConf?: string;
   blockCidr?: string[];
   nodeIp?: string;
   nodeName?: string;
@@ -68,6 +87,7 @@ export interface RawOptions {
 /** Flag and environment variable of every option: the single table --help and error messages use. */
 export const OPTION_NAMES = Object.freeze({
   allowDns: { flag: "--allow-dns", env: "ALLOW_DNS" },
+  resolvConf: { flag: "--resolv-conf", env: "RESOLV_CONF" },
   blockCidr: { flag: "--block-cidr", env: "BLOCK_SVC_CIDR" },
   nodeIp: { flag: "--node-ip", env: "NODE_IP" },
   nodeName: { flag: "--node-name", env: "NODE_NAME" },
@@ -85,6 +105,7 @@ export const OPTION_NAMES = Object.freeze({
 type Key = keyof RawOptions;
 
 export const DEFAULTS = Object.freeze({
+  resolvConf: "/etc/resolv.conf",
   standardPort: 1080,
   ports: Object.freeze([80, 443]) as readonly number[],
   waitTimeoutMs: 60_000,
@@ -154,6 +175,23 @@ export function parseIp(value: string, from: string): { ip: string; family: Fami
   return { ip: value, family };
 }
 
+/**
+ * Parses a resolver address. A scoped IPv6 address (`fe80::1%eth0`, as resolv.conf may list a link-local
+ * resolver) keeps its interface name, so the rule allows that address on that interface only; a numeric
+ * scope (`%2`) is refused, because the rule needs the interface's name.
+ */
+export function parseResolver(value: string, from: string): Resolver {
+  const expected = "an IPv4 or IPv6 address such as 10.96.0.10 or fd00::a (a scoped one as fe80::1%eth0)";
+  const [address = "", iface, ...rest] = value.split("%");
+  const family = rest.length === 0 ? familyOf(address) : undefined;
+  if (family === undefined) throw bad(from, value, expected);
+  if (iface === undefined) return { ip: address, family };
+  if (family !== "ipv6" || !/^[A-Za-z_][\w.@-]{0,14}$/.test(iface)) {
+    throw bad(from, value, `${expected}, with the interface named (not numbered) after the %`);
+  }
+  return { ip: address, family, iface };
+}
+
 /** Parses `address/prefix` (IPv4 or IPv6); a bare address means a single host. */
 export function parseCidr(value: string, from: string): Cidr {
   const expected = "a CIDR such as 10.96.0.0/12 or fd00:10:96::/112";
@@ -184,7 +222,19 @@ export function parseDuration(value: string, from: string): number {
 /** Validates everything once; throws ConfigError naming the flag (or variable), the value and what was expected. */
 export function parseConfig(raw: RawOptions, env: NodeJS.ProcessEnv = process.env): Config {
   const dns = pickList("allowDns", raw.allowDns, env);
-  const allowDns = [...new Set(dns.value.map((v) => parseIp(v, dns.from).ip))];
+  let allowDns: DnsAllow;
+  if (dns.value.length === 0) allowDns = { kind: "resolv-conf" };
+  else if (dns.value.some((v) => v.toLowerCase() === "any")) {
+    if (dns.value.length > 1) throw bad(dns.from, dns.value.join(","), `either "any" alone or resolver addresses, not both`);
+    allowDns = { kind: "any" };
+  } else {
+    const resolvers = dns.value.map((v) => parseResolver(v, dns.from));
+    const unique = resolvers.filter((r, i) => resolvers.findIndex((o) => o.ip === r.ip && o.iface === r.iface) === i);
+    allowDns = { kind: "list", resolvers: Object.freeze(unique.map((r) => Object.freeze(r))) };
+  }
+  const rc = pick("resolvConf", raw.resolvConf, env);
+  const resolvConf = rc?.value ?? DEFAULTS.resolvConf;
+  if (resolvConf === "") throw bad(rc?.from ?? "--resolv-conf", resolvConf, "a file path");
 
   const block = pickList("blockCidr", raw.blockCidr, env);
   const blockCidrs = block.value.map((v) => parseCidr(v, block.from)).filter((c, i, all) => all.findIndex((o) => o.text === c.text) === i);
@@ -234,6 +284,7 @@ export function parseConfig(raw: RawOptions, env: NodeJS.ProcessEnv = process.en
 
   return Object.freeze({
     allowDns: Object.freeze(allowDns),
+    resolvConf,
     blockCidrs: Object.freeze(blockCidrs.map((c) => Object.freeze(c))),
     node: node && Object.freeze(node),
     standardPort,

@@ -2,10 +2,12 @@
 // then wait until the node intercepts. Side effects come in through `Deps`.
 import { existsSync } from "node:fs";
 import type { Logger } from "pino";
+import { ownAddresses, type Interfaces } from "./addresses.ts";
 import { requireCapabilities, effectiveCapabilities } from "./capabilities.ts";
-import type { Config, Family } from "./config.ts";
+import type { Config, Family, Resolver } from "./config.ts";
 import { chooseTools, execRunner, restore, saveFilter, type FamilyTools, type Runner, type Tools } from "./iptables.ts";
 import { waitForInterception, type ProbeResult } from "./probe.ts";
+import { podResolvers, type ReadText } from "./resolv-conf.ts";
 import { resolveNode, type Lookup } from "./resolve.ts";
 import { parseOutputRules, renderChain, restoreInput, type Policy } from "./rules.ts";
 
@@ -17,6 +19,10 @@ export interface Deps {
   /** Whether the kernel has IPv6 at all (no IPv6: nothing to lock there). */
   readonly ipv6Available?: () => boolean;
   readonly lookup?: Lookup;
+  /** Reads the resolv.conf. Default: the file system. */
+  readonly readText?: ReadText;
+  /** The pod's interfaces and their addresses. Default: os.networkInterfaces. */
+  readonly interfaces?: Interfaces;
   readonly probe?: (address: string, timeoutMs: number) => Promise<ProbeResult>;
   /** Where --dry-run prints. */
   readonly write: (text: string) => void;
@@ -49,19 +55,44 @@ async function plan(policy: Policy, families: readonly Family[], tools: Tools | 
   return plans;
 }
 
+/** The resolvers DNS may reach, as the configuration says; logs which and why. */
+async function dnsPolicy(config: Config, log: Logger, read: ReadText | undefined): Promise<Policy["allowDns"]> {
+  const text = (rs: readonly Resolver[]): string[] => rs.map((r) => (r.iface === undefined ? r.ip : `${r.ip}%${r.iface}`));
+  switch (config.allowDns.kind) {
+    case "any":
+      log.warn("DNS allowed to every address (--allow-dns any): any host's port 53 can carry data out of this pod; name the resolvers instead");
+      return "any";
+    case "list":
+      log.info({ resolvers: text(config.allowDns.resolvers) }, "DNS allowed to the resolvers given (--allow-dns)");
+      return config.allowDns.resolvers;
+    case "resolv-conf": {
+      const resolvers = await podResolvers(config.resolvConf, read);
+      log.info({ resolvers: text(resolvers), file: config.resolvConf }, "DNS allowed to the pod's own nameservers");
+      return resolvers;
+    }
+  }
+}
+
 export async function sidecarInit(config: Config, log: Logger, deps: Deps = defaultDeps): Promise<void> {
+  const allowDns = await dnsPolicy(config, log, deps.readText);
   const nodeAddresses = await resolveNode(config.node, deps.lookup);
   if (config.node?.kind === "name") log.info({ node: config.node.name, addresses: nodeAddresses }, "node name resolved");
+  const own = ownAddresses(deps.interfaces);
   const policy: Policy = {
-    allowDns: config.allowDns,
+    allowDns,
     blockCidrs: config.blockCidrs,
     nodeAddresses,
     standardPort: config.standardPort,
     ports: config.ports,
     ipv6Intercepted: config.ipv6Intercepted,
+    ownAddresses: own,
   };
   const families: Family[] = (deps.ipv6Available ?? ipv6InKernel)() ? ["ipv4", "ipv6"] : ["ipv4"];
   if (!families.includes("ipv6")) log.warn("the kernel has no IPv6: only IPv4 is locked");
+  log.info({ addresses: own.map((a) => a.ip) }, "packets may leave only with one of the pod's own addresses as source");
+  for (const f of families) {
+    if (!own.some((a) => a.family === f)) log.warn({ family: f }, "the pod has no address of this family: everything of it but loopback is dropped");
+  }
   const caps = deps.capabilities ?? effectiveCapabilities;
 
   if (config.dryRun) {

@@ -1,6 +1,7 @@
 // The pod's egress lockdown as iptables rules: rendering the chain for one address family, reading the
 // jumps into it from `iptables-save`, and writing the one `iptables-restore --noflush` transaction.
-import type { Cidr, Family } from "./config.ts";
+import type { OwnAddress } from "./addresses.ts";
+import type { Cidr, Family, Resolver } from "./config.ts";
 
 /** The filter chain sidecar-init owns (contract). */
 export const CHAIN = "TPROXY-EGRESS";
@@ -9,8 +10,8 @@ export const JUMP_RULE = `-A OUTPUT -j ${CHAIN}`;
 
 /** What one run allows, with names already resolved to addresses. */
 export interface Policy {
-  /** Resolvers DNS may reach; empty: any. */
-  readonly allowDns: readonly string[];
+  /** Resolvers DNS may reach, or "any" (every address: only when asked for explicitly). */
+  readonly allowDns: readonly Resolver[] | "any";
   readonly blockCidrs: readonly Cidr[];
   /** Addresses of the node whose standard-mode port is allowed; empty: standard mode not used. */
   readonly nodeAddresses: readonly string[];
@@ -18,42 +19,57 @@ export interface Policy {
   readonly ports: readonly number[];
   /** Allow `ports` over IPv6 too (the node intercepts the pod's IPv6). */
   readonly ipv6Intercepted: boolean;
+  /** The pod's own addresses (loopback aside): the only sources a packet may leave with. */
+  readonly ownAddresses: readonly OwnAddress[];
 }
 
 const isV6 = (ip: string): boolean => ip.includes(":");
 const host = (ip: string): string => `${ip}/${isV6(ip) ? 128 : 32}`;
+/** A new TCP connection starts with a SYN alone: no stray ACK, no SYN+FIN, whatever conntrack makes of it. */
+const SYN = "--tcp-flags FIN,SYN,RST,ACK SYN";
 
 /**
  * The chain's rules for one family, in order, each written as `iptables-save` prints it:
- * loopback, replies, DNS to the allowed resolvers, the node's standard port, then the blocked CIDRs
- * (so an explicit resolver inside the service range still works), then the redirected ports, then
- * REJECT for everything else (TCP with a reset, so clients fail at once; the rest with ICMP
- * unreachable, which a local sender sees as "Operation not permitted").
+ *
+ * 1. loopback; then conntrack INVALID packets dropped (crafted segments such as SYN+FIN or out-of-window
+ *    data, which the node would neither track nor redirect); IPv6 neighbour discovery;
+ * 2. for each of the pod's own addresses as source: replies, DNS to the allowed resolvers, the node's
+ *    standard port, then the blocked CIDRs (so an explicit resolver inside the service range still works),
+ *    then the redirected ports, then REJECT for everything else (TCP with a reset, so clients fail at
+ *    once; the rest with ICMP unreachable, which a local sender sees as "Operation not permitted").
+ *    New TCP connections are accepted only as a bare SYN;
+ * 3. DROP: a packet with any other source was forged (raw socket) and gets no answer at all.
  */
 export function renderChain(policy: Policy, family: Family): string[] {
   const v6 = family === "ipv6";
   const mine = (ip: string): boolean => isV6(ip) === v6;
-  const rules: string[] = [`-o lo -j ACCEPT`, `-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`];
+  const rules: string[] = [`-o lo -j ACCEPT`, `-m conntrack --ctstate INVALID -j DROP`];
   if (v6) {
     // Neighbour discovery: without it no IPv6 packet (not even an allowed DNS query) finds its next hop.
+    // Its source may be the unspecified address (duplicate address detection), so it comes before the source check.
     for (const type of [133, 135, 136]) rules.push(`-p ipv6-icmp -m icmp6 --icmpv6-type ${type} -j ACCEPT`);
   }
-  const resolvers = policy.allowDns.length === 0 ? [undefined] : policy.allowDns.filter(mine);
+  const body: string[] = [`-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`];
+  const resolvers = policy.allowDns === "any" ? [undefined] : policy.allowDns.filter((r) => mine(r.ip));
   for (const r of resolvers) {
-    const d = r === undefined ? "" : `-d ${host(r)} `;
-    rules.push(`${d}-p udp -m udp --dport 53 -j ACCEPT`, `${d}-p tcp -m tcp --dport 53 -j ACCEPT`);
+    const d = r === undefined ? "" : `-d ${host(r.ip)} ${r.iface === undefined ? "" : `-o ${r.iface} `}`;
+    body.push(`${d}-p udp -m udp --dport 53 -j ACCEPT`, `${d}-p tcp -m tcp --dport 53 ${SYN} -j ACCEPT`);
   }
   for (const n of policy.nodeAddresses.filter(mine)) {
-    rules.push(`-d ${host(n)} -p tcp -m tcp --dport ${policy.standardPort} -j ACCEPT`);
+    body.push(`-d ${host(n)} -p tcp -m tcp --dport ${policy.standardPort} ${SYN} -j ACCEPT`);
   }
   const unreachable = v6 ? "icmp6-port-unreachable" : "icmp-port-unreachable";
   for (const c of policy.blockCidrs.filter((c) => c.family === family)) {
-    rules.push(`-d ${c.text} -p tcp -j REJECT --reject-with tcp-reset`, `-d ${c.text} -j REJECT --reject-with ${unreachable}`);
+    body.push(`-d ${c.text} -p tcp -j REJECT --reject-with tcp-reset`, `-d ${c.text} -j REJECT --reject-with ${unreachable}`);
   }
   if (!v6 || policy.ipv6Intercepted) {
-    for (const p of policy.ports) rules.push(`-p tcp -m tcp --dport ${p} -j ACCEPT`);
+    for (const p of policy.ports) body.push(`-p tcp -m tcp --dport ${p} ${SYN} -j ACCEPT`);
   }
-  rules.push(`-p tcp -j REJECT --reject-with tcp-reset`, `-j REJECT --reject-with ${unreachable}`);
+  body.push(`-p tcp -j REJECT --reject-with tcp-reset`, `-j REJECT --reject-with ${unreachable}`);
+  for (const own of policy.ownAddresses.filter((a) => a.family === family)) {
+    rules.push(...body.map((r) => `-s ${host(own.ip)} ${r}`));
+  }
+  rules.push(`-j DROP`);
   return rules.map((r) => `-A ${CHAIN} ${r}`);
 }
 

@@ -12,6 +12,13 @@ describe("sidecar-init iptables backends", function () {
   const fresh = async (): Promise<Netns> => {
     const ns = await Netns.create(uniqueName("tsib"));
     spaces.push(ns);
+    // The pod's interface and addresses (the lock allows only them as sources); no link-local address,
+    // so two namespaces get the same rules.
+    await ns.must("ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    await ns.must("ip", ["addr", "add", "10.128.1.5/24", "dev", "eth0"]);
+    await ns.must("ip", ["addr", "add", "fd00:128:1::5/64", "dev", "eth0", "nodad"]);
+    for (const dev of ["eth0", "eth0p"]) await ns.must("ip", ["link", "set", dev, "addrgenmode", "none"]);
+    for (const dev of ["eth0", "eth0p"]) await ns.must("ip", ["link", "set", dev, "up"]);
     return ns;
   };
 
@@ -27,7 +34,7 @@ describe("sidecar-init iptables backends", function () {
     const v4 = await ruleset(ns, "iptables-legacy-save");
     const v6 = await ruleset(ns, "ip6tables-legacy-save");
     expect(v4).to.include("-A OUTPUT -j TPROXY-EGRESS\n");
-    expect(v6).to.include("-A TPROXY-EGRESS -d fd00:10:96::a/128 -p udp -m udp --dport 53 -j ACCEPT\n");
+    expect(v6).to.include("-A TPROXY-EGRESS -s fd00:128:1::5/128 -d fd00:10:96::a/128 -p udp -m udp --dport 53 -j ACCEPT\n");
     const second = await sidecar(ns, [...ARGS, "--iptables-backend", "legacy"]);
     expect(second.code, second.stderr).to.equal(0);
     expect(await ruleset(ns, "iptables-legacy-save")).to.equal(v4);

@@ -16,22 +16,31 @@ function configError(fn: () => unknown): ConfigError {
 describe("sidecar-init config", () => {
   it("has the documented defaults and is frozen", () => {
     const c = parseConfig({}, noEnv);
-    expect(c).to.deep.include({ allowDns: [], blockCidrs: [], node: undefined, standardPort: 1080, ports: [80, 443], ipv6Intercepted: false, wait: true, waitTimeoutMs: 60_000, probeAddress: "192.0.2.1", backend: "auto", dryRun: false, logLevel: "info" });
+    expect(c).to.deep.include({ allowDns: { kind: "resolv-conf" }, resolvConf: "/etc/resolv.conf", blockCidrs: [], node: undefined, standardPort: 1080, ports: [80, 443], ipv6Intercepted: false, wait: true, waitTimeoutMs: 60_000, probeAddress: "192.0.2.1", backend: "auto", dryRun: false, logLevel: "info" });
     expect(Object.isFrozen(c)).to.equal(true);
     expect(Object.isFrozen(c.ports)).to.equal(true);
   });
 
   it("reads the tutorial's variables when no flag is given", () => {
     const c = parseConfig({}, { ALLOW_DNS: "10.96.0.10, fd00::a", BLOCK_SVC_CIDR: "10.96.0.0/12", NODE_NAME: "node-a" });
-    expect(c.allowDns).to.deep.equal(["10.96.0.10", "fd00::a"]);
+    expect(c.allowDns).to.deep.equal({ kind: "list", resolvers: [{ ip: "10.96.0.10", family: "ipv4" }, { ip: "fd00::a", family: "ipv6" }] });
     expect(c.blockCidrs.map((b) => b.text)).to.deep.equal(["10.96.0.0/12"]);
     expect(c.node).to.deep.equal({ kind: "name", name: "node-a" });
   });
 
   it("lets flags win over variables and accepts repeated and comma-separated lists", () => {
     const c = parseConfig({ allowDns: ["10.0.0.10,10.0.0.11", "10.0.0.10"], blockCidr: ["10.96.0.0/12", "fd00:10:96::/112"] }, { ALLOW_DNS: "1.1.1.1" });
-    expect(c.allowDns).to.deep.equal(["10.0.0.10", "10.0.0.11"]);
+    expect(c.allowDns).to.deep.equal({ kind: "list", resolvers: [{ ip: "10.0.0.10", family: "ipv4" }, { ip: "10.0.0.11", family: "ipv4" }] });
     expect(c.blockCidrs.map((b) => [b.family, b.text])).to.deep.equal([["ipv4", "10.96.0.0/12"], ["ipv6", "fd00:10:96::/112"]]);
+  });
+
+  it("allows DNS to every address only when asked for by any, and reads the resolv.conf path", () => {
+    expect(parseConfig({ allowDns: ["any"] }, noEnv).allowDns).to.deep.equal({ kind: "any" });
+    expect(parseConfig({}, { ALLOW_DNS: "ANY" }).allowDns).to.deep.equal({ kind: "any" });
+    expect(parseConfig({}, { RESOLV_CONF: "/tmp/r.conf" }).resolvConf).to.equal("/tmp/r.conf");
+    expect(parseConfig({ resolvConf: "/a" }, { RESOLV_CONF: "/b" }).resolvConf).to.equal("/a");
+    // A scoped resolver keeps its interface; the lock names it in the rule.
+    expect(parseConfig({ allowDns: ["fe80::1%eth0"] }, noEnv).allowDns).to.deep.equal({ kind: "list", resolvers: [{ ip: "fe80::1", family: "ipv6", iface: "eth0" }] });
   });
 
   it("takes an IP literal as node name", () => {
@@ -50,6 +59,10 @@ describe("sidecar-init config", () => {
     ["a CIDR that is no address", {}, { BLOCK_SVC_CIDR: "services" }, /^BLOCK_SVC_CIDR \(environment, for --block-cidr\): invalid value "services", expected a CIDR/],
     ["an IPv4 address out of range", { allowDns: ["10.96.0.300"] }, noEnv, /^--allow-dns: invalid value "10\.96\.0\.300", expected an IPv4 or IPv6 address/],
     ["a resolver with a prefix", {}, { ALLOW_DNS: "10.96.0.10/32" }, /^ALLOW_DNS \(environment, for --allow-dns\): invalid value "10\.96\.0\.10\/32"/],
+    ["any next to addresses", { allowDns: ["any", "10.96.0.10"] }, noEnv, /^--allow-dns: invalid value "any,10\.96\.0\.10", expected either "any" alone or resolver addresses, not both$/],
+    ["a resolver with a numeric scope", {}, { ALLOW_DNS: "fe80::1%2" }, /^ALLOW_DNS \(environment, for --allow-dns\): invalid value "fe80::1%2", expected .* with the interface named \(not numbered\) after the %$/],
+    ["an IPv4 resolver with a scope", { allowDns: ["10.0.0.1%eth0"] }, noEnv, /^--allow-dns: invalid value "10\.0\.0\.1%eth0"/],
+    ["an empty resolv.conf path", { resolvConf: "" }, noEnv, /^--resolv-conf: invalid value "", expected a file path$/],
     ["a node IP that is a name", { nodeIp: "node-a" }, noEnv, /^--node-ip: invalid value "node-a", expected an IPv4 or IPv6 address/],
     ["a node name with spaces", { nodeName: "node a" }, noEnv, /^--node-name: invalid value "node a", expected a node name/],
     ["both node flags", { nodeIp: "10.0.0.1", nodeName: "node-a" }, noEnv, /^--node-ip and --node-name both given/],

@@ -18,6 +18,8 @@ describe("sidecar-init error cases", function () {
   before(async () => {
     await removeOldStale("tsie");
     ns = await Netns.create(uniqueName("tsie"));
+    // The pod's resolv.conf as the kubelet writes it: the lock allows DNS to its nameserver by default.
+    writeFileSync(`/etc/netns/${ns.name}/resolv.conf`, "nameserver 10.96.0.10\n");
     // Another tool's rule, to show it survives every failure untouched.
     await ns.must("iptables", ["-A", "OUTPUT", "-d", "10.1.2.3/32", "-j", "ACCEPT"]);
     before4 = await ruleset(ns, "iptables-save");
@@ -79,6 +81,21 @@ describe("sidecar-init error cases", function () {
     const r = await sidecar(ns, ["--no-wait"], { ALLOW_DNS: "10.96.0.10,10.96.0.256" });
     expectFailure(r, 2, /^tproxy-sidecar-init: ALLOW_DNS \(environment, for --allow-dns\): invalid value "10\.96\.0\.256", expected an IPv4 or IPv6 address/);
     await expectUntouched();
+  });
+
+  it("a resolv.conf without a nameserver and no --allow-dns: exit 2, names the file and the way out", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tsi-resolv-"));
+    try {
+      writeFileSync(join(dir, "resolv.conf"), "search cluster.local\noptions ndots:5\n");
+      const r = await sidecar(ns, ["--no-wait"], { RESOLV_CONF: join(dir, "resolv.conf") });
+      expectFailure(r, 2, /^tproxy-sidecar-init: \/\S+\/resolv\.conf \(--resolv-conf, RESOLV_CONF\) lists no nameserver, so the lock would allow DNS to none; name the resolvers with --allow-dns IP \(or ALLOW_DNS\), or --allow-dns any to allow every address$/);
+      await expectUntouched();
+      // --allow-dns given: the file is not needed.
+      const given = await sidecar(ns, ["--dry-run", "--resolv-conf", join(dir, "resolv.conf"), "--allow-dns", "10.96.0.10"]);
+      expect(given.code, given.stderr).to.equal(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("a node name that does not resolve: exit 3, names it", async () => {

@@ -2,7 +2,7 @@
 // "upstream" namespace. Asserts with real clients what gets out after the lockdown, and how the wait
 // for interception behaves against the node's REDIRECT and the real tproxy.
 import { expect } from "chai";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -85,6 +85,7 @@ describe("sidecar-init in a pod network namespace", function () {
     expect(udpArrived()).to.deep.equal([`udp 443 from ${POD_IP}`, "udp 443 from fd50:1::2"]);
     expect((await pod.run("ping", ["-6", "-c", "1", "-W", "2", UPSTREAM6])).code).to.equal(0);
     expect(await client("dns", OTHER_RESOLVER, "example.test")).to.deep.equal({ ok: true, addresses: ["203.0.113.7"] });
+    expect((await pod.run("nc", ["-z", "-w", "2", OTHER_RESOLVER, "53"])).code).to.equal(0);
     expect((await pod.run("ping", ["-c", "1", "-W", "2", UPSTREAM])).code).to.equal(0);
   });
 
@@ -161,8 +162,22 @@ describe("sidecar-init in a pod network namespace", function () {
         expect(output).to.deep.equal(["-A OUTPUT -j TPROXY-EGRESS"]);
         expect(text).to.include(":TPROXY-EGRESS - [0:0]");
       }
-      expect(saved.v4).to.include("-A TPROXY-EGRESS -d 10.50.1.1/32 -p tcp -m tcp --dport 1080 -j ACCEPT");
-      expect(saved.v4).to.include("-A TPROXY-EGRESS -d 10.96.0.0/12 -p tcp -j REJECT --reject-with tcp-reset");
+      expect(saved.v4).to.include(`-A TPROXY-EGRESS -s ${POD_IP}/32 -d 10.50.1.1/32 -p tcp -m tcp --dport 1080 --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT`);
+      expect(saved.v4).to.include(`-A TPROXY-EGRESS -s ${POD_IP}/32 -d 10.96.0.0/12 -p tcp -j REJECT --reject-with tcp-reset`);
+    });
+
+    it("lets packets leave only from the pod's own addresses (read from its interfaces, both families) and drops INVALID ones", async () => {
+      const linkLocal = (await pod.must("ip", ["-6", "-o", "addr", "show", "scope", "link"])).match(/inet6 (fe80::[0-9a-f:]+)\//)?.[1];
+      expect(linkLocal).to.be.a("string");
+      const sources = (text: string) => [...new Set([...text.matchAll(/^-A TPROXY-EGRESS -s (\S+) /gm)].map((m) => m[1]))];
+      expect(sources(saved.v4)).to.deep.equal([`${POD_IP}/32`]);
+      expect(sources(saved.v6)).to.deep.equal(["fd50:1::2/128", `${linkLocal}/128`]);
+      for (const text of [saved.v4, saved.v6]) {
+        const chain = text.split("\n").filter((l) => l.startsWith("-A TPROXY-EGRESS "));
+        expect(chain.slice(0, 2)).to.deep.equal(["-A TPROXY-EGRESS -o lo -j ACCEPT", "-A TPROXY-EGRESS -m conntrack --ctstate INVALID -j DROP"]);
+        expect(chain.at(-1)).to.equal("-A TPROXY-EGRESS -j DROP");
+      }
+      expect(saved.v4).to.include(`-A TPROXY-EGRESS -s ${POD_IP}/32 -p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT\n`);
     });
 
     it("leaves iptables-save and ip6tables-save byte-identical when run again", async () => {
@@ -187,11 +202,47 @@ describe("sidecar-init in a pod network namespace", function () {
       const r = await sidecar(pod, ["--dry-run", "--block-cidr", "10.0.0.0/8"], TUTORIAL_ENV);
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout).to.match(/^# IPv4: \/\S+iptables-nft-restore --noflush\n\*filter\n:TPROXY-EGRESS - \[0:0\]\n-A TPROXY-EGRESS -o lo -j ACCEPT\n/);
-      expect(r.stdout).to.include("-A TPROXY-EGRESS -d 10.0.0.0/8 -p tcp -j REJECT --reject-with tcp-reset\n");
+      expect(r.stdout).to.include(`-A TPROXY-EGRESS -s ${POD_IP}/32 -d 10.0.0.0/8 -p tcp -j REJECT --reject-with tcp-reset\n`);
       expect(r.stdout).to.match(/\n# IPv6: \/\S+ip6tables-nft-restore --noflush\n\*filter\n/);
       expect(r.stdout).not.to.include("-I OUTPUT");
       expect(await ruleset(pod, "iptables-save")).to.equal(saved.v4);
       expect(await ruleset(pod, "ip6tables-save")).to.equal(saved.v6);
+    });
+  });
+
+  describe("DNS without --allow-dns: only the nameservers of the pod's own resolv.conf", () => {
+    const resolvConf = () => `/etc/netns/${pod.name}/resolv.conf`;
+    let original = "";
+    before(() => {
+      original = readFileSync(resolvConf(), "utf8");
+      writeFileSync(resolvConf(), `# as the kubelet writes it\nsearch default.svc.cluster.local\nnameserver ${UPSTREAM}\nnameserver ${UPSTREAM6}\noptions ndots:5\n`);
+    });
+    after(() => writeFileSync(resolvConf(), original));
+
+    it("allows them over udp and tcp, IPv4 and IPv6, and refuses port 53 of every other address", async () => {
+      const r = await sidecar(pod, ["--no-wait"], { BLOCK_SVC_CIDR: "10.96.0.0/12" });
+      expect(r.code, r.stderr).to.equal(0);
+      const logs = r.stderr.trim().split("\n").map((l) => JSON.parse(l) as { msg: string; resolvers?: string[]; file?: string });
+      expect(logs.find((l) => l.msg === "DNS allowed to the pod's own nameservers")).to.deep.include({ resolvers: [UPSTREAM, UPSTREAM6], file: "/etc/resolv.conf" });
+      expect(await client("dns", UPSTREAM, "example.test")).to.deep.equal({ ok: true, addresses: ["203.0.113.7"] });
+      expect(await client("dns", UPSTREAM6, "example.test")).to.deep.equal({ ok: true, addresses: ["203.0.113.7"] });
+      expect((await pod.run("nc", ["-z", "-w", "2", UPSTREAM, "53"])).code).to.equal(0);
+      // Every other address: udp refused at once, a tcp stream to port 53 refused, even inside the blocked range.
+      for (const other of [OTHER_RESOLVER, SERVICE]) {
+        expect(await client("dns", other, "example.test"), other).to.deep.equal({ ok: false, code: "ECONNREFUSED" });
+        const nc = await pod.run("nc", ["-v", "-w", "2", other, "53"], { input: "data out\n" });
+        expect(nc.code, other).to.equal(1);
+        expect(nc.stderr, other).to.include("Connection refused");
+      }
+    });
+
+    it("--allow-dns any: port 53 of every address, with a warning", async () => {
+      const r = await sidecar(pod, ["--no-wait", "--allow-dns", "any"]);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stderr).to.include('"level":40,');
+      expect(r.stderr).to.include("DNS allowed to every address (--allow-dns any)");
+      expect(await client("dns", OTHER_RESOLVER, "example.test")).to.deep.equal({ ok: true, addresses: ["203.0.113.7"] });
+      expect((await pod.run("nc", ["-z", "-w", "2", OTHER_RESOLVER, "53"])).code).to.equal(0);
     });
   });
 
@@ -210,7 +261,9 @@ describe("sidecar-init in a pod network namespace", function () {
     it("with it: tcp 80 and 443 over IPv6 get out; every other IPv6 port, udp and ping stay refused", async () => {
       const r = await sidecar(pod, ["--no-wait", "--ipv6-intercepted"], TUTORIAL_ENV);
       expect(r.code, r.stderr).to.equal(0);
-      expect(await ruleset(pod, "ip6tables-save")).to.include("-A TPROXY-EGRESS -p tcp -m tcp --dport 80 -j ACCEPT\n-A TPROXY-EGRESS -p tcp -m tcp --dport 443 -j ACCEPT\n");
+      expect(await ruleset(pod, "ip6tables-save")).to.include(
+        "-A TPROXY-EGRESS -s fd50:1::2/128 -p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT\n-A TPROXY-EGRESS -s fd50:1::2/128 -p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT\n",
+      );
       expect((await v6Port(80)).stdout).to.equal("upstream 80\n");
       expect((await v6Port(443)).stdout).to.equal("upstream 443\n");
       await expectOtherIpv6Refused();
@@ -221,7 +274,7 @@ describe("sidecar-init in a pod network namespace", function () {
     it("without it (IPV6_INTERCEPTED=false, as by default): tcp 80 and 443 over IPv6 are refused too", async () => {
       const r = await sidecar(pod, ["--no-wait"], { ...TUTORIAL_ENV, IPV6_INTERCEPTED: "false" });
       expect(r.code, r.stderr).to.equal(0);
-      expect(await ruleset(pod, "ip6tables-save")).not.to.include("--dport 80 -j ACCEPT");
+      expect(await ruleset(pod, "ip6tables-save")).not.to.include("--dport 80 ");
       for (const port of [80, 443]) {
         const c = await v6Port(port);
         expect(c.code, `tcp/${port} over IPv6`).to.equal(7);
