@@ -251,20 +251,23 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
   it("keeps a pod locked whose spec has the lock's init container when its annotation is removed or set to \"false\": redirect and enforce rules stay", async () => {
     api.createPod({ name: "spec-locked", nodeName: "node-a", annotations: ON, initContainers: ["tproxy"], podIP: "10.244.0.31" });
     api.createPod({ name: "annotation-only", nodeName: "node-a", annotations: ON, initContainers: ["migrate"], podIP: "10.244.0.32" });
-    await waitRules("both rules", ["default/annotation-only 10.244.0.32", "default/spec-locked 10.244.0.31"]);
-    expect(await dropped()).to.deep.equal(["10.244.0.32/32", "10.244.0.31/32"]);
-    api.updatePod("default", "spec-locked", { metadata: { annotations: { [A]: null } } });
-    api.updatePod("default", "annotation-only", { metadata: { annotations: { [A]: null } } });
-    await waitRules("only the pod without the lock's init container to lose its rule", ["default/spec-locked 10.244.0.31"]);
-    expect(await dropped()).to.deep.equal(["10.244.0.31/32"]);
-    const seen = pw!.logs.length;
-    api.updatePod("default", "spec-locked", { metadata: { annotations: { [A]: "false" } } });
-    let at = -1;
-    await waitFor("the update to \"false\"", () => (at = pw!.logs.findIndex((l, i) => i >= seen && l.msg === "pod event" && l.verb === "update" && l.pod === "default/spec-locked")) >= 0, 5_000);
-    await waitFor("a pass after it", () => pw!.logs.some((l, i) => i > at && l.msg === "reconciled"), 5_000);
-    expect(await rules()).to.deep.equal(["default/spec-locked 10.244.0.31"]);
-    expect(await dropped()).to.deep.equal(["10.244.0.31/32"]);
-    for (const name of ["spec-locked", "annotation-only"]) api.deletePod("default", name, { gracePeriodSeconds: 0 });
+    try {
+      await waitRules("both rules", ["default/annotation-only 10.244.0.32", "default/spec-locked 10.244.0.31"]);
+      expect(await dropped()).to.deep.equal(["10.244.0.32/32", "10.244.0.31/32"]);
+      api.updatePod("default", "spec-locked", { metadata: { annotations: { [A]: null } } });
+      api.updatePod("default", "annotation-only", { metadata: { annotations: { [A]: null } } });
+      await waitRules("only the pod without the lock's init container to lose its rule", ["default/spec-locked 10.244.0.31"]);
+      expect(await dropped()).to.deep.equal(["10.244.0.31/32"]);
+      const seen = pw!.logs.length;
+      api.updatePod("default", "spec-locked", { metadata: { annotations: { [A]: "false" } } });
+      let at = -1;
+      await waitFor("the update to \"false\"", () => (at = pw!.logs.findIndex((l, i) => i >= seen && l.msg === "pod event" && l.verb === "update" && l.pod === "default/spec-locked")) >= 0, 5_000);
+      await waitFor("a pass after it", () => pw!.logs.some((l, i) => i > at && l.msg === "reconciled"), 5_000);
+      expect(await rules()).to.deep.equal(["default/spec-locked 10.244.0.31"]);
+      expect(await dropped()).to.deep.equal(["10.244.0.31/32"]);
+    } finally {
+      for (const name of ["spec-locked", "annotation-only"]) api.deletePod("default", name, { gracePeriodSeconds: 0 });
+    }
     await waitRules("both gone", []);
     expect(await dropped()).to.deep.equal([]);
   });
