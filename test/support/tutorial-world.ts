@@ -278,10 +278,14 @@ export class TutorialWorld {
     await this.startProxy(options.proxyArgs);
   }
 
-  async startPodwatch(): Promise<Proc> {
+  async startPodwatch(extra: string[] = []): Promise<Proc> {
     // Outside a cluster the client finds the API through KUBECONFIG. The resync is longer than any
     // suite, so what the tests see follows from pod events (the chart's 60s would hide a lost event).
-    this.podwatch = this.spawn(this.node, process.execPath, [PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", "8080", "--resync", "10m", "--metrics-port", "9091"], { KUBECONFIG: this.kubeconfig });
+    // The lock's init container is named as this world's pods name it; the resolver is the chart's lock.allowDns.
+    this.podwatch = this.spawn(this.node, process.execPath, [
+      PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", "8080", "--resync", "10m", "--metrics-port", "9091",
+      "--init-container", SIDECAR_INIT_CONTAINER, "--allow-dns", DNS_IP, ...extra,
+    ], { KUBECONFIG: this.kubeconfig });
     return this.podwatch;
   }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { DEFAULT_ANNOTATION, DEFAULT_METRICS_PORT, DEFAULT_PROXY_PORT, DEFAULT_RESYNC, parseConfig, type RawOptions } from "./config.ts";
+import { DEFAULT_ANNOTATION, DEFAULT_INIT_CONTAINER, DEFAULT_METRICS_PORT, DEFAULT_PROXY_PORT, DEFAULT_RESYNC, parseConfig, type RawOptions } from "./config.ts";
 import { startPodwatch } from "./controller.ts";
 import { PodwatchError } from "./errors.ts";
 
@@ -9,12 +9,18 @@ const collect = (value: string, previous: string[] | undefined): string[] => [..
 
 const program = new Command("tproxy-podwatch")
   .description(
-    "Keeps the nat chain TPROXY-REDIRECT of this node exactly right: one REDIRECT to the transparent " +
-      "proxy per IP of each annotated, live (pending, running or terminating) pod of this node.\n\nKubernetes access: KUBECONFIG, ~/.kube/config " +
+    "Keeps two chains of this node exactly right for each IP of its locked, live (pending, running or " +
+      "terminating) pods: nat TPROXY-REDIRECT (80/443 to the transparent proxy) and filter TPROXY-ENFORCE " +
+      "(from INPUT and FORWARD: drop what is neither redirected, nor allowed DNS, nor the standard port, nor a " +
+      "reply). A pod is locked when annotated \"true\" or when its spec has the lock's init container." +
+      "\n\nKubernetes access: KUBECONFIG, ~/.kube/config " +
       "or the in-cluster service account. Log level: env TPROXY_LOG_LEVEL (default info).",
   )
   .addOption(new Option("--node-name <name>", "this node's name (required)").env("NODE_NAME"))
   .addOption(new Option("--annotation <key>", 'opt-in pod annotation (value must be "true")').env("TPROXY_ANNOTATION").default(DEFAULT_ANNOTATION))
+  .addOption(new Option("--init-container <name>", "init container whose presence in a pod's spec locks the pod, whatever its annotations").env("TPROXY_INIT_CONTAINER").default(DEFAULT_INIT_CONTAINER))
+  .addOption(new Option("--allow-dns <ip>", "resolver locked pods may query (udp/tcp 53); repeat for more (env: comma-separated); default: port 53 to any address").env("TPROXY_ALLOW_DNS").argParser(collect))
+  .addOption(new Option("--standard-port <port>", "standard-mode proxy port on this node that locked pods may reach; default none").env("TPROXY_STANDARD_PORT"))
   .addOption(new Option("--namespace <ns>", "watch only this namespace; repeat for more (env: comma-separated); default all").env("TPROXY_NAMESPACES").argParser(collect))
   .addOption(new Option("--proxy-port <port>", "transparent proxy port to redirect to").env("TPROXY_PROXY_PORT").default(String(DEFAULT_PROXY_PORT)))
   .addOption(new Option("--resync <duration>", "period of the full resync that repairs drift").env("TPROXY_RESYNC").default(DEFAULT_RESYNC))

@@ -1,16 +1,29 @@
 // Command-line flags and environment → one frozen, validated configuration.
+import { canonicalIp } from "./desired.ts";
 import { ConfigError } from "./errors.ts";
 
 export const DEFAULT_ANNOTATION = "initializer.kubernetes.io/tproxy";
 export const DEFAULT_PROXY_PORT = 8080;
 export const DEFAULT_RESYNC = "60s";
 export const DEFAULT_METRICS_PORT = 9091;
+/** The name the chart's init container snippet gives the lock. */
+export const DEFAULT_INIT_CONTAINER = "tproxy";
 
 export interface PodwatchConfig {
   /** This node's name (`spec.nodeName` of the pods to watch). Flag `--node-name`, env `NODE_NAME`; required. */
   readonly nodeName: string;
   /** Opt-in annotation key; its value must be `"true"`. Default `initializer.kubernetes.io/tproxy`. */
   readonly annotation: string;
+  /**
+   * Name of the lock's init container; a pod whose spec has one of this name is locked whatever its
+   * annotations say (`spec.initContainers` cannot change). Flag `--init-container`, env
+   * `TPROXY_INIT_CONTAINER`; default `tproxy`.
+   */
+  readonly initContainer: string;
+  /** Resolvers locked pods may query, canonical; empty (default): port 53 to any address. */
+  readonly allowDns: readonly string[];
+  /** Standard-mode proxy port on the node that locked pods may reach; default none. */
+  readonly standardPort: number | undefined;
   /** Namespaces to watch; empty (default) watches all. */
   readonly namespaces: readonly string[];
   /** Transparent proxy port the rules redirect to; default 8080. */
@@ -25,6 +38,9 @@ export interface PodwatchConfig {
 export interface RawOptions {
   nodeName?: string;
   annotation?: string;
+  initContainer?: string;
+  allowDns?: readonly string[] | string;
+  standardPort?: string | number;
   namespace?: readonly string[] | string;
   proxyPort?: string | number;
   resync?: string;
@@ -45,6 +61,19 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
     throw new ConfigError(`--annotation ${JSON.stringify(annotation)} is not a valid annotation key (expected [prefix/]name, e.g. ${DEFAULT_ANNOTATION})`);
   }
 
+  const initContainer = (raw.initContainer ?? DEFAULT_INIT_CONTAINER).trim();
+  if (!DNS_LABEL.test(initContainer)) {
+    throw new ConfigError(`--init-container ${JSON.stringify(raw.initContainer)} is not a valid container name (lower-case DNS label expected, e.g. ${DEFAULT_INIT_CONTAINER})`);
+  }
+
+  const dnsValues = typeof raw.allowDns === "string" ? [raw.allowDns] : (raw.allowDns ?? []);
+  const allowDns: string[] = [];
+  for (const v of dnsValues.flatMap((d) => d.split(",")).map((d) => d.trim()).filter((d) => d !== "")) {
+    const ip = canonicalIp(v);
+    if (!ip) throw new ConfigError(`--allow-dns ${JSON.stringify(v)} is not an IP address (expected e.g. 10.96.0.10 or fd00::a)`);
+    if (!allowDns.includes(ip.ip)) allowDns.push(ip.ip);
+  }
+
   const nsValues = typeof raw.namespace === "string" ? [raw.namespace] : (raw.namespace ?? []);
   const namespaces = [...new Set(nsValues.flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== ""))];
   for (const ns of namespaces) {
@@ -54,6 +83,9 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
   return Object.freeze({
     nodeName,
     annotation,
+    initContainer,
+    allowDns: Object.freeze(allowDns),
+    standardPort: raw.standardPort === undefined || String(raw.standardPort).trim() === "" ? undefined : parsePort("--standard-port", raw.standardPort, 1),
     namespaces: Object.freeze(namespaces),
     proxyPort: parsePort("--proxy-port", raw.proxyPort ?? DEFAULT_PROXY_PORT, 1),
     resyncMs: parseDuration("--resync", raw.resync ?? DEFAULT_RESYNC),

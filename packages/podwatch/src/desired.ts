@@ -16,6 +16,12 @@ export interface Redirect {
 export interface SelectOptions {
   /** Annotation key whose value must be exactly `"true"`. */
   readonly annotation: string;
+  /**
+   * Name of the lock's init container (the chart's snippet names it `tproxy`). A pod whose
+   * `spec.initContainers` has a container of this name is locked whatever its annotations say: the
+   * list cannot change for the pod's lifetime, while its annotations can. Default: none (annotation only).
+   */
+  readonly initContainer?: string;
   /** When set, pods bound to another node are ignored (the watch's field selector already ensures it). */
   readonly nodeName?: string;
 }
@@ -53,12 +59,24 @@ function createdAt(pod: V1Pod): number {
 }
 
 /**
- * Computes the redirects this node needs: pods that carry `annotation: "true"`, have an IP, are not in
- * a terminal phase and do not use the host network. A Pending pod with an IP counts (its init
+ * True when the pod is locked: it carries `annotation: "true"`, or its spec has the lock's init
+ * container (matched by name only, not by image: images are mirrored and renamed, and a pod wrongly
+ * counted as locked only has its web traffic filtered, while one wrongly counted as unlocked escapes).
+ */
+export function isLocked(pod: V1Pod, opts: Pick<SelectOptions, "annotation" | "initContainer">): boolean {
+  if (pod.metadata?.annotations?.[opts.annotation] === "true") return true;
+  const name = opts.initContainer;
+  return name !== undefined && (pod.spec?.initContainers ?? []).some((c) => c.name === name);
+}
+
+/**
+ * Computes the redirects this node needs: locked pods (see `isLocked`) that have an IP, are not in a
+ * terminal phase and do not use the host network. A Pending pod with an IP counts (its init
  * containers run then and wait for the redirect); so does a terminating one (`deletionTimestamp` set):
- * its containers run, and send, until they stop, and the rule goes when the pod is deleted. When two live pods claim one IP (a stale cache
- * entry next to the pod that reuses the address), the newer pod owns it: an unannotated newcomer
- * therefore takes the rule away. The result is sorted, so equal inputs render equal rules.
+ * its containers run, and send, until they stop, and the rule goes when the pod is deleted. When
+ * several live pods claim one IP (a stale cache entry next to the pod that reuses the address), a
+ * locked claim wins (fail closed): the address keeps its rule until no locked pod claims it; among
+ * locked claims the newest names the rule. The result is sorted, so equal inputs render equal rules.
  */
 export function selectRedirects(pods: Iterable<V1Pod>, opts: SelectOptions): Redirect[] {
   const owners = new Map<string, { pod: V1Pod; family: Family }>();
@@ -66,6 +84,7 @@ export function selectRedirects(pods: Iterable<V1Pod>, opts: SelectOptions): Red
     if (opts.nodeName !== undefined && pod.spec?.nodeName !== opts.nodeName) continue;
     if (pod.spec?.hostNetwork === true) continue;
     if (TERMINAL_PHASES.has(pod.status?.phase ?? "")) continue;
+    if (!isLocked(pod, opts)) continue;
     for (const raw of podIps(pod)) {
       const addr = canonicalIp(raw);
       if (!addr) continue;
@@ -74,10 +93,7 @@ export function selectRedirects(pods: Iterable<V1Pod>, opts: SelectOptions): Red
     }
   }
   const out: Redirect[] = [];
-  for (const [ip, { pod, family }] of owners) {
-    if (pod.metadata?.annotations?.[opts.annotation] !== "true") continue;
-    out.push({ ip, family, pod: podKey(pod) });
-  }
+  for (const [ip, { pod, family }] of owners) out.push({ ip, family, pod: podKey(pod) });
   return out.sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
 }
 

@@ -1,13 +1,15 @@
-export { parseConfig, parseDuration, DEFAULT_ANNOTATION, DEFAULT_PROXY_PORT, DEFAULT_RESYNC, DEFAULT_METRICS_PORT } from "./config.ts";
+export { parseConfig, parseDuration, DEFAULT_ANNOTATION, DEFAULT_INIT_CONTAINER, DEFAULT_PROXY_PORT, DEFAULT_RESYNC, DEFAULT_METRICS_PORT } from "./config.ts";
 export type { PodwatchConfig, RawOptions } from "./config.ts";
 export { startPodwatch } from "./controller.ts";
 export type { Podwatch, PodwatchDeps } from "./controller.ts";
-export { selectRedirects, canonicalIp, podIps, podKey } from "./desired.ts";
+export { selectRedirects, isLocked, canonicalIp, podIps, podKey } from "./desired.ts";
 export type { Family, Redirect, SelectOptions } from "./desired.ts";
 export { CHAIN, JUMP_RULE, DEFAULT_PORTS, renderRule, renderChain, parseNatSave, planFamily, describeRule } from "./rules.ts";
 export type { KernelChain, FamilyPlan, RenderOptions } from "./rules.ts";
+export { ENFORCE_CHAIN, ENFORCE_HOOKS, ID_PREFIX, ruleId, renderEnforce, parseFilterSave, planEnforce } from "./enforce.ts";
+export type { EnforceOptions, EnforceHook, KernelEnforce, EnforcePlan } from "./enforce.ts";
 export { ExecIptables } from "./iptables.ts";
-export type { IptablesRunner, ExecIptablesOptions } from "./iptables.ts";
+export type { IptablesRunner, ExecIptablesOptions, Table } from "./iptables.ts";
 export { Reconciler } from "./reconciler.ts";
 export type { ReconcilerOptions, ReconcileResult } from "./reconciler.ts";
 export { PodWatcher } from "./watcher.ts";

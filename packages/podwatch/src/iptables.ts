@@ -3,10 +3,13 @@ import { spawn } from "node:child_process";
 import { IptablesError } from "./errors.ts";
 import type { Family } from "./desired.ts";
 
-/** Reads and writes the nat table of one address family. */
+/** The tables podwatch keeps a chain in: nat (`TPROXY-REDIRECT`) and filter (`TPROXY-ENFORCE`). */
+export type Table = "nat" | "filter";
+
+/** Reads and writes the tables of one address family. */
 export interface IptablesRunner {
-  /** `iptables-save -t nat` output. */
-  save(family: Family): Promise<string>;
+  /** `iptables-save -t TABLE` output (default nat). */
+  save(family: Family, table?: Table): Promise<string>;
   /** Feeds `input` to `iptables-restore --noflush` (one kernel transaction). */
   restore(family: Family, input: string): Promise<void>;
 }
@@ -33,8 +36,8 @@ export class ExecIptables implements IptablesRunner {
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
   }
 
-  async save(family: Family): Promise<string> {
-    return this.#exec(`${this.#stems[family]}-save`, ["-t", "nat"]);
+  async save(family: Family, table: Table = "nat"): Promise<string> {
+    return this.#exec(`${this.#stems[family]}-save`, ["-t", table]);
   }
 
   async restore(family: Family, input: string): Promise<void> {

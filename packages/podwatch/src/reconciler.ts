@@ -3,7 +3,8 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { Backoff, type Clock, type Timer } from "./clock.ts";
-import { selectRedirects, type Family } from "./desired.ts";
+import { selectRedirects, type Family, type Redirect } from "./desired.ts";
+import { parseFilterSave, planEnforce, renderEnforce } from "./enforce.ts";
 import { IptablesError } from "./errors.ts";
 import type { IptablesRunner } from "./iptables.ts";
 import type { Metrics } from "./metrics.ts";
@@ -18,7 +19,13 @@ export interface ReconcilerOptions {
   readonly metrics?: Metrics;
   /** Opt-in annotation key. */
   readonly annotation: string;
+  /** Name of the lock's init container: a pod whose spec has it is locked whatever its annotations. */
+  readonly initContainer?: string;
   readonly nodeName?: string;
+  /** Resolvers locked pods may query (canonical IPs); empty: port 53 anywhere. Default empty. */
+  readonly allowDns?: readonly string[];
+  /** Standard-mode proxy port on the node that locked pods may reach; default none. */
+  readonly standardPort?: number;
   /** Transparent proxy port. */
   readonly proxyPort: number;
   /** Redirected destination ports; default 80, 443. */
@@ -147,46 +154,18 @@ export class Reconciler {
 
   /** One pass, whatever the timers say. Never throws: failures are logged, counted and returned. */
   async reconcileOnce(): Promise<ReconcileResult> {
-    const { log, metrics, runner } = this.#o;
+    const { log, metrics } = this.#o;
     const t0 = this.#o.clock.now();
     this.#passes += 1;
-    const redirects = selectRedirects(this.#o.pods(), { annotation: this.#o.annotation, nodeName: this.#o.nodeName });
+    const redirects = selectRedirects(this.#o.pods(), { annotation: this.#o.annotation, initContainer: this.#o.initContainer, nodeName: this.#o.nodeName });
     metrics?.podsSelected.set(redirects.length);
     const changed: Family[] = [];
     const errors: string[] = [];
     for (const family of this.#families) {
-      const wanted = renderChain(redirects, family, { proxyPort: this.#o.proxyPort, ports: this.#o.ports });
-      let kernelText: string;
-      try {
-        kernelText = await runner.save(family);
-      } catch (err) {
-        if (wanted.length === 0 && family === "ipv6") {
-          // A node without IPv6 nat has nothing of ours to keep right while no pod has an IPv6 address.
-          log.debug({ family, err: message(err) }, "nat table unreadable, nothing wanted: skipped");
-          continue;
-        }
-        metrics?.applyErrors.inc({ family });
-        errors.push(message(err));
-        log.error({ family, err: message(err), stderr: stderrOf(err) }, "reading the nat table failed");
-        continue;
-      }
-      try {
-        const plan = planFamily(parseNatSave(kernelText), wanted);
-        if (plan) {
-          await runner.restore(family, plan.input);
-          changed.push(family);
-          metrics?.applies.inc({ family });
-          for (const rule of plan.added) log.info({ family, ...describeRule(rule) }, "redirect added");
-          for (const rule of plan.removed) log.info({ family, ...describeRule(rule) }, "redirect removed");
-          if (plan.jumpRepaired) log.info({ family }, "PREROUTING jump repaired");
-          if (plan.added.length === 0 && plan.removed.length === 0 && !plan.jumpRepaired) log.info({ family }, "chain rewritten");
-        }
-        metrics?.rules.set({ family }, wanted.length);
-      } catch (err) {
-        metrics?.applyErrors.inc({ family });
-        errors.push(message(err));
-        log.error({ family, err: message(err), stderr: stderrOf(err) }, "applying the chain failed");
-      }
+      // The node's filter first: a pod newly locked is held to the lock's ports before its redirect exists.
+      const enforced = await this.#applyEnforce(family, redirects, errors);
+      const nat = await this.#applyNat(family, redirects, errors);
+      if (enforced || nat) changed.push(family);
     }
     const ok = errors.length === 0;
     this.#lastOk = ok;
@@ -196,6 +175,70 @@ export class Reconciler {
     metrics?.applyDuration.observe(seconds);
     log.debug({ ok, changed, redirects: redirects.length, ms: Math.round(seconds * 1000) }, "reconciled");
     return { ok, changed, redirects: redirects.length };
+  }
+
+  /** Reads the table, plans, applies; true when something was written. Failures go to `errors`. */
+  async #applyNat(family: Family, redirects: readonly Redirect[], errors: string[]): Promise<boolean> {
+    const { log, metrics, runner } = this.#o;
+    const wanted = renderChain(redirects, family, { proxyPort: this.#o.proxyPort, ports: this.#o.ports });
+    const kernelText = await this.#read(family, "nat", wanted.length, errors);
+    if (kernelText === undefined) return false;
+    try {
+      const plan = planFamily(parseNatSave(kernelText), wanted);
+      if (plan) {
+        await runner.restore(family, plan.input);
+        metrics?.applies.inc({ family });
+        for (const rule of plan.added) log.info({ family, ...describeRule(rule) }, "redirect added");
+        for (const rule of plan.removed) log.info({ family, ...describeRule(rule) }, "redirect removed");
+        if (plan.jumpRepaired) log.info({ family }, "PREROUTING jump repaired");
+        if (plan.added.length === 0 && plan.removed.length === 0 && !plan.jumpRepaired) log.info({ family }, "chain rewritten");
+      }
+      metrics?.rules.set({ family }, wanted.length);
+      return plan !== undefined;
+    } catch (err) {
+      this.#failed(family, "applying the chain failed", err, errors);
+      return false;
+    }
+  }
+
+  async #applyEnforce(family: Family, redirects: readonly Redirect[], errors: string[]): Promise<boolean> {
+    const { log, metrics, runner } = this.#o;
+    const wanted = renderEnforce(redirects, family, { proxyPort: this.#o.proxyPort, allowDns: this.#o.allowDns ?? [], standardPort: this.#o.standardPort });
+    const kernelText = await this.#read(family, "filter", wanted.length, errors);
+    if (kernelText === undefined) return false;
+    try {
+      const plan = planEnforce(parseFilterSave(kernelText), wanted);
+      if (plan) {
+        await runner.restore(family, plan.input);
+        metrics?.enforceApplies.inc({ family });
+        log.info({ family, added: plan.added, removed: plan.removed, jumpsRepaired: plan.jumpsRepaired }, "enforce chain rewritten");
+      }
+      metrics?.enforceRules.set({ family }, wanted.length);
+      return plan !== undefined;
+    } catch (err) {
+      this.#failed(family, "applying the enforce chain failed", err, errors);
+      return false;
+    }
+  }
+
+  async #read(family: Family, table: "nat" | "filter", wanted: number, errors: string[]): Promise<string | undefined> {
+    try {
+      return await this.#o.runner.save(family, table);
+    } catch (err) {
+      if (wanted === 0 && family === "ipv6") {
+        // A node without IPv6 tables has nothing of ours to keep right while no pod has an IPv6 address.
+        this.#o.log.debug({ family, table, err: message(err) }, "table unreadable, nothing wanted: skipped");
+        return undefined;
+      }
+      this.#failed(family, `reading the ${table} table failed`, err, errors);
+      return undefined;
+    }
+  }
+
+  #failed(family: Family, what: string, err: unknown, errors: string[]): void {
+    this.#o.metrics?.applyErrors.inc({ family });
+    errors.push(message(err));
+    this.#o.log.error({ family, err: message(err), stderr: stderrOf(err) }, what);
   }
 }
 

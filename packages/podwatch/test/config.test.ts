@@ -8,6 +8,9 @@ describe("podwatch config", () => {
     expect(c).to.deep.equal({
       nodeName: "node-a",
       annotation: "initializer.kubernetes.io/tproxy",
+      initContainer: "tproxy",
+      allowDns: [],
+      standardPort: undefined,
       namespaces: [],
       proxyPort: 8080,
       resyncMs: 60_000,
@@ -22,6 +25,17 @@ describe("podwatch config", () => {
     expect(c.metricsPort).to.equal(0);
     expect(c.proxyPort).to.equal(3129);
     expect(c.resyncMs).to.equal(90_000);
+  });
+
+  it("takes the lock's init container name, resolvers (repeated, comma-separated, canonicalised) and the standard port", () => {
+    const c = parseConfig({ nodeName: "n", initContainer: "sidecar-init", allowDns: ["10.96.0.10,FD00:96:0::A", "10.96.0.10"], standardPort: "1080" });
+    expect(c.initContainer).to.equal("sidecar-init");
+    expect(c.allowDns).to.deep.equal(["10.96.0.10", "fd00:96::a"]);
+    expect(c.standardPort).to.equal(1080);
+    expect(parseConfig({ nodeName: "n", allowDns: "10.0.0.53", standardPort: "" })).to.include({ standardPort: undefined });
+    expect(() => parseConfig({ nodeName: "n", allowDns: ["10.0.0.300"] })).to.throw(ConfigError, '--allow-dns "10.0.0.300" is not an IP address');
+    expect(() => parseConfig({ nodeName: "n", initContainer: "Bad_Name" })).to.throw(ConfigError, '--init-container "Bad_Name" is not a valid container name');
+    expect(() => parseConfig({ nodeName: "n", standardPort: "70000" })).to.throw(ConfigError, '--standard-port "70000" is not a port');
   });
 
   it("names the flag, the value and what was expected on bad input", () => {

@@ -3,7 +3,8 @@ import type { V1Pod } from "@kubernetes/client-node";
 import { pino } from "pino";
 import type { Clock, Timer } from "../src/clock.ts";
 import type { Family } from "../src/desired.ts";
-import type { IptablesRunner } from "../src/iptables.ts";
+import type { IptablesRunner, Table } from "../src/iptables.ts";
+import { ENFORCE_CHAIN } from "../src/enforce.ts";
 import { IptablesError } from "../src/errors.ts";
 import { CHAIN } from "../src/rules.ts";
 
@@ -16,6 +17,8 @@ export function pod(p: {
   ip?: string | string[];
   annotated?: boolean;
   annotations?: Record<string, string>;
+  /** Names of `spec.initContainers`. */
+  initContainers?: string[];
   phase?: string;
   hostNetwork?: boolean;
   created?: string;
@@ -30,7 +33,11 @@ export function pod(p: {
       creationTimestamp: new Date(p.created ?? "2026-01-01T00:00:00Z"),
       annotations: { ...(p.annotated === false ? {} : { [ANNOTATION]: "true" }), ...(p.annotations ?? {}) },
     },
-    spec: { nodeName: p.node ?? "node-a", containers: [], ...(p.hostNetwork ? { hostNetwork: true } : {}) },
+    spec: {
+      nodeName: p.node ?? "node-a",
+      containers: [],
+      ...(p.initContainers ? { initContainers: p.initContainers.map((name) => ({ name, image: "tproxy/sidecar-init:0.1.0" })) } : {}),
+      ...(p.hostNetwork ? { hostNetwork: true } : {}) },
     status: { phase: p.phase ?? "Running", ...(ips.length > 0 ? { podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) } : {}) },
   };
 }
@@ -77,6 +84,13 @@ export async function settle(): Promise<void> {
   for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
+/** The filter table's part podwatch touches: the hooks' rules and our chain (`-A ...` lines). */
+export interface FakeFilter {
+  input: string[];
+  forward: string[];
+  chain: string[] | undefined;
+}
+
 /**
  * An in-memory nat table that speaks `iptables-save` / `iptables-restore --noflush` for the few commands
  * podwatch sends, and records every restore input.
@@ -88,15 +102,36 @@ export class FakeIptables implements IptablesRunner {
     ipv4: { prerouting: [], chain: undefined, other: [] },
     ipv6: { prerouting: [], chain: undefined, other: [] },
   };
-  /** Number of upcoming restores (or saves) to fail. */
+  readonly filters: Record<Family, FakeFilter> = {
+    ipv4: { input: [], forward: [], chain: undefined },
+    ipv6: { input: [], forward: [], chain: undefined },
+  };
+  /** Number of upcoming nat restores (or saves of either table) to fail. */
   failRestores = 0;
+  /** Number of upcoming filter restores to fail. */
+  failFilterRestores = 0;
   failSaves = 0;
 
-  async save(family: Family): Promise<string> {
+  async save(family: Family, table: Table = "nat"): Promise<string> {
     this.saves.push(family);
     if (this.failSaves > 0) {
       this.failSaves -= 1;
-      throw new IptablesError(`${family}-save -t nat`, 1, "iptables-save: fake failure");
+      throw new IptablesError(`${family}-save -t ${table}`, 1, "iptables-save: fake failure");
+    }
+    if (table === "filter") {
+      const f = this.filters[family];
+      return [
+        "*filter",
+        ":INPUT ACCEPT [0:0]",
+        ":FORWARD ACCEPT [0:0]",
+        ":OUTPUT ACCEPT [0:0]",
+        ...(f.chain ? [`:${ENFORCE_CHAIN} - [0:0]`] : []),
+        ...f.input.map((r) => `-A INPUT ${r}`),
+        ...f.forward.map((r) => `-A FORWARD ${r}`),
+        ...(f.chain ?? []),
+        "COMMIT",
+        "",
+      ].join("\n");
     }
     const t = this.tables[family];
     return [
@@ -117,12 +152,17 @@ export class FakeIptables implements IptablesRunner {
 
   async restore(family: Family, input: string): Promise<void> {
     this.restores.push({ family, input });
-    if (this.failRestores > 0) {
+    if (input.startsWith("*filter\n") && this.failFilterRestores > 0) {
+      this.failFilterRestores -= 1;
+      throw new IptablesError(`${family}-restore -w --noflush`, 4, "iptables-restore: line 5 failed (filter)");
+    }
+    if (input.startsWith("*nat\n") && this.failRestores > 0) {
       this.failRestores -= 1;
       throw new IptablesError(`${family}-restore -w --noflush`, 2, "iptables-restore: line 3 failed");
     }
     // Like iptables-restore: one transaction on a copy; any failing line (such as `-D` of a rule that is
     // not there: "Bad rule (does a matching rule exist in that chain?)") leaves the table untouched.
+    if (input.startsWith("*filter\n")) return this.#restoreFilter(family, input);
     const t = this.tables[family];
     const next = { prerouting: [...t.prerouting], chain: t.chain ? [...t.chain] : undefined };
     const lines = input.split("\n");
@@ -142,6 +182,35 @@ export class FakeIptables implements IptablesRunner {
     }
     t.prerouting = next.prerouting;
     t.chain = next.chain;
+  }
+
+  #restoreFilter(family: Family, input: string): void {
+    const f = this.filters[family];
+    const next: FakeFilter = { input: [...f.input], forward: [...f.forward], chain: f.chain ? [...f.chain] : undefined };
+    const fail = (n: number, why: string) => new IptablesError(`${family}-restore -w --noflush`, 1, `iptables-restore: line ${n + 1} failed: ${why}`);
+    for (const [n, line] of input.split("\n").entries()) {
+      const hook = /^-([ID]) (INPUT|FORWARD) (?:1 )?(.*)$/.exec(line);
+      if (line === `:${ENFORCE_CHAIN} - [0:0]`) next.chain = [];
+      else if (line.startsWith(`-A ${ENFORCE_CHAIN} `)) {
+        if (!next.chain) throw fail(n, `Chain '${ENFORCE_CHAIN}' does not exist`);
+        next.chain.push(line);
+      } else if (hook) {
+        const list = hook[2] === "INPUT" ? next.input : next.forward;
+        const spec = hook[3] ?? "";
+        if (hook[1] === "I") list.unshift(spec);
+        else {
+          const i = list.indexOf(spec);
+          if (i < 0) throw fail(n, "Bad rule (does a matching rule exist in that chain?).");
+          list.splice(i, 1);
+        }
+      }
+    }
+    this.filters[family] = next;
+  }
+
+  /** The nat transactions only (what the REDIRECT chain went through). */
+  natRestores(family: Family = "ipv4"): Array<{ family: Family; input: string }> {
+    return this.restores.filter((r) => r.family === family && r.input.startsWith("*nat\n"));
   }
 
   /** Flushes our chain by hand (as `iptables -t nat -F TPROXY-REDIRECT` would). */

@@ -99,6 +99,12 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     });
   }
 
+  /** Sources the enforce chain drops, in kernel order (IPv4). */
+  async function dropped(where: Netns = node): Promise<string[]> {
+    const text = await where.must("iptables-save", ["-t", "filter"]);
+    return [...text.matchAll(/^-A TPROXY-ENFORCE -s (\S+) .*-j DROP$/gm)].map((m) => m[1] ?? "");
+  }
+
   async function jumps(): Promise<string[]> {
     return [...parseNatSave(await node.must("iptables-save", ["-t", "nat"])).jumps];
   }
@@ -230,14 +236,40 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     await waitRules("all gone", []);
   });
 
-  it("takes the rule away when a pod's IP is reused by a new unannotated pod while the old one terminates", async () => {
+  it("keeps a reused IP's rule while a locked pod still claims it (fail closed), and drops it when that pod is gone", async () => {
     api.createPod({ name: "first", nodeName: "node-a", annotations: ON, podIP: "10.244.0.30" });
     await waitRules("first's rule", ["default/first 10.244.0.30"]);
     api.deletePod("default", "first"); // graceful: still in the cache while the address is handed out again
     api.createPod({ name: "second", nodeName: "node-a", podIP: "10.244.0.30" });
-    await waitRules("the reused IP to lose its rule", []);
+    await passAfterEvent(pw!, "add", "default/second");
+    expect(await rules()).to.deep.equal(["default/first 10.244.0.30"]);
     api.deletePod("default", "first", { gracePeriodSeconds: 0 });
+    await waitRules("the reused IP to lose its rule once no locked pod claims it", []);
     api.deletePod("default", "second", { gracePeriodSeconds: 0 });
+  });
+
+  it("keeps a pod locked whose spec has the lock's init container when its annotation is removed or set to \"false\": redirect and enforce rules stay", async () => {
+    api.createPod({ name: "spec-locked", nodeName: "node-a", annotations: ON, initContainers: ["tproxy"], podIP: "10.244.0.31" });
+    api.createPod({ name: "annotation-only", nodeName: "node-a", annotations: ON, initContainers: ["migrate"], podIP: "10.244.0.32" });
+    try {
+      await waitRules("both rules", ["default/annotation-only 10.244.0.32", "default/spec-locked 10.244.0.31"]);
+      expect(await dropped()).to.deep.equal(["10.244.0.32/32", "10.244.0.31/32"]);
+      api.updatePod("default", "spec-locked", { metadata: { annotations: { [A]: null } } });
+      api.updatePod("default", "annotation-only", { metadata: { annotations: { [A]: null } } });
+      await waitRules("only the pod without the lock's init container to lose its rule", ["default/spec-locked 10.244.0.31"]);
+      expect(await dropped()).to.deep.equal(["10.244.0.31/32"]);
+      const seen = pw!.logs.length;
+      api.updatePod("default", "spec-locked", { metadata: { annotations: { [A]: "false" } } });
+      let at = -1;
+      await waitFor("the update to \"false\"", () => (at = pw!.logs.findIndex((l, i) => i >= seen && l.msg === "pod event" && l.verb === "update" && l.pod === "default/spec-locked")) >= 0, 5_000);
+      await waitFor("a pass after it", () => pw!.logs.some((l, i) => i > at && l.msg === "reconciled"), 5_000);
+      expect(await rules()).to.deep.equal(["default/spec-locked 10.244.0.31"]);
+      expect(await dropped()).to.deep.equal(["10.244.0.31/32"]);
+    } finally {
+      for (const name of ["spec-locked", "annotation-only"]) api.deletePod("default", name, { gracePeriodSeconds: 0 });
+    }
+    await waitRules("both gone", []);
+    expect(await dropped()).to.deep.equal([]);
   });
 
   it("redirects IPv6 pod addresses with ip6tables", async () => {
@@ -273,7 +305,9 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
   it("takes every flag from its environment variable, as --help lists them", async () => {
     const help = await must(process.execPath, [CLI, "--help"]);
     const listed = [...help.matchAll(/env:\s+([A-Z][A-Z_]+)\)/g)].map((m) => m[1]).sort();
-    expect(listed).to.deep.equal(["NODE_NAME", "TPROXY_ANNOTATION", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_RESYNC"]);
+    expect(listed).to.deep.equal([
+      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_INIT_CONTAINER", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
+    ]);
 
     const other = await otherNode();
     const fromEnv = await launch({
@@ -282,6 +316,9 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       env: {
         NODE_NAME: "node-env",
         TPROXY_ANNOTATION: "example.com/locked",
+        TPROXY_INIT_CONTAINER: "lock",
+        TPROXY_ALLOW_DNS: "10.96.0.10,10.96.0.11",
+        TPROXY_STANDARD_PORT: "1080",
         TPROXY_NAMESPACES: "env-a,env-b",
         TPROXY_PROXY_PORT: "3129",
         TPROXY_RESYNC: "500ms",
@@ -297,15 +334,20 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       api.createPod({ name: "default-key", namespace: "env-a", nodeName: "node-env", annotations: ON, podIP: "10.246.0.3" });
       api.createPod({ name: "other-ns", namespace: "env-c", nodeName: "node-env", annotations: custom, podIP: "10.246.0.4" });
       api.createPod({ name: "other-node", namespace: "env-a", nodeName: "node-a", annotations: custom, podIP: "10.246.0.5" });
-      await waitRules("rules of env-a and env-b with the custom key", ["env-a/yes 10.246.0.1", "env-b/yes 10.246.0.2"], "ipv4", 5_000, other.node);
+      api.createPod({ name: "init", namespace: "env-b", nodeName: "node-env", initContainers: ["lock"], podIP: "10.246.0.6" });
+      await waitRules("rules of env-a and env-b with the custom key and init container", ["env-a/yes 10.246.0.1", "env-b/init 10.246.0.6", "env-b/yes 10.246.0.2"], "ipv4", 5_000, other.node);
+      const filter = await other.node.must("iptables-save", ["-t", "filter"]);
+      expect(filter).to.match(/^-A TPROXY-ENFORCE -s 10\.246\.0\.1\/32 -p udp -m conntrack --ctorigdst 10\.96\.0\.11 --ctorigdstport 53 -m comment .*-j RETURN$/m);
+      expect(filter).to.match(/^-A TPROXY-ENFORCE -s 10\.246\.0\.1\/32 -p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -m comment .*-j RETURN$/m);
+      expect(filter).to.match(/^-A TPROXY-ENFORCE -s 10\.246\.0\.1\/32 -p tcp -m tcp --dport 3129 -m conntrack --ctstate DNAT -m comment .*-j RETURN$/m);
       const save = await other.node.must("iptables-save", ["-t", "nat"]);
       expect(save).to.include('-A TPROXY-REDIRECT -s 10.246.0.1/32 -p tcp -m multiport --dports 80,443 -m comment --comment "env-a/yes" -j REDIRECT --to-ports 3129');
       // TPROXY_RESYNC: a hand-flushed chain comes back with no pod event at all.
       await other.node.must("iptables", ["-t", "nat", "-F", "TPROXY-REDIRECT"]);
-      await waitRules("the 500ms resync to repair the chain", ["env-a/yes 10.246.0.1", "env-b/yes 10.246.0.2"], "ipv4", 5_000, other.node);
+      await waitRules("the 500ms resync to repair the chain", ["env-a/yes 10.246.0.1", "env-b/init 10.246.0.6", "env-b/yes 10.246.0.2"], "ipv4", 5_000, other.node);
     } finally {
       await halt(fromEnv);
-      for (const [ns, name] of [["env-a", "yes"], ["env-b", "yes"], ["env-a", "default-key"], ["env-c", "other-ns"], ["env-a", "other-node"]] as const) {
+      for (const [ns, name] of [["env-a", "yes"], ["env-b", "yes"], ["env-a", "default-key"], ["env-c", "other-ns"], ["env-a", "other-node"], ["env-b", "init"]] as const) {
         api.deletePod(ns, name, { gracePeriodSeconds: 0 });
       }
     }
@@ -344,6 +386,10 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       await node.must("iptables", ["-t", "nat", "-F", "TPROXY-REDIRECT"]);
       await node.must("iptables", ["-t", "nat", "-D", "PREROUTING", "-j", "TPROXY-REDIRECT"]);
       expect(await rules()).to.deep.equal([]);
+      const enforce = await node.must("iptables-save", ["-t", "filter"]);
+      await node.must("iptables", ["-F", "TPROXY-ENFORCE"]);
+      await node.must("iptables", ["-D", "FORWARD", "-j", "TPROXY-ENFORCE"]);
+      await waitFor("the enforce chain and its FORWARD jump to come back", async () => (await node.must("iptables-save", ["-t", "filter"])).replace(/^#.*\n/gm, "") === enforce.replace(/^#.*\n/gm, ""), 5_000, 50);
       await waitRules("the chain to come back", ["default/steady 10.244.0.50"], "ipv4", 5_000);
       await waitFor("the jump to come back", async () => (await jumps()).length === 1, 5_000);
       const save = await node.must("iptables-save", ["-t", "nat"]);

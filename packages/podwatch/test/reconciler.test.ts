@@ -38,7 +38,7 @@ describe("podwatch reconciler", () => {
       r.enqueue("pod add");
     }
     await clock.advance(50);
-    expect(ipt.restores.filter((x) => x.family === "ipv4")).to.have.length(1);
+    expect(ipt.natRestores("ipv4")).to.have.length(1);
     expect(rulesOf()).to.have.length(199);
     expect(ipt.tables.ipv4.prerouting).to.deep.equal([JUMP_RULE.slice("-A PREROUTING ".length)]);
     // IPv6: nothing wanted and nothing there → not touched at all.
@@ -51,7 +51,7 @@ describe("podwatch reconciler", () => {
     await clock.advance(50);
     r.enqueue("pod update");
     await clock.advance(50);
-    expect(ipt.restores).to.have.length(1);
+    expect(ipt.restores.map((x) => x.input.split("\n")[0])).to.deep.equal(["*filter", "*nat"]);
     expect(r.passes).to.equal(2);
   });
 
@@ -88,7 +88,7 @@ describe("podwatch reconciler", () => {
     await clock.advance(50);
     expect(r.lastOk).to.equal(false);
     expect(r.lastError).to.include("line 3 failed");
-    const at = () => ipt.restores.length;
+    const at = () => ipt.natRestores().length;
     expect(at()).to.equal(1);
     await clock.advance(499);
     expect(at()).to.equal(1);
@@ -118,9 +118,9 @@ describe("podwatch reconciler", () => {
     pods = [pod({ name: "a", ip: "10.0.0.1" }), pod({ name: "b", ip: "10.0.0.2" })];
     const save = ipt.save.bind(ipt);
     let raced = false;
-    ipt.save = async (family) => {
-      const text = await save(family);
-      if (family === "ipv4" && !raced) {
+    ipt.save = async (family, table) => {
+      const text = await save(family, table);
+      if (family === "ipv4" && table !== "filter" && !raced) {
         raced = true;
         ipt.tables.ipv4.prerouting = ["-j TPROXY-REDIRECT"]; // an admin removes the extra jump meanwhile
       }
@@ -140,12 +140,12 @@ describe("podwatch reconciler", () => {
     expect(text).to.match(/^tproxy_podwatch_applies_total\{family="ipv4"\} 1$/m);
   });
 
-  it("an unreadable IPv6 nat table is no failure while no pod has an IPv6 address", async () => {
+  it("an unreadable IPv6 table is no failure while no pod has an IPv6 address", async () => {
     const failing = new FakeIptables();
     const saveV4 = failing.save.bind(failing);
-    failing.save = async (family) => {
-      if (family === "ipv6") throw new Error("ip6tables-save: table nat does not exist");
-      return saveV4(family);
+    failing.save = async (family, table) => {
+      if (family === "ipv6") throw new Error(`ip6tables-save: table ${table ?? "nat"} does not exist`);
+      return saveV4(family, table);
     };
     ipt = failing;
     r = make();
@@ -157,5 +157,65 @@ describe("podwatch reconciler", () => {
     r.enqueue("pod update");
     await clock.advance(50);
     expect(r.lastOk).to.equal(false);
+  });
+
+  describe("the enforce chain", () => {
+    const ids = (family: "ipv4" | "ipv6" = "ipv4") => (ipt.filters[family].chain ?? []).map((l) => /--comment "tproxy:\S+ ([^"]*)"/.exec(l)?.[1] + " " + (/-s (\S+)/.exec(l)?.[1] ?? "*") + " " + /-j (\S+)$/.exec(l)?.[1]);
+
+    it("holds every locked address to the lock, jumped from INPUT and FORWARD, written before the redirect", async () => {
+      r = make({ initContainer: "tproxy", allowDns: ["10.96.0.10"] });
+      pods = [pod({ name: "a", ip: "10.0.0.1" }), pod({ name: "b", ip: "10.0.0.2", annotated: false, initContainers: ["tproxy"] }), pod({ name: "c", ip: "10.0.0.3", annotated: false })];
+      r.start();
+      await clock.advance(50);
+      expect(ipt.restores.map((x) => `${x.family} ${x.input.split("\n")[0]}`)).to.deep.equal(["ipv4 *filter", "ipv4 *nat"]);
+      expect(ipt.filters.ipv4.input).to.deep.equal(["-j TPROXY-ENFORCE"]);
+      expect(ipt.filters.ipv4.forward).to.deep.equal(["-j TPROXY-ENFORCE"]);
+      expect(ids().filter((l) => l.endsWith(" DROP"))).to.deep.equal(["default/a 10.0.0.1/32 DROP", "default/b 10.0.0.2/32 DROP"]);
+      expect(ids()[0]).to.equal("replies * RETURN");
+      expect(rulesOf()).to.deep.equal(["10.0.0.1/32", "10.0.0.2/32"]);
+    });
+
+    it("keeps a pod locked when its annotation goes, if its spec has the init container; releases it when the pod is gone", async () => {
+      r = make({ initContainer: "tproxy" });
+      const locked = pod({ name: "a", ip: "10.0.0.1", initContainers: ["tproxy"] });
+      pods = [locked];
+      r.start();
+      await clock.advance(50);
+      locked.metadata!.annotations = {};
+      r.enqueue("pod update");
+      await clock.advance(50);
+      expect(rulesOf()).to.deep.equal(["10.0.0.1/32"]);
+      expect(ids().filter((l) => l.endsWith(" DROP"))).to.deep.equal(["default/a 10.0.0.1/32 DROP"]);
+      pods = [];
+      r.enqueue("pod delete");
+      await clock.advance(50);
+      expect(rulesOf()).to.deep.equal([]);
+      expect(ipt.filters.ipv4.chain).to.deep.equal([]);
+    });
+
+    it("repairs a flushed enforce chain and deleted jumps at the next resync", async () => {
+      pods = [pod({ name: "a", ip: "10.0.0.1" })];
+      r.start();
+      await clock.advance(50);
+      const good = [...(ipt.filters.ipv4.chain ?? [])];
+      ipt.filters.ipv4.chain = [];
+      ipt.filters.ipv4.forward = [];
+      await clock.advance(60_000);
+      expect(ipt.filters.ipv4.chain).to.deep.equal(good);
+      expect(ipt.filters.ipv4.forward).to.deep.equal(["-j TPROXY-ENFORCE"]);
+    });
+
+    it("a failed enforce transaction fails the pass (health) and is retried; the redirect is still applied meanwhile", async () => {
+      pods = [pod({ name: "a", ip: "10.0.0.1" })];
+      ipt.failFilterRestores = 1;
+      r.start();
+      await clock.advance(50);
+      expect(r.lastOk).to.equal(false);
+      expect(r.lastError).to.include("line 5 failed (filter)");
+      expect(rulesOf()).to.deep.equal(["10.0.0.1/32"]);
+      await clock.advance(500);
+      expect(r.lastOk).to.equal(true);
+      expect(ids().filter((l) => l.endsWith(" DROP"))).to.deep.equal(["default/a 10.0.0.1/32 DROP"]);
+    });
   });
 });
