@@ -5,9 +5,10 @@
 // Steps, the first that answers ends it:
 //  1. the request's one target (target.ts): names validated (SNI too), port from the connection, path normalised;
 //  2. the readiness probe (answered by the proxy itself);
-//  3. an IP-literal target is judged by the address policy now (a named one is judged after DNS, by the lookup
-//     that the relay connects with: policy/guarded-lookup.ts);
-//  4. the filter's request hook.
+//  3. the filter's request hook (so a filter's own answer, e.g. the tutorial's 418, is what a pod sees for what
+//     the filter denies);
+//  4. an IP-literal target the filter let through is judged by the address policy (a named one is judged after
+//     DNS, by the lookup that the relay connects with: policy/guarded-lookup.ts); whatever the filter said.
 import type { IncomingHttpHeaders } from "node:http";
 import type { Answer } from "../filter/protocol.ts";
 import type { Headers } from "../filter/types.ts";
@@ -63,15 +64,14 @@ export async function decide(head: RequestHead, conn: ConnectionInfo, deps: Deci
     return { kind: "answer", answer: text(200, PROBE_BODY, { [PROBE_HEADER]: "ok" }), reason: "probe", decision: "allowed", target };
   }
 
-  if (!target.named) {
-    const v = deps.policy.classify(target.host, target.port);
-    if (!v.allowed) return { kind: "answer", answer: text(403, `tproxy: ${v.message}\n`), reason: `address: ${v.reason}`, decision: "denied", target };
-  }
-
   // The upstream gets the Host the filter judged (an absolute-form request's Host header is ignored, RFC 9112).
   const headers: Headers = head.headers.host === target.authority ? head.headers : { ...head.headers, host: target.authority };
   const outcome = await deps.filter(target, headers);
   if (outcome.kind === "answer") return { kind: "answer", answer: outcome.answer, reason: outcome.reason, decision: "denied", target };
+  if (!target.named) {
+    const v = deps.policy.classify(target.host, target.port);
+    if (!v.allowed) return { kind: "answer", answer: text(403, `tproxy: ${v.message}\n`), reason: `address: ${v.reason}`, decision: "denied", target };
+  }
   const out = outcome.headers.host === target.authority ? outcome.headers : { ...outcome.headers, host: target.authority };
   return { kind: "forward", target, headers: out };
 }
