@@ -14,6 +14,11 @@ function fail(err: unknown): never {
   process.exit(err instanceof TproxyError && err.code === "ERR_CONFIG" ? 2 : 1);
 }
 
+/** Collects a repeatable flag's values. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
 const program = new Command("tproxy")
   .description("Transparent HTTP/HTTPS proxy that runs a TypeScript filter on every request.")
   .showHelpAfterError();
@@ -35,6 +40,9 @@ program
   .addOption(new Option("--log-format <format>", "log lines as text (for people) or json").choices(["text", "json"]).env("TPROXY_LOG_FORMAT").default("text"))
   .addOption(new Option("--probe-address <ip>", "plain-HTTP requests redirected from this address:80 are answered by the proxy (sidecar-init's readiness probe)").env("TPROXY_PROBE_ADDRESS").default("192.0.2.1"))
   .addOption(new Option("--drain-timeout <ms>", "longest wait for requests in flight on SIGTERM").env("TPROXY_DRAIN_TIMEOUT").default("25000"))
+  .addOption(new Option("--block-cidr <cidr>", "range no upstream connection may reach, e.g. the Service CIDR (repeatable; env: comma-separated)").env("TPROXY_BLOCK_CIDR").argParser(collect))
+  .addOption(new Option("--allow-upstream-cidr <cidr>", "range upstream connections may reach even if node-local, link-local or blocked (repeatable; env: comma-separated)").env("TPROXY_ALLOW_UPSTREAM_CIDR").argParser(collect))
+  .addOption(new Option("--allow-port <port>", "port a standard-mode request or CONNECT may reach; default 80 and 443 (repeatable; env: comma-separated)").env("TPROXY_ALLOW_PORT").argParser(collect))
   .addOption(new Option("--workers <n>", 'proxy processes sharing the ports; "auto": one per CPU the pod may use (its CPU limit, else its cores)').env("TPROXY_WORKERS").default("auto"))
   .addHelpText(
     "after",

@@ -2,6 +2,7 @@
 import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
+import { parseCidr } from "./policy/address-policy.ts";
 import type { LogFormat } from "./observe/log.ts";
 
 export interface RunConfig {
@@ -31,6 +32,12 @@ export interface RunConfig {
   readonly drainTimeoutMs: number;
   /** Proxy processes sharing the ports. Default: the CPUs the pod may use (its CPU limit, else its cores). */
   readonly workers: number;
+  /** CIDRs no upstream connection may reach (e.g. the cluster's Service range; the chart passes lock.blockCidrs). Default none. */
+  readonly blockCidrs: readonly string[];
+  /** CIDRs upstream connections may reach even when node-local, link-local or blocked. Default none. */
+  readonly allowUpstreamCidrs: readonly string[];
+  /** Ports a standard-mode (explicit proxy) request may reach. Default 80 and 443. */
+  readonly allowPorts: readonly number[];
 }
 
 export interface RawRunOptions {
@@ -49,6 +56,30 @@ export interface RawRunOptions {
   probeAddress?: string;
   drainTimeout?: string;
   workers?: string;
+  blockCidr?: string[];
+  allowUpstreamCidr?: string[];
+  allowPort?: string[];
+}
+
+/** A repeatable flag: each value (and an environment variable's value) may hold several, comma-separated. */
+function list(values: readonly string[] | undefined): string[] {
+  return (values ?? []).flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== "");
+}
+
+function cidrs(flag: string, values: readonly string[] | undefined): string[] {
+  const out = list(values);
+  for (const c of out) parseCidr(c, flag); // throws ConfigError naming the flag and the value
+  return out;
+}
+
+function ports(values: readonly string[] | undefined): number[] {
+  const given = list(values);
+  if (given.length === 0) return [80, 443];
+  return [...new Set(given.map((v) => {
+    const n = Number(v);
+    if (!/^[1-9]\d{0,4}$/.test(v) || n > 65535) throw new ConfigError(`--allow-port "${v}" is not a port number (1-65535)`);
+    return n;
+  }))];
 }
 
 function port(flag: string, value: string | undefined, fallback: number): number;
@@ -104,5 +135,8 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     probeAddress,
     drainTimeoutMs: positiveInt("--drain-timeout", raw.drainTimeout, 25_000),
     workers: workers(raw.workers, autoWorkers),
+    blockCidrs: Object.freeze(cidrs("--block-cidr", raw.blockCidr)),
+    allowUpstreamCidrs: Object.freeze(cidrs("--allow-upstream-cidr", raw.allowUpstreamCidr)),
+    allowPorts: Object.freeze(ports(raw.allowPort)),
   });
 }

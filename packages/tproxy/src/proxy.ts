@@ -21,6 +21,7 @@ import { listen } from "./net/listen.ts";
 import { TICKET_KEYS_ENV, type WorkerState } from "./cluster.ts";
 import { AggregatorRegistry } from "prom-client";
 import { Interceptor } from "./server/interceptor.ts";
+import { AddressPolicy } from "./policy/address-policy.ts";
 import { attachConnect, createTransparentServer, type HandOffDeps } from "./server/listeners.ts";
 import type { ConnectionInfo } from "./server/target.ts";
 
@@ -75,6 +76,13 @@ export class TproxyServer {
     // One TLS context for every upstream connection: given only `ca`, Node would parse the whole
     // root store again for each new connection.
     const upstreamContext = createSecureContext({ ca: await upstreamTrust(config) });
+    // Every upstream connection is judged: never the node's loopback, link-local or own addresses, the proxy's
+    // listeners, or the blocked ranges, unless --allow-upstream-cidr says so.
+    const policy = new AddressPolicy({
+      blockedCidrs: config.blockCidrs,
+      allowedCidrs: config.allowUpstreamCidrs,
+      listenerPorts: [config.transparentPort, config.metricsPort, ...(config.standardPort === undefined ? [] : [config.standardPort])],
+    });
     this.#agents = {
       http: new http.Agent({ keepAlive: true, maxFreeSockets: 256, ...NO_DELAY }),
       https: new https.Agent({ keepAlive: true, maxFreeSockets: 256, ...NO_DELAY, secureContext: upstreamContext, rejectUnauthorized: !config.insecureUpstream }),
@@ -104,6 +112,9 @@ export class TproxyServer {
       requests: this.#logging.requests,
       httpAgent: this.#agents.http,
       httpsAgent: this.#agents.https,
+      rules: { allowedPorts: new Set(config.allowPorts) },
+      policy,
+      upstreamTls: { secureContext: upstreamContext, rejectUnauthorized: !config.insecureUpstream },
     });
     this.#interceptor = interceptor;
 

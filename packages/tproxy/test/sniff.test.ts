@@ -46,3 +46,24 @@ describe("first-bytes sniffing", () => {
     expect(sniff(Buffer.from([0x16, 0x09, 0x00, 0x00, 0x10])).kind).to.equal("unknown");
   });
 });
+
+describe("first-bytes sniffing: server names", () => {
+  it("closes a connection whose server name is not a valid DNS name (newline, slash, IP literal), quoting it escaped", async () => {
+    for (const [name, why] of [["storage.example\nforged", /control character U\+000A/], ["storage.example/allowed-prefix/.evil.example", /contains "\/"/], ["127.0.0.1", /is an IP address/]] as const) {
+      const r = sniff(await clientHello(name));
+      expect(r.kind, name).to.equal("unknown");
+      if (r.kind !== "unknown") continue;
+      expect(r.reason).to.match(/^refused TLS server name "/).and.match(why);
+      expect(r.reason).to.not.include("\n");
+    }
+  });
+
+  it("reads bytes above 0x7f as themselves, not with the high bit cleared (0xAF is not \"/\")", async () => {
+    const hello = await clientHello("aaaa.example");
+    const i = hello.indexOf("aaaa.example");
+    hello[i + 1] = 0xaf;
+    const r = sniff(hello);
+    expect(r.kind).to.equal("unknown");
+    if (r.kind === "unknown") expect(r.reason).to.match(/non-ASCII character U\+00AF/);
+  });
+});

@@ -1,4 +1,9 @@
 // Tells TLS from plain HTTP by a connection's first bytes, and reads SNI from a TLS ClientHello.
+// A server name that is not a valid DNS name (policy/host-name.ts, source "sni": control characters, "/", an IP
+// literal, ...) makes the connection "unknown": it is closed before any certificate is minted for that name or the
+// name reaches a decision or a log line (the reason quotes it JSON-escaped). A TLS client cannot read an HTTP 400
+// before its handshake, and finishing the handshake would need a certificate for the refused name.
+import { canonicalHost, HostNameError } from "../policy/host-name.ts";
 
 export type Sniffed =
   | { kind: "tls"; sni: string | undefined }
@@ -28,11 +33,19 @@ function sniffTls(data: Buffer): SniffResult {
   const recordLength = data.readUInt16BE(3);
   // A ClientHello can span several records; the first one nearly always holds the whole SNI extension.
   if (data.length < Math.min(5 + recordLength, MAX_CLIENT_HELLO)) return { kind: "need-more" };
+  let sni: string | undefined;
   try {
-    return { kind: "tls", sni: serverName(data.subarray(5, 5 + recordLength)) };
+    sni = serverName(data.subarray(5, 5 + recordLength));
   } catch {
     // A ClientHello we cannot walk: let the TLS stack decide (it will fail the handshake if it is garbage).
     return { kind: "tls", sni: undefined };
+  }
+  if (sni === undefined) return { kind: "tls", sni };
+  try {
+    return { kind: "tls", sni: canonicalHost(sni, "sni").host };
+  } catch (err) {
+    if (err instanceof HostNameError) return { kind: "unknown", reason: `refused ${err.message}` };
+    throw err;
   }
 }
 
@@ -58,7 +71,8 @@ function serverName(hs: Buffer): string | undefined {
       while (q + 3 <= listEnd) {
         const nameType = hs[q]!;
         const nameLen = hs.readUInt16BE(q + 1);
-        if (nameType === 0) return hs.subarray(q + 3, q + 3 + nameLen).toString("ascii").toLowerCase();
+        // latin1, not ascii: "ascii" would clear the high bit and turn 0xAF into "/".
+        if (nameType === 0) return hs.subarray(q + 3, q + 3 + nameLen).toString("latin1");
         q += 3 + nameLen;
       }
       return undefined;

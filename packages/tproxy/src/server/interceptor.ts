@@ -1,21 +1,16 @@
-// The request pipeline, on http-mitm-proxy: its server-side request handling builds the per-request
-// context and runs the onRequest handlers; tproxy's handler judges the request with the filter and, when
-// it passes, forwards it itself (streaming both ways with backpressure, to the address the claimed name
-// resolves to, upstream certificate verified). WebSocket upgrades go through the library's WebSocket
-// relay once the filter has allowed them.
+// The request pipeline. Every request, whatever its form (origin-form, absolute-form, WebSocket upgrade) and
+// connection (plain, TLS; transparent, standard), goes through decide() (decide.ts), which answers it or names the
+// one target to forward it to; the relays below connect to exactly that target (named targets through a lookup
+// that applies the address policy after DNS) and send exactly the path and Host that the filter judged.
 //
-// What is overridden and why: http-mitm-proxy's own listen() writes a CA and per-host keys to disk,
-// generates RSA keys in JavaScript per host, and reaches its HTTPS servers through an extra loopback
-// connection; tproxy never calls listen(): it accepts connections itself (transparent and standard
-// listeners), terminates TLS in-process with cached leaf certificates, and hands the decrypted stream
-// straight to an in-process HTTP server.
+// The proxy owns its servers: it accepts connections itself (listeners.ts), terminates TLS in-process with cached
+// leaf certificates, hands the decrypted stream to an in-process HTTP server, and relays requests and WebSocket
+// upgrades itself with node:http/node:https (streaming both ways with backpressure, upstream certificates
+// verified). No library builds a URL of its own from the request.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
-import type { Duplex } from "node:stream";
-import type { Readable, Writable } from "node:stream";
-import { Proxy } from "http-mitm-proxy";
-import type { IContext } from "http-mitm-proxy";
-import { WebSocketServer } from "ws";
+import type { SecureContext } from "node:tls";
+import type { Duplex, Readable, Writable } from "node:stream";
 import type { Logger } from "pino";
 import { FilterTimeoutError } from "../errors.ts";
 import type { FilterHost, FilterVersion, HookResult } from "../filter/host.ts";
@@ -23,11 +18,11 @@ import type { Answer, FlowData, HookName } from "../filter/protocol.ts";
 import type { Headers } from "../filter/types.ts";
 import type { RequestLog } from "../observe/log.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
-import { resolveTarget, TargetError, type ConnectionInfo, type Target } from "./target.ts";
+import { createGuardedLookup, DestinationDeniedError, type AddressJudge, type LookupFunction } from "../policy/guarded-lookup.ts";
+import { decide, type Decision, type DecideDeps, type FilterOutcome } from "./decide.ts";
+import type { ConnectionInfo, Target, TargetRules } from "./target.ts";
 
-/** Answer to sidecar-init's readiness probe (see PROBE_ADDRESS). */
-export const PROBE_HEADER = "x-tproxy-probe";
-export const PROBE_BODY = "tproxy: intercepting\n";
+export { PROBE_BODY, PROBE_HEADER } from "./decide.ts";
 
 export interface InterceptorOptions {
   onFilterError: "deny" | "allow";
@@ -37,16 +32,24 @@ export interface InterceptorOptions {
   requests: RequestLog;
   httpAgent: http.Agent;
   httpsAgent: https.Agent;
+  /** Port rules for targets (allowed ports in standard mode). */
+  rules: TargetRules;
+  /** Judges every upstream address: IP-literal targets in decide(), named ones after DNS. */
+  policy: AddressJudge;
+  /** TLS settings for upstream connections made without the agent (WebSocket upgrades). */
+  upstreamTls: { secureContext: SecureContext; rejectUnauthorized: boolean };
 }
 
-type Decision = "allowed" | "denied";
-
 interface RequestState {
+  id: string;
   conn: ConnectionInfo;
-  flow: FlowData;
+  method: string;
+  /** What the log line names: the target's URL once known, else the request target as sent. */
+  url: string;
+  flow: FlowData | undefined;
   version: FilterVersion | undefined;
   started: number;
-  decision: Decision;
+  decision: "allowed" | "denied";
   reason: string | undefined;
   bytes: number;
 }
@@ -91,6 +94,7 @@ function forwardableHeaders(headers: Headers | IncomingHttpHeaders): http.Outgoi
 }
 
 function describeUpstreamError(err: NodeJS.ErrnoException, target: Target): { status: number; message: string } {
+  if (err instanceof DestinationDeniedError) return { status: 403, message: `tproxy: ${err.message}` };
   const code = err.code ?? "";
   const where = `${target.host}:${target.port}`;
   if (/CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ERR_TLS_CERT_ALTNAME_INVALID|HOSTNAME_MISMATCH/.test(code)) {
@@ -101,46 +105,46 @@ function describeUpstreamError(err: NodeJS.ErrnoException, target: Target): { st
   return { status: 502, message: `tproxy: upstream ${where} failed (${code || err.message})` };
 }
 
-export class Interceptor extends Proxy {
+/** A raw HTTP/1.1 answer on a socket that is not (or no longer) driven by the HTTP server; closes afterwards. */
+function rawAnswer(status: number, headers: Record<string, string>, body: Buffer): string {
+  let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\n`;
+  for (const [k, v] of Object.entries(headers)) {
+    if (k === "content-length" || k === "connection") continue;
+    try {
+      http.validateHeaderName(k);
+      http.validateHeaderValue(k, v);
+    } catch {
+      continue;
+    }
+    head += `${k}: ${v}\r\n`;
+  }
+  return `${head}content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+}
+
+export class Interceptor {
   readonly #filters: FilterHost;
   readonly #log: Logger;
   readonly #metrics: ProxyMetrics;
   readonly #opts: InterceptorOptions;
   readonly #connections: WeakMap<Duplex, ConnectionInfo>;
-  readonly #wss = new WebSocketServer({ noServer: true });
-  /** Request target and Host as the client sent them (the library rewrites absolute-form URLs in place). */
-  readonly #raw = new WeakMap<IncomingMessage, { url: string; host: string | undefined }>();
+  /** One guarded lookup per upstream port (the policy judges address and port together). */
+  readonly #lookups = new Map<number, LookupFunction>();
   /** Requests in flight, for draining on shutdown. */
   inFlight = 0;
   draining = false;
 
   constructor(filters: FilterHost, log: Logger, metrics: ProxyMetrics, connections: WeakMap<Duplex, ConnectionInfo>, opts: InterceptorOptions) {
-    super();
     this.#filters = filters;
     this.#log = log;
     this.#metrics = metrics;
     this.#connections = connections;
     this.#opts = opts;
-    // What the library reads from itself when it forwards WebSocket connections.
-    this.options = {};
-    this.httpAgent = opts.httpAgent;
-    this.httpsAgent = opts.httpsAgent;
-    this.keepAlive = true;
-    this.timeout = 0;
-    this.onRequest((ctx, _callback) => {
-      this.#handle(ctx).catch((err: unknown) => this.#internalError(err, ctx.proxyToClientResponse));
-    });
   }
 
   /** Attaches the pipeline to an (unlistened or listening) HTTP server. */
   attach(server: http.Server): void {
     server.on("request", (req: IncomingMessage, res: ServerResponse) => {
-      const conn = this.#connections.get(req.socket);
-      this.#raw.set(req, { url: req.url ?? "/", host: req.headers.host });
-      // The library answers 400 by itself when it finds no host; a request that names nothing is judged
-      // on its original destination instead, so it gets a placeholder that the handler removes again.
-      req.headers.host ??= "host.invalid";
-      this._onHttpServerRequest(conn?.tls ?? false, req, res);
+      this.#handle(req, res).catch((err: unknown) => this.#internalError(err, res));
     });
     server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.#handleUpgrade(req, socket, head).catch((err: unknown) => this.#internalError(err, socket));
@@ -151,14 +155,6 @@ export class Interceptor extends Proxy {
   #internalError(err: unknown, target: ServerResponse | Duplex): void {
     this.#log.error({ err: err instanceof Error ? err.stack : String(err) }, "internal error; connection closed");
     target.destroy();
-  }
-
-  // Replaces the library's error funnel (which prints to the console and answers 504 for everything).
-  override _onError(kind: string, ctx: IContext | null, err: Error): void {
-    this.#log.debug({ kind, err: err.message }, "proxy error");
-    const res = ctx?.proxyToClientResponse;
-    if (res && !res.headersSent) this.#answer(res, { status: 502, body: `tproxy: ${kind}: ${err.message}\n`, headers: {} });
-    else res?.destroy();
   }
 
   connectionInfo(socket: Duplex): ConnectionInfo {
@@ -173,86 +169,89 @@ export class Interceptor extends Proxy {
     );
   }
 
-  #newState(conn: ConnectionInfo, req: IncomingMessage, target: Target): RequestState {
+  #newState(conn: ConnectionInfo, req: IncomingMessage): RequestState {
     return {
+      id: `${ID_PREFIX}-${(++idCounter).toString(36)}`,
       conn,
+      method: req.method ?? "GET",
+      url: req.url ?? "",
+      flow: undefined,
       version: undefined,
       started: performance.now(),
       decision: "allowed",
       reason: undefined,
       bytes: 0,
-      flow: {
-        id: `${ID_PREFIX}-${(++idCounter).toString(36)}`,
-        client: conn.client,
-        destination: conn.destination,
-        sni: conn.sni,
-        // Not copied: nothing here writes to them, and the filter thread gets its own copy by postMessage.
-        request: { method: req.method ?? "GET", scheme: target.scheme, host: target.host, port: target.port, path: target.path, url: target.url, headers: req.headers },
-      },
     };
   }
 
-  async #handle(ctx: IContext): Promise<void> {
-    const req = ctx.clientToProxyRequest;
-    const res = ctx.proxyToClientResponse;
-    const conn = this.connectionInfo(req.socket);
+  /** decide() for one request; its filter step pins a filter version on the state (released by the caller). */
+  #decide(state: RequestState, req: IncomingMessage, upgrade: boolean): Promise<Decision> {
+    const deps: DecideDeps = {
+      rules: this.#opts.rules,
+      policy: this.#opts.policy,
+      probeAddress: this.#opts.probeAddress,
+      filter: (target, headers) => this.#filter(state, target, headers),
+    };
+    return decide({ method: state.method, url: req.url ?? "/", headers: req.headers, upgrade }, state.conn, deps);
+  }
+
+  async #filter(state: RequestState, target: Target, headers: Headers): Promise<FilterOutcome> {
+    state.url = target.url;
+    const conn = state.conn;
+    // Not copied: nothing here writes to them, and the filter thread gets its own copy by postMessage.
+    state.flow = {
+      id: state.id,
+      client: conn.client,
+      destination: conn.destination,
+      // A valid server name is the target's host (they must agree); an invalid one never gets this far.
+      sni: conn.sni === undefined ? undefined : target.host,
+      request: { method: state.method, scheme: target.scheme, host: target.host, port: target.port, path: target.path, url: target.url, headers },
+    };
+    state.version = this.#filters.acquire();
+    if (!state.version) {
+      return { kind: "answer", answer: { status: 503, body: "tproxy: no filter is loaded (see the proxy's log for why); request denied\n", headers: {} }, reason: "no-filter" };
+    }
+    const verdict = await this.#runHook(state, "request");
+    if (verdict === "deny") return { kind: "answer", answer: this.#filterErrorAnswer(state), reason: state.reason ?? "filter-error" };
+    if (verdict !== "pass" && verdict.answer) return { kind: "answer", answer: verdict.answer, reason: "filter" };
+    return { kind: "pass", headers: verdict === "pass" ? headers : verdict.headers };
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const state = this.#newState(this.connectionInfo(req.socket), req);
     this.inFlight += 1;
-    let state: RequestState | undefined;
     res.once("close", () => {
       this.inFlight -= 1;
-      if (state?.version) this.#filters.release(state.version);
-      this.#finish(state, req, res);
+      if (state.version) this.#filters.release(state.version);
+      this.#finish(state, res);
     });
     if (this.draining) res.setHeader("connection", "close");
 
-    let target: Target;
-    try {
-      const raw = this.#raw.get(req);
-      if (raw && raw.host === undefined) delete req.headers.host;
-      target = resolveTarget(raw?.url ?? req.url ?? "/", raw ? raw.host : req.headers.host, conn);
-    } catch (err) {
-      const e = err instanceof TargetError ? err : new TargetError(400, String(err));
-      state = this.#newState(conn, req, { scheme: conn.tls ? "https" : "http", host: "-", port: 0, path: req.url ?? "", url: req.url ?? "", named: false });
-      this.#deny(state, res, { status: e.status, body: `tproxy: ${e.message}\n`, headers: {} }, e.status === 421 ? "sni-mismatch" : "bad-request");
+    const d = await this.#decide(state, req, false);
+    if (d.kind === "answer") {
+      if (d.target) state.url = d.target.url;
+      state.decision = d.decision;
+      state.reason = d.reason;
+      this.#answer(res, d.answer, state);
       return;
     }
-    state = this.#newState(conn, req, target);
-
-    if (this.#isProbe(conn, target)) {
-      state.reason = "probe";
-      this.#answer(res, { status: 200, body: PROBE_BODY, headers: { [PROBE_HEADER]: "ok", "content-type": "text/plain" } }, state);
-      return;
-    }
-
-    state.version = this.#filters.acquire();
-    if (!state.version) {
-      this.#deny(state, res, { status: 503, body: "tproxy: no filter is loaded (see the proxy's log for why); request denied\n", headers: {} }, "no-filter");
-      return;
-    }
-    const verdict = await this.#runHook(state, "request");
-    if (verdict === "deny") return this.#deny(state, res, this.#filterErrorAnswer(state), state.reason);
-    if (verdict !== "pass" && verdict.answer) return this.#deny(state, res, verdict.answer, "filter");
-    const headers = verdict === "pass" ? state.flow.request.headers : verdict.headers;
-    this.#forward(state, req, res, target, headers);
-  }
-
-  #isProbe(conn: ConnectionInfo, target: Target): boolean {
-    return conn.mode === "transparent" && !conn.tls && conn.destination?.address === this.#opts.probeAddress && conn.destination.port === 80 && target.scheme === "http";
+    this.#forward(state, req, res, d.target, d.headers);
   }
 
   /** Runs a hook if the pinned version has it. "pass": no hook; "deny": the hook failed and failures deny. */
   async #runHook(state: RequestState, hook: HookName): Promise<HookResult | "pass" | "deny"> {
     const version = state.version!;
+    const flow = state.flow!;
     if (!version.hooks.has(hook)) return "pass";
     try {
-      return await this.#filters.run(version, hook, state.flow);
+      return await this.#filters.run(version, hook, flow);
     } catch (err) {
       const timeout = err instanceof FilterTimeoutError;
       this.#metrics.filterErrors.inc({ kind: timeout ? "timeout" : "throw" });
       state.reason = timeout ? "filter-timeout" : "filter-error";
-      this.#log.warn({ id: state.flow.id, url: state.flow.request.url, hook, err: (err as Error).message }, `filter ${hook} hook failed`);
+      this.#log.warn({ id: state.id, url: flow.request.url, hook, err: (err as Error).message }, `filter ${hook} hook failed`);
       if (this.#opts.onFilterError === "allow") return "pass";
-      state.flow.response = undefined;
+      flow.response = undefined;
       return "deny";
     }
   }
@@ -262,18 +261,40 @@ export class Interceptor extends Proxy {
     return { status: 403, body: `tproxy: ${why}; request denied (see the proxy's log)\n`, headers: {} };
   }
 
+  #lookupFor(port: number): LookupFunction {
+    let lookup = this.#lookups.get(port);
+    if (lookup === undefined) {
+      lookup = createGuardedLookup({ policy: this.#opts.policy, port });
+      this.#lookups.set(port, lookup);
+    }
+    return lookup;
+  }
+
+  /** Connection options for exactly `target`: its address (named: through the guarded lookup), port and path. */
+  #upstreamOptions(target: Target, method: string, headers: http.OutgoingHttpHeaders): https.RequestOptions {
+    const options: https.RequestOptions = { host: target.host, port: target.port, method, path: target.path, headers, setHost: false };
+    if (target.named) {
+      options.lookup = this.#lookupFor(target.port);
+      if (target.scheme === "https") options.servername = target.host;
+    }
+    return options;
+  }
+
+  #upstreamError(state: RequestState, target: Target, err: NodeJS.ErrnoException): { status: number; message: string } {
+    if (err instanceof DestinationDeniedError) {
+      state.decision = "denied";
+      state.reason = `address: ${err.reason}`;
+    } else {
+      state.reason = `upstream: ${err.code ?? err.message}`;
+      this.#log.warn({ id: state.id, url: target.url, err: err.message, code: err.code }, "upstream request failed");
+    }
+    return describeUpstreamError(err, target);
+  }
+
   #forward(state: RequestState, req: IncomingMessage, res: ServerResponse, target: Target, headers: Headers): void {
-    const https_ = target.scheme === "https";
-    const options: https.RequestOptions = {
-      host: target.host,
-      port: target.port,
-      method: req.method,
-      path: target.path,
-      headers: forwardableHeaders(headers),
-      agent: https_ ? this.#opts.httpsAgent : this.#opts.httpAgent,
-    };
-    if (https_ && target.named) options.servername = target.host;
-    const upstream = (https_ ? https : http).request(options);
+    const options = this.#upstreamOptions(target, state.method, forwardableHeaders(headers));
+    options.agent = target.scheme === "https" ? this.#opts.httpsAgent : this.#opts.httpAgent;
+    const upstream = (target.scheme === "https" ? https : http).request(options);
     upstream.on("response", (upRes) => {
       this.#respondFromUpstream(state, res, upRes).catch((err: unknown) => {
         upRes.destroy();
@@ -281,13 +302,11 @@ export class Interceptor extends Proxy {
       });
     });
     upstream.on("error", (err: NodeJS.ErrnoException) => {
-      state.reason = `upstream: ${err.code ?? err.message}`;
+      const { status, message } = this.#upstreamError(state, target, err);
       if (res.headersSent) {
         res.destroy();
         return;
       }
-      const { status, message } = describeUpstreamError(err, target);
-      this.#log.warn({ id: state.flow.id, url: target.url, err: err.message, code: err.code }, "upstream request failed");
       this.#answer(res, { status, body: message + "\n", headers: {} }, state);
     });
     if (req.destroyed) {
@@ -298,12 +317,14 @@ export class Interceptor extends Proxy {
   }
 
   async #respondFromUpstream(state: RequestState, res: ServerResponse, upRes: IncomingMessage): Promise<void> {
-    state.flow.response = { status: upRes.statusCode ?? 502, headers: upRes.headers };
+    state.flow!.response = { status: upRes.statusCode ?? 502, headers: upRes.headers };
     const verdict = await this.#runHook(state, "response");
     if (verdict === "deny" || (verdict !== "pass" && verdict.answer)) {
       upRes.destroy();
-      if (verdict === "deny") return this.#deny(state, res, this.#filterErrorAnswer(state), state.reason);
-      return this.#deny(state, res, verdict.answer!, "filter");
+      state.decision = "denied";
+      if (verdict === "deny") return this.#answer(res, this.#filterErrorAnswer(state), state);
+      state.reason = "filter";
+      return this.#answer(res, verdict.answer!, state);
     }
     if (res.destroyed) {
       // The client went away while the upstream (or the response hook) was answering.
@@ -320,15 +341,9 @@ export class Interceptor extends Proxy {
     relay(upRes, res);
   }
 
-  #deny(state: RequestState, res: ServerResponse, answer: Answer, reason: string | undefined): void {
-    state.decision = "denied";
-    state.reason = reason;
-    this.#answer(res, answer, state);
-  }
-
-  #answer(res: ServerResponse, answer: Answer, state?: RequestState): void {
-    const body = typeof answer.body === "string" ? Buffer.from(answer.body) : answer.body;
-    if (state) state.bytes = body.length;
+  #answer(res: ServerResponse, answer: Answer, state: RequestState): void {
+    const body = typeof answer.body === "string" ? Buffer.from(answer.body) : Buffer.from(answer.body);
+    state.bytes = body.length;
     if (res.headersSent) {
       res.destroy();
       return;
@@ -339,19 +354,22 @@ export class Interceptor extends Proxy {
     res.end(body);
   }
 
-  #finish(state: RequestState | undefined, req: IncomingMessage, res: ServerResponse): void {
-    if (!state) return;
-    const seconds = (performance.now() - state.started) / 1000;
+  #finish(state: RequestState, res: ServerResponse): void {
     const status = res.headersSent ? res.statusCode : 0;
+    this.#record(state, res.writableFinished ? status : `${status}(incomplete)`, status);
+  }
+
+  #record(state: RequestState, shown: number | string, status: number): void {
+    const seconds = (performance.now() - state.started) / 1000;
     const decision = state.decision;
     this.#metrics.requests.inc({ decision, status: String(status) });
     this.#metrics.duration.observe({ decision }, seconds);
     this.#opts.requests({
-      id: state.flow.id,
+      id: state.id,
       client: clientText(state.conn),
-      method: req.method,
-      url: state.flow.request.url,
-      status: res.writableFinished ? status : `${status}(incomplete)`,
+      method: state.method,
+      url: state.url,
+      status: shown,
       bytes: state.bytes,
       ms: Math.round(seconds * 10000) / 10,
       decision,
@@ -360,42 +378,93 @@ export class Interceptor extends Proxy {
     });
   }
 
+  /** An answer on an upgrade's socket (the HTTP server no longer drives it), then close. */
+  #answerSocket(socket: Duplex, state: RequestState, answer: Answer): void {
+    const body = typeof answer.body === "string" ? Buffer.from(answer.body) : Buffer.from(answer.body);
+    state.bytes = body.length;
+    if (socket.writable) socket.end(Buffer.concat([Buffer.from(rawAnswer(answer.status, { "content-type": "text/plain; charset=utf-8", ...answer.headers }, body), "latin1"), body]));
+    else socket.destroy();
+    this.#record(state, answer.status, answer.status);
+  }
+
   async #handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const conn = this.connectionInfo(req.socket);
     socket.on("error", () => socket.destroy());
-    const reject = (status: number, body: string, reason: string): void => {
-      this.#opts.requests({ id: "-", client: clientText(conn), method: req.method, url: req.url ?? "", status, bytes: body.length, ms: 0, decision: "denied", reason, filter: undefined });
-      this.#metrics.requests.inc({ decision: "denied", status: String(status) });
-      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-    };
-    if (String(req.headers.upgrade).toLowerCase() !== "websocket") return reject(400, "tproxy: only WebSocket upgrades are proxied\n", "bad-request");
-    let target: Target;
+    const state = this.#newState(this.connectionInfo(req.socket), req);
+    let d: Decision;
     try {
-      target = resolveTarget(req.url ?? "/", req.headers.host, conn);
-    } catch (err) {
-      return reject(err instanceof TargetError ? err.status : 400, `tproxy: ${(err as Error).message}\n`, "bad-request");
-    }
-    const state = this.#newState(conn, req, target);
-    state.version = this.#filters.acquire();
-    if (!state.version) return reject(503, "tproxy: no filter is loaded; request denied\n", "no-filter");
-    try {
-      const verdict = await this.#runHook(state, "request");
-      if (verdict === "deny") return reject(403, this.#filterErrorAnswer(state).body as string, state.reason ?? "filter-error");
-      if (verdict !== "pass" && verdict.answer) {
-        const body = typeof verdict.answer.body === "string" ? verdict.answer.body : Buffer.from(verdict.answer.body).toString();
-        return reject(verdict.answer.status, body, "filter");
-      }
-      if (verdict !== "pass") {
-        for (const [k, v] of Object.entries(verdict.headers)) if (!k.startsWith("sec-websocket") && v !== undefined) req.headers[k] = v;
-      }
+      d = await this.#decide(state, req, true);
     } finally {
-      this.#filters.release(state.version);
+      // No response hook runs for an upgrade: the version is released once the request is judged.
+      if (state.version) this.#filters.release(state.version);
     }
-    // The library relays to the URL it builds from Host: pin Host to the judged target.
-    req.headers.host = target.port === (target.scheme === "https" ? 443 : 80) ? target.host : `${target.host}:${target.port}`;
-    this.#opts.requests({ id: state.flow.id, client: clientText(conn), method: req.method, url: target.url, status: 101, bytes: 0, ms: 0, decision: "allowed", reason: "websocket", filter: state.version.hash });
-    this.#wss.handleUpgrade(req, socket, head, (ws) => {
-      this._onWebSocketServerConnect(conn.tls, ws, req);
+    if (d.kind === "answer") {
+      if (d.target) state.url = d.target.url;
+      state.decision = d.decision;
+      state.reason = d.reason;
+      this.#answerSocket(socket, state, d.answer);
+      return;
+    }
+    this.#relayUpgrade(state, req, socket, head, d.target, d.headers);
+  }
+
+  /** Sends the upgrade request to exactly `target`; on 101 splices the two sockets, otherwise passes the answer back. */
+  #relayUpgrade(state: RequestState, req: IncomingMessage, socket: Duplex, head: Buffer, target: Target, headers: Headers): void {
+    const out = forwardableHeaders(headers);
+    out.connection = "Upgrade";
+    out.upgrade = req.headers.upgrade;
+    const options = this.#upstreamOptions(target, state.method, out);
+    options.agent = false;
+    if (target.scheme === "https") {
+      // tls.connect options that https.RequestOptions does not list.
+      Object.assign(options, { secureContext: this.#opts.upstreamTls.secureContext });
+      options.rejectUnauthorized = this.#opts.upstreamTls.rejectUnauthorized;
+    }
+    const upstream = (target.scheme === "https" ? https : http).request(options);
+    let done = false;
+    socket.once("close", () => {
+      if (!done) upstream.destroy();
     });
+    upstream.on("upgrade", (upRes: IncomingMessage, upSocket: Duplex, upHead: Buffer) => {
+      done = true;
+      upSocket.on("error", () => upSocket.destroy());
+      if (socket.destroyed) {
+        upSocket.destroy();
+        return;
+      }
+      let response = `HTTP/1.1 ${upRes.statusCode ?? 101} ${upRes.statusMessage ?? ""}\r\n`;
+      for (let i = 0; i < upRes.rawHeaders.length; i += 2) response += `${upRes.rawHeaders[i]}: ${upRes.rawHeaders[i + 1]}\r\n`;
+      socket.write(`${response}\r\n`);
+      if (upHead.length > 0) socket.write(upHead);
+      if (head.length > 0) upSocket.write(head);
+      upSocket.on("data", (chunk: Buffer) => {
+        state.bytes += chunk.length;
+      });
+      relay(upSocket, socket);
+      relay(socket, upSocket);
+      state.reason = "websocket";
+      this.#record(state, upRes.statusCode ?? 101, upRes.statusCode ?? 101);
+    });
+    upstream.on("response", (upRes: IncomingMessage) => {
+      // The upstream refused the upgrade: its answer goes back as it came, then the connection closes.
+      done = true;
+      let response = `HTTP/1.1 ${upRes.statusCode ?? 502} ${upRes.statusMessage ?? ""}\r\n`;
+      for (let i = 0; i < upRes.rawHeaders.length; i += 2) {
+        const name = (upRes.rawHeaders[i] as string).toLowerCase();
+        if (name !== "connection" && name !== "transfer-encoding" && name !== "keep-alive") response += `${upRes.rawHeaders[i]}: ${upRes.rawHeaders[i + 1]}\r\n`;
+      }
+      socket.write(`${response}connection: close\r\n\r\n`);
+      upRes.on("data", (chunk: Buffer) => {
+        state.bytes += chunk.length;
+      });
+      relay(upRes, socket);
+      this.#record(state, upRes.statusCode ?? 502, upRes.statusCode ?? 502);
+    });
+    upstream.on("error", (err: NodeJS.ErrnoException) => {
+      if (done) return;
+      done = true;
+      const { status, message } = this.#upstreamError(state, target, err);
+      this.#answerSocket(socket, state, { status, body: message + "\n", headers: {} });
+    });
+    upstream.end();
   }
 }
