@@ -43,6 +43,8 @@ export class FilterReloader {
     this.#watcher.on("all", () => this.#schedule());
     this.#watcher.on("error", (err) => this.#log.warn({ err }, "filter watch error"));
     await new Promise<void>((resolve) => this.#watcher!.once("ready", () => resolve()));
+    // A swap between the first load and the watch becoming ready produced no event: look once more.
+    await this.check();
     // A safety net for missed events (some volume types do not deliver inotify events): a cheap re-hash.
     this.#poll = setInterval(() => this.#schedule(), options.pollMs ?? 10_000);
     this.#poll.unref();
