@@ -31,6 +31,18 @@ export interface RunConfig {
   readonly drainTimeoutMs: number;
   /** Proxy processes sharing the ports. Default: the CPUs the pod may use (its CPU limit, else its cores). */
   readonly workers: number;
+  /** Longest wait of a hook call for the filter thread before it starts, in ms; past it the request gets 503. Default 1000. */
+  readonly filterQueueTimeoutMs: number;
+  /** Client connection: first bytes and TLS handshake, in ms (0: off). Default 10000. */
+  readonly handshakeTimeoutMs: number;
+  /** Client connection: from a request's first byte to the end of its head, in ms (0: off). Default 10000. */
+  readonly headerTimeoutMs: number;
+  /** Client connection: idle between requests, in ms (0: off). Default 30000. */
+  readonly idleTimeoutMs: number;
+  /** Client connection: from a request's first byte to the end of its body, in ms (0: off). Default 300000. */
+  readonly requestTimeoutMs: number;
+  /** Connections one source address may hold open at once, over all workers (0: no cap). Default 512. */
+  readonly maxClientConnections: number;
 }
 
 export interface RawRunOptions {
@@ -49,6 +61,12 @@ export interface RawRunOptions {
   probeAddress?: string;
   drainTimeout?: string;
   workers?: string;
+  filterQueueTimeout?: string;
+  handshakeTimeout?: string;
+  headerTimeout?: string;
+  idleTimeout?: string;
+  requestTimeout?: string;
+  maxClientConnections?: string;
 }
 
 function port(flag: string, value: string | undefined, fallback: number): number;
@@ -64,6 +82,14 @@ function positiveInt(flag: string, value: string | undefined, fallback: number):
   if (value === undefined || value === "") return fallback;
   const n = Number(value);
   if (!/^\d+$/.test(value) || n < 1) throw new ConfigError(`${flag} "${value}" must be a positive whole number of milliseconds`);
+  return n;
+}
+
+/** A whole number >= 0 (0 turns the bound off), at most `max`. */
+function bound(flag: string, value: string | undefined, fallback: number, unit: string, max = 2_147_483_647): number {
+  if (value === undefined || value === "") return fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > max) throw new ConfigError(`${flag} "${value}" must be a whole number of ${unit} from 0 (off) to ${max}`);
   return n;
 }
 
@@ -104,5 +130,11 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     probeAddress,
     drainTimeoutMs: positiveInt("--drain-timeout", raw.drainTimeout, 25_000),
     workers: workers(raw.workers, autoWorkers),
+    filterQueueTimeoutMs: positiveInt("--filter-queue-timeout", raw.filterQueueTimeout, 1000),
+    handshakeTimeoutMs: bound("--handshake-timeout", raw.handshakeTimeout, 10_000, "milliseconds"),
+    headerTimeoutMs: bound("--header-timeout", raw.headerTimeout, 10_000, "milliseconds"),
+    idleTimeoutMs: bound("--idle-timeout", raw.idleTimeout, 30_000, "milliseconds"),
+    requestTimeoutMs: bound("--request-timeout", raw.requestTimeout, 300_000, "milliseconds"),
+    maxClientConnections: bound("--max-client-connections", raw.maxClientConnections, 512, "connections", 1_000_000),
   });
 }
