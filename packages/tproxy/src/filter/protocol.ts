@@ -42,3 +42,52 @@ export type FromWorker =
   | { type: "load-error"; version: number; message: string }
   | { type: "results"; results: CallResult[] }
   | { type: "pong"; id: number };
+
+/** Milliseconds on a clock both threads share (performance.now() alone has a per-thread origin). */
+export function clock(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+const RING = 4096;
+
+/**
+ * Shared memory in which the filter thread records when each call's hook starts, so the proxy can
+ * count a hook's budget from then, and tell a call still queued from one that runs, without a message
+ * (a thread stuck in a hook sends none). Calls start in the order of their ids; slot id % RING holds
+ * the id and start time of the latest call that used it; one counter counts starts.
+ */
+export class StartLog {
+  readonly buffer: SharedArrayBuffer;
+  readonly #ids: BigInt64Array;
+  readonly #times: Float64Array;
+
+  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(8 * (2 * RING + 1))) {
+    this.buffer = buffer;
+    this.#ids = new BigInt64Array(buffer, 0, RING + 1);
+    this.#times = new Float64Array(buffer, 8 * (RING + 1), RING);
+  }
+
+  /** Filter thread: the hook of call `id` starts now. */
+  started(id: number): void {
+    const slot = id % RING;
+    this.#times[slot] = clock();
+    Atomics.store(this.#ids, slot, BigInt(id));
+    Atomics.add(this.#ids, RING, 1n);
+  }
+
+  /** Calls started so far (changes while the filter thread makes progress). */
+  get progress(): bigint {
+    return Atomics.load(this.#ids, RING);
+  }
+
+  /** When call `id` started; "queued" when it has not; "overwritten" when it started before the slot's latest call. */
+  startOf(id: number): number | "queued" | "overwritten" {
+    const slot = id % RING;
+    const want = BigInt(id);
+    const seen = Atomics.load(this.#ids, slot);
+    if (seen < want) return "queued";
+    if (seen > want) return "overwritten";
+    const at = this.#times[slot]!;
+    return Atomics.load(this.#ids, slot) === want ? at : "overwritten";
+  }
+}

@@ -3,14 +3,15 @@
 // while the proxy keeps serving, and a filter cannot reach the proxy's own state.
 import { createRequire } from "node:module";
 import { compileFunction } from "node:vm";
-import { parentPort } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import type { Filter, Flow, Headers, Hook } from "./types.ts";
 import { Batcher } from "../util/batcher.ts";
-import type { Answer, CallResult, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
+import { type Answer, type CallResult, type FlowData, type FromWorker, type HookName, type ToWorker, StartLog } from "./protocol.ts";
 
 if (!parentPort) throw new Error("filter worker must run in a worker thread");
 const port = parentPort;
 const versions = new Map<number, Filter>();
+const starts = new StartLog((workerData as { starts: SharedArrayBuffer }).starts);
 
 function send(message: FromWorker): void {
   port.postMessage(message);
@@ -69,6 +70,8 @@ function makeFlow(data: FlowData, record: (a: Answer) => void): Flow {
 }
 
 async function call(id: number, version: number, hookName: HookName, data: FlowData): Promise<void> {
+  // The call's time budget runs from here, not from when it was queued.
+  starts.started(id);
   const filter = versions.get(version);
   if (!filter) {
     // Never judge a request without its filter: an unknown version is an error, which denies.
