@@ -17,7 +17,7 @@ import { Proxy } from "http-mitm-proxy";
 import type { IContext } from "http-mitm-proxy";
 import { WebSocketServer } from "ws";
 import type { Logger } from "pino";
-import { FilterTimeoutError } from "../errors.ts";
+import { FilterOverloadedError, FilterTimeoutError } from "../errors.ts";
 import type { FilterHost, FilterVersion, HookResult } from "../filter/host.ts";
 import type { Answer, FlowData, HookName } from "../filter/protocol.ts";
 import type { Headers } from "../filter/types.ts";
@@ -247,6 +247,14 @@ export class Interceptor extends Proxy {
     try {
       return await this.#filters.run(version, hook, state.flow);
     } catch (err) {
+      if (err instanceof FilterOverloadedError) {
+        // The hook never ran: nothing judged this request, so it is refused whatever --on-filter-error says.
+        this.#metrics.filterErrors.inc({ kind: "overloaded" });
+        state.reason = "filter-overloaded";
+        this.#log.warn({ id: state.flow.id, url: state.flow.request.url, hook, err: err.message }, `filter ${hook} hook did not run`);
+        state.flow.response = undefined;
+        return "deny";
+      }
       const timeout = err instanceof FilterTimeoutError;
       this.#metrics.filterErrors.inc({ kind: timeout ? "timeout" : "throw" });
       state.reason = timeout ? "filter-timeout" : "filter-error";
@@ -258,6 +266,9 @@ export class Interceptor extends Proxy {
   }
 
   #filterErrorAnswer(state: RequestState): Answer {
+    if (state.reason === "filter-overloaded") {
+      return { status: 503, body: "tproxy: the filter is overloaded; request not judged, try again\n", headers: { "retry-after": "1" } };
+    }
     const why = state.reason === "filter-timeout" ? `the filter did not decide within ${this.#filters.timeoutMs} ms` : "the filter failed on this request";
     return { status: 403, body: `tproxy: ${why}; request denied (see the proxy's log)\n`, headers: {} };
   }
@@ -380,7 +391,10 @@ export class Interceptor extends Proxy {
     if (!state.version) return reject(503, "tproxy: no filter is loaded; request denied\n", "no-filter");
     try {
       const verdict = await this.#runHook(state, "request");
-      if (verdict === "deny") return reject(403, this.#filterErrorAnswer(state).body as string, state.reason ?? "filter-error");
+      if (verdict === "deny") {
+        const answer = this.#filterErrorAnswer(state);
+        return reject(answer.status, answer.body as string, state.reason ?? "filter-error");
+      }
       if (verdict !== "pass" && verdict.answer) {
         const body = typeof verdict.answer.body === "string" ? verdict.answer.body : Buffer.from(verdict.answer.body).toString();
         return reject(verdict.answer.status, body, "filter");
