@@ -222,8 +222,8 @@ export class ConnectionGuard {
     const now = Date.now();
     const b = this.bounds;
     for (const t of this.#all) {
-      if (t.phase === "request" && t.res && (t.res.writableFinished || t.res.destroyed)) {
-        // Answered: the connection waits for its next request.
+      if (t.phase === "request" && t.res && (t.res.writableFinished || t.res.destroyed) && t.req?.complete !== false) {
+        // Answered, and the body (perhaps answered before it arrived) is in: the connection waits for its next request.
         this.#enter(t, "idle");
         continue;
       }
