@@ -211,13 +211,19 @@ export class FilterHost extends EventEmitter {
     }
     if (call.startedAt === undefined) {
       const waited = now - call.queuedAt;
-      if (waited >= this.queueTimeoutMs) {
+      if (waited < this.queueTimeoutMs) {
+        call.timer = setTimeout(() => this.#check(call), Math.max(1, this.queueTimeoutMs - waited));
+        return;
+      }
+      if (this.#starts.cancel(call.message.id)) {
+        // It never ran (and now never will): nothing judged the request.
         this.#calls.delete(call.message.id);
         call.reject(new FilterOverloadedError(call.hook, this.queueTimeoutMs));
         return;
       }
-      call.timer = setTimeout(() => this.#check(call), Math.max(1, this.queueTimeoutMs - waited));
-      return;
+      // It started in the meantime: its budget runs from then.
+      const seen = this.#starts.startOf(call.message.id);
+      call.startedAt = typeof seen === "number" ? seen : now;
     }
     const ran = now - call.startedAt;
     if (ran < this.timeoutMs) {

@@ -53,8 +53,10 @@ const RING = 4096;
 /**
  * Shared memory in which the filter thread records when each call's hook starts, so the proxy can
  * count a hook's budget from then, and tell a call still queued from one that runs, without a message
- * (a thread stuck in a hook sends none). Calls start in the order of their ids; slot id % RING holds
- * the id and start time of the latest call that used it; one counter counts starts.
+ * (a thread stuck in a hook sends none). Calls start in the order of their ids. Slot id % RING holds
+ * the latest call that used it, as id * 2 when it started, id * 2 + 1 when the proxy gave up on it
+ * before it started (the thread then skips it); the two sides claim a slot by compare-and-swap, so a
+ * call is either started or given up, never both. One more word counts starts.
  */
 export class StartLog {
   readonly buffer: SharedArrayBuffer;
@@ -67,12 +69,15 @@ export class StartLog {
     this.#times = new Float64Array(buffer, 8 * (RING + 1), RING);
   }
 
-  /** Filter thread: the hook of call `id` starts now. */
-  started(id: number): void {
+  /** Filter thread: the hook of call `id` starts now. False when the proxy gave up on the call: skip it. */
+  started(id: number): boolean {
     const slot = id % RING;
+    const mine = BigInt(id) * 2n;
     this.#times[slot] = clock();
-    Atomics.store(this.#ids, slot, BigInt(id));
+    const seen = Atomics.load(this.#ids, slot);
+    if (seen === mine + 1n || Atomics.compareExchange(this.#ids, slot, seen, mine) !== seen) return false;
     Atomics.add(this.#ids, RING, 1n);
+    return true;
   }
 
   /** Calls started so far (changes while the filter thread makes progress). */
@@ -83,11 +88,19 @@ export class StartLog {
   /** When call `id` started; "queued" when it has not; "overwritten" when it started before the slot's latest call. */
   startOf(id: number): number | "queued" | "overwritten" {
     const slot = id % RING;
-    const want = BigInt(id);
+    const mine = BigInt(id) * 2n;
     const seen = Atomics.load(this.#ids, slot);
-    if (seen < want) return "queued";
-    if (seen > want) return "overwritten";
+    if (seen < mine) return "queued";
+    if (seen > mine) return "overwritten";
     const at = this.#times[slot]!;
-    return Atomics.load(this.#ids, slot) === want ? at : "overwritten";
+    return Atomics.load(this.#ids, slot) === mine ? at : "overwritten";
+  }
+
+  /** Proxy: gives up on call `id` unless it has started. True when it had not (the thread will skip it). */
+  cancel(id: number): boolean {
+    const slot = id % RING;
+    const mine = BigInt(id) * 2n;
+    const seen = Atomics.load(this.#ids, slot);
+    return seen < mine && Atomics.compareExchange(this.#ids, slot, seen, mine + 1n) === seen;
   }
 }
