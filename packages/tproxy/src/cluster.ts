@@ -23,6 +23,23 @@ export interface WorkerState {
 
 export const TICKET_KEYS_ENV = "TPROXY_TICKET_KEYS";
 
+/** A worker that ran this long before it died counts as healthy: the back-off starts over. */
+export const RESTART_RESET_MS = 60_000;
+
+/**
+ * Delay before replacing a dead worker: 200 ms, doubling for each crash in a row up to 5 s. A crash
+ * after a worker ran RESTART_RESET_MS or longer starts the series over, so rare crashes spread over
+ * days do not leave every later restart at the longest delay.
+ */
+export class RestartBackoff {
+  #streak = 0;
+  next(ranMs: number): number {
+    if (ranMs >= RESTART_RESET_MS) this.#streak = 0;
+    this.#streak += 1;
+    return Math.min(5000, 100 * 2 ** Math.min(this.#streak, 6));
+  }
+}
+
 /** CPUs this process may use: the cgroup CPU quota (a pod's CPU limit) when there is one, else the cores it may run on. */
 export function cpusAvailable(): number {
   const cores = availableParallelism();
@@ -42,7 +59,8 @@ export async function runPrimary(config: RunConfig, log: Logger): Promise<void> 
   const states = new Map<number, WorkerState>();
   const metrics = new AggregatorRegistry();
   let stopping = false;
-  let restarts = 0;
+  const backoff = new RestartBackoff();
+  const forkedAt = new Map<number, number>();
 
   // Memory: V8 sizes the young generation for throughput on big machines (up to tens of MiB per
   // process), and glibc gives each thread its own malloc arena. At 1,000 connections these two were
@@ -52,6 +70,7 @@ export async function runPrimary(config: RunConfig, log: Logger): Promise<void> 
   const workerEnv = { [TICKET_KEYS_ENV]: ticketKeys, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? "2" };
   const fork = (): Worker => {
     const worker = cluster.fork(workerEnv);
+    forkedAt.set(worker.id, Date.now());
     worker.on("message", (msg: WorkerState) => {
       if (msg?.tproxy === "state") states.set(worker.id, msg);
     });
@@ -59,10 +78,12 @@ export async function runPrimary(config: RunConfig, log: Logger): Promise<void> 
   };
   cluster.on("exit", (worker, code, signal) => {
     states.delete(worker.id);
+    const ranMs = Date.now() - (forkedAt.get(worker.id) ?? Date.now());
+    forkedAt.delete(worker.id);
     if (stopping) return;
-    restarts += 1;
-    log.error({ worker: worker.id, code, signal }, "proxy worker exited; starting another");
-    setTimeout(fork, Math.min(5000, 100 * 2 ** Math.min(restarts, 6))).unref();
+    const delay = backoff.next(ranMs);
+    log.error({ worker: worker.id, code, signal, ranMs, restartInMs: delay }, "proxy worker exited; starting another");
+    setTimeout(fork, delay).unref();
   });
   const admin = createAdminServer({
     metrics: async () => ({ contentType: metrics.contentType, body: await metrics.clusterMetrics() }),

@@ -38,6 +38,18 @@ export interface RunConfig {
   readonly allowUpstreamCidrs: readonly string[];
   /** Ports a standard-mode (explicit proxy) request may reach. Default 80 and 443. */
   readonly allowPorts: readonly number[];
+  /** Longest wait of a hook call for the filter thread before it starts, in ms; past it the request gets 503. Default 1000. */
+  readonly filterQueueTimeoutMs: number;
+  /** Client connection: first bytes and TLS handshake, in ms (0: off). Default 10000. */
+  readonly handshakeTimeoutMs: number;
+  /** Client connection: from a request's first byte to the end of its head, in ms (0: off). Default 10000. */
+  readonly headerTimeoutMs: number;
+  /** Client connection: idle between requests, in ms (0: off). Default 30000. */
+  readonly idleTimeoutMs: number;
+  /** Client connection: from a request's first byte to the end of its body, in ms (0: off). Default 300000. */
+  readonly requestTimeoutMs: number;
+  /** Connections one source address may hold open at once, over all workers (0: no cap). Default 512. */
+  readonly maxClientConnections: number;
 }
 
 export interface RawRunOptions {
@@ -59,6 +71,12 @@ export interface RawRunOptions {
   blockCidr?: string[];
   allowUpstreamCidr?: string[];
   allowPort?: string[];
+  filterQueueTimeout?: string;
+  handshakeTimeout?: string;
+  headerTimeout?: string;
+  idleTimeout?: string;
+  requestTimeout?: string;
+  maxClientConnections?: string;
 }
 
 /** A repeatable flag: each value (and an environment variable's value) may hold several, comma-separated. */
@@ -95,6 +113,14 @@ function positiveInt(flag: string, value: string | undefined, fallback: number):
   if (value === undefined || value === "") return fallback;
   const n = Number(value);
   if (!/^\d+$/.test(value) || n < 1) throw new ConfigError(`${flag} "${value}" must be a positive whole number of milliseconds`);
+  return n;
+}
+
+/** A whole number >= 0 (0 turns the bound off), at most `max`. */
+function bound(flag: string, value: string | undefined, fallback: number, unit: string, max = 2_147_483_647): number {
+  if (value === undefined || value === "") return fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > max) throw new ConfigError(`${flag} "${value}" must be a whole number of ${unit} from 0 (off) to ${max}`);
   return n;
 }
 
@@ -138,5 +164,11 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     blockCidrs: Object.freeze(cidrs("--block-cidr", raw.blockCidr)),
     allowUpstreamCidrs: Object.freeze(cidrs("--allow-upstream-cidr", raw.allowUpstreamCidr)),
     allowPorts: Object.freeze(ports(raw.allowPort)),
+    filterQueueTimeoutMs: positiveInt("--filter-queue-timeout", raw.filterQueueTimeout, 1000),
+    handshakeTimeoutMs: bound("--handshake-timeout", raw.handshakeTimeout, 10_000, "milliseconds"),
+    headerTimeoutMs: bound("--header-timeout", raw.headerTimeout, 10_000, "milliseconds"),
+    idleTimeoutMs: bound("--idle-timeout", raw.idleTimeout, 30_000, "milliseconds"),
+    requestTimeoutMs: bound("--request-timeout", raw.requestTimeout, 300_000, "milliseconds"),
+    maxClientConnections: bound("--max-client-connections", raw.maxClientConnections, 512, "connections", 1_000_000),
   });
 }

@@ -17,6 +17,7 @@ import { FilterHost } from "./filter/host.ts";
 import { FilterReloader } from "./filter/reloader.ts";
 import { createAdminServer } from "./observe/admin.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
+import { boundsFor } from "./net/bounds.ts";
 import { listen } from "./net/listen.ts";
 import { TICKET_KEYS_ENV, type WorkerState } from "./cluster.ts";
 import { AggregatorRegistry } from "prom-client";
@@ -89,7 +90,7 @@ export class TproxyServer {
     };
     if (config.insecureUpstream) this.#log.warn("--insecure-upstream: upstream certificates are NOT verified");
 
-    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs });
+    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs, queueTimeoutMs: config.filterQueueTimeoutMs });
     filters.on("worker-restart", (reason: string) => {
       this.metrics.filterWorkerRestarts.inc();
       this.#log.warn({ reason }, "filter worker replaced");
@@ -120,7 +121,7 @@ export class TproxyServer {
 
     const inner = this.#pipelineServer(interceptor);
     this.#inner = inner;
-    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics };
+    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: boundsFor(config) };
 
     this.#transparent = createTransparentServer(deps);
     const transparent = await listen(this.#transparent, config.transparentPort, config.listenAddress);

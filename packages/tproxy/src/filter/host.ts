@@ -2,10 +2,10 @@
 // while requests that started with them are still in flight.
 import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
-import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.ts";
+import { FilterHookError, FilterLoadError, FilterOverloadedError, FilterTimeoutError } from "../errors.ts";
 import type { CompiledFilter } from "./compile.ts";
 import { Batcher } from "../util/batcher.ts";
-import type { Answer, Call, CallResult, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
+import { type Answer, type Call, type CallResult, type FlowData, type FromWorker, type HookName, type ToWorker, StartLog, clock } from "./protocol.ts";
 import type { Headers } from "./types.ts";
 
 export interface HookResult {
@@ -36,11 +36,17 @@ interface PendingCall {
   timer: NodeJS.Timeout;
   /** Out of time while the worker was suspected stuck: decided by the outcome of that check. */
   parked: boolean;
+  /** When the call was made (clock()). */
+  queuedAt: number;
+  /** When its hook began to run in the filter thread, once known. */
+  startedAt: number | undefined;
 }
 
 export interface FilterHostOptions {
-  /** Budget of one hook call in milliseconds (default 100). */
+  /** Budget of one hook call in milliseconds, counted from when the hook starts running (default 100). */
   timeoutMs?: number;
+  /** Longest wait of a call for the filter thread before its hook starts, in milliseconds (default 1000). */
+  queueTimeoutMs?: number;
   /** Budget for evaluating a new filter's top-level code (default 2000). */
   loadTimeoutMs?: number;
 }
@@ -48,12 +54,20 @@ export interface FilterHostOptions {
 const WORKER_URL = new URL(`./worker${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
 
 /**
+ * A call's budget starts when its hook starts running in the filter thread, not when it is queued: a
+ * call that waits longer than the queue bound is refused with FilterOverloadedError (the proxy answers
+ * 503 whatever --on-filter-error says), so overload never turns into a pass; a hook that runs past its
+ * budget is refused with FilterTimeoutError as before.
+ *
  * Events: "worker-restart" (reason: string) when a stuck worker was replaced.
  */
 export class FilterHost extends EventEmitter {
   readonly timeoutMs: number;
+  readonly queueTimeoutMs: number;
   readonly #loadTimeoutMs: number;
   #worker!: Worker;
+  /** Where the current worker records when each call's hook starts. */
+  #starts!: StartLog;
   #nextId = 1;
   #nextVersion = 1;
   readonly #calls = new Map<number, PendingCall>();
@@ -67,6 +81,7 @@ export class FilterHost extends EventEmitter {
   constructor(options: FilterHostOptions = {}) {
     super();
     this.timeoutMs = options.timeoutMs ?? 100;
+    this.queueTimeoutMs = options.queueTimeoutMs ?? 1000;
     this.#loadTimeoutMs = options.loadTimeoutMs ?? 2000;
     this.#spawn();
   }
@@ -77,7 +92,8 @@ export class FilterHost extends EventEmitter {
   }
 
   #spawn(): void {
-    const worker = new Worker(WORKER_URL, { stdout: false, stderr: false });
+    this.#starts = new StartLog();
+    const worker = new Worker(WORKER_URL, { stdout: false, stderr: false, workerData: { starts: this.#starts.buffer } });
     worker.on("message", (msg: FromWorker) => this.#onMessage(msg));
     worker.on("error", (err) => this.#replaceWorker(`filter worker crashed: ${err.message}`));
     worker.unref();
@@ -171,7 +187,7 @@ export class FilterHost extends EventEmitter {
     return new Promise<HookResult>((resolve, reject) => {
       const id = this.#nextId++;
       const message: Call = { id, version: version.version, hook, flow };
-      const call: PendingCall = { message, hook, resolve, reject, timer: undefined as unknown as NodeJS.Timeout, parked: false };
+      const call: PendingCall = { message, hook, resolve, reject, timer: undefined as unknown as NodeJS.Timeout, parked: false, queuedAt: clock(), startedAt: undefined };
       this.#arm(call);
       this.#calls.set(id, call);
       this.#outbox.push(message);
@@ -180,15 +196,47 @@ export class FilterHost extends EventEmitter {
 
   #arm(call: PendingCall): void {
     call.parked = false;
-    call.timer = setTimeout(() => {
-      if (this.#checking) {
-        // Perhaps only queued behind a stuck hook: wait for the check before calling it a timeout.
-        call.parked = true;
+    const left = call.queuedAt + this.queueTimeoutMs - clock();
+    call.timer = setTimeout(() => this.#check(call), Math.max(1, Math.min(this.timeoutMs, left)));
+  }
+
+  /** A call's timer: queued too long (overloaded), running too long (timeout), or not yet either. */
+  #check(call: PendingCall): void {
+    if (!this.#calls.has(call.message.id)) return;
+    const now = clock();
+    if (call.startedAt === undefined) {
+      const seen = this.#starts.startOf(call.message.id);
+      // Started so long ago that its record was overwritten: give it a budget from now.
+      if (seen !== "queued") call.startedAt = seen === "overwritten" ? now : seen;
+    }
+    if (call.startedAt === undefined) {
+      const waited = now - call.queuedAt;
+      if (waited < this.queueTimeoutMs) {
+        call.timer = setTimeout(() => this.#check(call), Math.max(1, this.queueTimeoutMs - waited));
         return;
       }
-      this.#timeOut(call);
-      this.#checkWorker();
-    }, this.timeoutMs);
+      if (this.#starts.cancel(call.message.id)) {
+        // It never ran (and now never will): nothing judged the request.
+        this.#calls.delete(call.message.id);
+        call.reject(new FilterOverloadedError(call.hook, this.queueTimeoutMs));
+        return;
+      }
+      // It started in the meantime: its budget runs from then.
+      const seen = this.#starts.startOf(call.message.id);
+      call.startedAt = typeof seen === "number" ? seen : now;
+    }
+    const ran = now - call.startedAt;
+    if (ran < this.timeoutMs) {
+      call.timer = setTimeout(() => this.#check(call), Math.max(1, Math.ceil(this.timeoutMs - ran)));
+      return;
+    }
+    if (this.#checking) {
+      // Perhaps stuck behind a hook that does not yield: wait for the check before calling it a timeout.
+      call.parked = true;
+      return;
+    }
+    this.#timeOut(call);
+    this.#checkWorker();
   }
 
   #timeOut(call: PendingCall): void {
@@ -203,17 +251,21 @@ export class FilterHost extends EventEmitter {
     if (this.#checking || this.#closed) return;
     this.#checking = true;
     const id = this.#nextId++;
-    const timer = setTimeout(() => {
-      this.#pings.delete(id);
-      this.#checking = false;
-      this.#replaceWorker(`a filter hook ran longer than ${this.timeoutMs} ms without yielding`);
-    }, Math.max(50, this.timeoutMs / 2));
-    this.#pings.set(id, () => {
+    const progress = this.#starts.progress;
+    const alive = (): void => {
       clearTimeout(timer);
       this.#pings.delete(id);
       this.#checking = false;
       for (const call of [...this.#calls.values()]) if (call.parked) this.#timeOut(call);
-    });
+    };
+    const timer = setTimeout(() => {
+      // A long queue delays the answer to the ping; hooks that went on starting show the thread is not stuck.
+      if (this.#starts.progress !== progress) return alive();
+      this.#pings.delete(id);
+      this.#checking = false;
+      this.#replaceWorker(`a filter hook ran longer than ${this.timeoutMs} ms without yielding`);
+    }, Math.max(50, this.timeoutMs / 2));
+    this.#pings.set(id, alive);
     this.#post({ type: "ping", id });
   }
 
@@ -232,6 +284,7 @@ export class FilterHost extends EventEmitter {
     }
     for (const call of this.#calls.values()) {
       clearTimeout(call.timer);
+      call.startedAt = undefined; // it starts again in the new worker; its wait in the queue still counts
       this.#arm(call);
       this.#outbox.push(call.message);
     }

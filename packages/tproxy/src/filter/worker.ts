@@ -3,14 +3,15 @@
 // while the proxy keeps serving, and a filter cannot reach the proxy's own state.
 import { createRequire } from "node:module";
 import { compileFunction } from "node:vm";
-import { parentPort } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import type { Filter, Flow, Headers, Hook } from "./types.ts";
 import { Batcher } from "../util/batcher.ts";
-import type { Answer, CallResult, FlowData, FromWorker, HookName, ToWorker } from "./protocol.ts";
+import { type Answer, type Call, type CallResult, type FlowData, type FromWorker, type HookName, type ToWorker, StartLog } from "./protocol.ts";
 
 if (!parentPort) throw new Error("filter worker must run in a worker thread");
 const port = parentPort;
 const versions = new Map<number, Filter>();
+const starts = new StartLog((workerData as { starts: SharedArrayBuffer }).starts);
 
 function send(message: FromWorker): void {
   port.postMessage(message);
@@ -69,6 +70,8 @@ function makeFlow(data: FlowData, record: (a: Answer) => void): Flow {
 }
 
 async function call(id: number, version: number, hookName: HookName, data: FlowData): Promise<void> {
+  // The call's time budget runs from here, not from when it was queued; one the proxy gave up on is skipped.
+  if (!starts.started(id)) return;
   const filter = versions.get(version);
   if (!filter) {
     // Never judge a request without its filter: an unknown version is an error, which denies.
@@ -87,10 +90,35 @@ async function call(id: number, version: number, hookName: HookName, data: FlowD
   }
 }
 
+// Calls run one after another, each given the turn of its own microtasks, so that a hook that has
+// finished sends its result while later hooks of the same batch still hold the thread: otherwise a
+// result would wait for every slow hook queued behind it, and be charged their time.
+const queue: Call[] = [];
+let head = 0;
+let draining = false;
+async function drain(): Promise<void> {
+  draining = true;
+  let flushedAt = performance.now();
+  while (head < queue.length) {
+    const c = queue[head]!;
+    queue[head++] = undefined as unknown as Call;
+    void call(c.id, c.version, c.hook, c.flow);
+    await undefined;
+    if (performance.now() - flushedAt >= 1) {
+      results.flush();
+      flushedAt = performance.now();
+    }
+  }
+  queue.length = 0;
+  head = 0;
+  draining = false;
+}
+
 port.on("message", (msg: ToWorker) => {
   switch (msg.type) {
     case "calls":
-      for (const c of msg.calls) void call(c.id, c.version, c.hook, c.flow);
+      for (const c of msg.calls) queue.push(c);
+      if (!draining) void drain();
       break;
     case "load":
       try {

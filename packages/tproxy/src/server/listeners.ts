@@ -8,12 +8,11 @@ import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { LeafCertificates } from "../certs/leaf-cache.ts";
+import { ConnectionGuard, DEFAULT_BOUNDS, type ConnectionBounds } from "../net/bounds.ts";
 import { originalDestination } from "../net/original-dst.ts";
 import { sniff, type Sniffed } from "../net/sniff.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
 import type { ConnectionInfo } from "./target.ts";
-
-const FIRST_BYTES_TIMEOUT_MS = 30_000;
 
 export interface HandOffDeps {
   /** The in-process server (never listening) that runs the request pipeline. */
@@ -22,16 +21,30 @@ export interface HandOffDeps {
   connections: WeakMap<Duplex, ConnectionInfo>;
   log: Logger;
   metrics: ProxyMetrics;
+  /** Time and count bounds on client connections (default DEFAULT_BOUNDS). */
+  bounds?: ConnectionBounds;
+}
+
+const guards = new WeakMap<HandOffDeps, ConnectionGuard>();
+
+/** The one guard of a set of listeners (they share their deps), made on first use. */
+export function guardOf(deps: HandOffDeps): ConnectionGuard {
+  let guard = guards.get(deps);
+  if (!guard) {
+    guard = new ConnectionGuard(deps.bounds ?? DEFAULT_BOUNDS, deps.log, deps.metrics);
+    guard.watch(deps.inner);
+    guards.set(deps, guard);
+  }
+  return guard;
 }
 
 function clientOf(socket: net.Socket): { address: string; port: number } {
   return { address: (socket.remoteAddress ?? "unknown").replace(/^::ffff:/, ""), port: socket.remotePort ?? 0 };
 }
 
-/** Reads until the first bytes say TLS, HTTP or neither, then puts them back on the socket. */
+/** Reads until the first bytes say TLS, HTTP or neither, then puts them back on the socket (the guard bounds the wait). */
 function readFirstBytes(socket: Duplex, done: (result: Sniffed) => void): void {
   let buffered: Buffer = Buffer.alloc(0);
-  const timer = setTimeout(() => finish({ kind: "unknown", reason: `no data within ${FIRST_BYTES_TIMEOUT_MS / 1000} s` }), FIRST_BYTES_TIMEOUT_MS);
   const onData = (chunk: Buffer): void => {
     buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
     const result = sniff(buffered);
@@ -39,7 +52,6 @@ function readFirstBytes(socket: Duplex, done: (result: Sniffed) => void): void {
   };
   const onEnd = (): void => finish({ kind: "unknown", reason: "closed before sending a request" });
   function finish(result: Sniffed): void {
-    clearTimeout(timer);
     socket.removeListener("data", onData);
     socket.removeListener("end", onEnd);
     socket.pause();
@@ -51,7 +63,9 @@ function readFirstBytes(socket: Duplex, done: (result: Sniffed) => void): void {
 }
 
 /** Terminates TLS or passes plain HTTP to the inner server; closes anything else. */
-export function handOff(socket: net.Socket | Duplex, info: Omit<ConnectionInfo, "tls" | "sni">, fallbackName: string, deps: HandOffDeps): void {
+export function handOff(socket: net.Socket, info: Omit<ConnectionInfo, "tls" | "sni">, fallbackName: string, deps: HandOffDeps): void {
+  const guard = guardOf(deps);
+  guard.handshaking(socket);
   readFirstBytes(socket, (result) => {
     if (result.kind === "unknown") {
       deps.metrics.rejectedConnections.inc({ reason: "unknown-protocol" });
@@ -61,6 +75,7 @@ export function handOff(socket: net.Socket | Duplex, info: Omit<ConnectionInfo, 
     }
     if (result.kind === "http") {
       deps.connections.set(socket, { ...info, tls: false, sni: undefined });
+      guard.parsing(socket, socket, "head");
       deps.inner.emit("connection", socket);
       socket.resume();
       return;
@@ -77,13 +92,16 @@ export function handOff(socket: net.Socket | Duplex, info: Omit<ConnectionInfo, 
     }
     deps.metrics.certCacheLookups.inc({ result: deps.leafs.hits > hits ? "hit" : "mint" });
     deps.metrics.certCacheEntries.set(deps.leafs.size);
-    const tls = new TLSSocket(socket as net.Socket, { isServer: true, secureContext: context, ALPNProtocols: ["http/1.1"] });
+    const tls = new TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: ["http/1.1"] });
     tls.once("error", (err) => {
       deps.metrics.rejectedConnections.inc({ reason: "tls-handshake" });
       deps.log.info({ client: `${info.client.address}:${info.client.port}`, sni: result.sni, err: err.message }, "TLS handshake with client failed (does the pod trust the tproxy CA?)");
       tls.destroy();
     });
-    tls.once("secure", () => tls.removeAllListeners("error").on("error", () => tls.destroy()));
+    tls.once("secure", () => {
+      tls.removeAllListeners("error").on("error", () => tls.destroy());
+      guard.parsing(socket, tls, "idle");
+    });
     deps.connections.set(tls, { ...info, tls: true, sni: result.sni });
     deps.inner.emit("connection", tls);
   });
@@ -91,7 +109,10 @@ export function handOff(socket: net.Socket | Duplex, info: Omit<ConnectionInfo, 
 
 /** The transparent listener: every connection was REDIRECTed here by the node's nat rules. */
 export function createTransparentServer(deps: HandOffDeps): net.Server {
+  const guard = guardOf(deps);
   return net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
+    // First, before any work or memory is spent on it: may this source open another connection?
+    if (!guard.admit(socket, clientOf(socket).address, "handshake")) return;
     deps.metrics.openConnections.inc({ mode: "transparent" });
     socket.once("close", () => deps.metrics.openConnections.dec({ mode: "transparent" }));
     socket.on("error", (err) => deps.log.debug({ err: err.message }, "client socket error"));
@@ -110,7 +131,11 @@ export function createTransparentServer(deps: HandOffDeps): net.Server {
 
 /** Adds CONNECT handling to the standard (explicit proxy) server; its plain requests use the pipeline directly. */
 export function attachConnect(server: http.Server, deps: HandOffDeps): void {
-  server.on("connection", (socket: net.Socket) => {
+  const guard = guardOf(deps);
+  guard.watch(server);
+  // Before the HTTP server's own "connection" listener, so that a refused connection is never parsed.
+  server.prependListener("connection", (socket: net.Socket) => {
+    if (!guard.admit(socket, clientOf(socket).address, "idle")) return;
     deps.metrics.openConnections.inc({ mode: "standard" });
     socket.once("close", () => deps.metrics.openConnections.dec({ mode: "standard" }));
     deps.connections.set(socket, { mode: "standard", tls: false, client: clientOf(socket), destination: undefined, sni: undefined });

@@ -1,0 +1,270 @@
+// Time and count bounds on client connections, so that one pod cannot hold the proxy's memory or
+// sockets: a connection must finish its TLS handshake (and the first-bytes sniff), each request head,
+// and each request body within a bound, may sit idle between requests only so long, and one source
+// address may hold only so many connections at once.
+//
+// Node's own headersTimeout/requestTimeout are checked only for servers that listen (the check starts
+// on "listening"); the server that runs the pipeline is fed connections by hand and never listens,
+// so the bounds are kept here, for every connection whichever server parses it, by one sweep timer.
+import type http from "node:http";
+import type net from "node:net";
+import type { Duplex } from "node:stream";
+import type { Logger } from "pino";
+import type { ProxyMetrics } from "../observe/metrics.ts";
+
+export interface ConnectionBounds {
+  /** From accept until the first bytes are sniffed and, for TLS, the handshake is done, in ms (0: off). Default 10000. */
+  readonly handshakeTimeoutMs: number;
+  /** From the first byte of a request until its head is complete, in ms (0: off). Default 10000. */
+  readonly headerTimeoutMs: number;
+  /** Between requests on a kept-alive connection (and before the first one), in ms (0: off). Default 30000. */
+  readonly idleTimeoutMs: number;
+  /** From the first byte of a request until its whole body has arrived, in ms (0: off). Default 300000. */
+  readonly requestTimeoutMs: number;
+  /** Connections one source address may hold open in this process at once (0: no cap). Default 512. */
+  readonly maxClientConnections: number;
+}
+
+export const DEFAULT_BOUNDS: ConnectionBounds = Object.freeze({
+  handshakeTimeoutMs: 10_000,
+  headerTimeoutMs: 10_000,
+  idleTimeoutMs: 30_000,
+  requestTimeoutMs: 300_000,
+  maxClientConnections: 512,
+});
+
+/**
+ * The bounds one proxy process applies. Workers share the ports through SO_REUSEPORT, which spreads one
+ * source's connections evenly over them by hash, so each worker takes its share of the per-client cap.
+ */
+export function boundsFor(config: ConnectionBounds & { readonly workers: number }): ConnectionBounds {
+  const cap = config.maxClientConnections;
+  return Object.freeze({
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+    headerTimeoutMs: config.headerTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    maxClientConnections: cap > 0 && config.workers > 1 ? Math.ceil(cap / config.workers) : cap,
+  });
+}
+
+/** How often a rate-limited notice may be logged: one line, then one summary per window. */
+const NOTICE_WINDOW_MS = 10_000;
+
+type Phase = "handshake" | "idle" | "head" | "request" | "tunnel";
+
+interface Tracked {
+  readonly client: string;
+  readonly raw: net.Socket;
+  /** The stream the HTTP parser reads (the TLS socket once TLS is terminated); its bytesRead counts request bytes. */
+  top: net.Socket;
+  phase: Phase;
+  since: number;
+  /** top.bytesRead when the connection went idle: more means the next request has begun. */
+  base: number;
+  req: http.IncomingMessage | undefined;
+  res: http.ServerResponse | undefined;
+}
+
+/** Logs a burst of like events as one line and then at most one summary line per window. */
+class Notices {
+  readonly #log: Logger;
+  #windowEnds = 0;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #counts = new Map<string, Map<string, number>>();
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  note(what: string, client: string, detail: string): void {
+    const now = Date.now();
+    if (now >= this.#windowEnds && !this.#timer) {
+      this.#windowEnds = now + NOTICE_WINDOW_MS;
+      this.#log.warn({ client }, `connection closed: ${what} (${detail}); further such lines are summarised every ${NOTICE_WINDOW_MS / 1000} s`);
+      return;
+    }
+    let byClient = this.#counts.get(what);
+    if (!byClient) this.#counts.set(what, (byClient = new Map()));
+    byClient.set(client, (byClient.get(client) ?? 0) + 1);
+    this.#timer ??= setTimeout(() => this.#flush(), Math.max(0, this.#windowEnds - now)).unref();
+  }
+
+  #flush(): void {
+    this.#timer = undefined;
+    this.#windowEnds = Date.now() + NOTICE_WINDOW_MS;
+    for (const [what, byClient] of this.#counts) {
+      const top = [...byClient].sort((a, b) => b[1] - a[1]);
+      const total = top.reduce((n, [, c]) => n + c, 0);
+      this.#log.warn({ closed: total, clients: top.length, top: top.slice(0, 5).map(([c, n]) => `${c}=${n}`).join(" ") }, `connections closed in the last ${NOTICE_WINDOW_MS / 1000} s: ${what}`);
+    }
+    this.#counts.clear();
+  }
+
+  close(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+/** Tracks every client connection of one proxy process and closes those that overstay a bound. */
+export class ConnectionGuard {
+  readonly bounds: ConnectionBounds;
+  readonly #metrics: ProxyMetrics;
+  readonly #notices: Notices;
+  readonly #all = new Set<Tracked>();
+  readonly #byStream = new WeakMap<Duplex, Tracked>();
+  readonly #perClient = new Map<string, number>();
+  readonly #watched = new WeakSet<http.Server>();
+  readonly #sweepMs: number;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(bounds: ConnectionBounds, log: Logger, metrics: ProxyMetrics) {
+    this.bounds = bounds;
+    this.#metrics = metrics;
+    this.#notices = new Notices(log);
+    // A deadline is noticed within a quarter of the shortest bound (at most 1 s late).
+    const enabled = [bounds.handshakeTimeoutMs, bounds.headerTimeoutMs, bounds.idleTimeoutMs, bounds.requestTimeoutMs].filter((t) => t > 0);
+    this.#sweepMs = Math.min(1000, Math.max(10, Math.floor(Math.min(4000, ...enabled) / 4)));
+  }
+
+  /** Connections open now from `client`. */
+  openFrom(client: string): number {
+    return this.#perClient.get(client) ?? 0;
+  }
+
+  /**
+   * Counts a newly accepted connection against its source address. Returns false, having reset the
+   * connection, when that source already holds the maximum.
+   */
+  admit(raw: net.Socket, client: string, phase: "handshake" | "idle"): boolean {
+    const open = this.#perClient.get(client) ?? 0;
+    const max = this.bounds.maxClientConnections;
+    if (max > 0 && open >= max) {
+      this.#metrics.rejectedConnections.inc({ reason: "client-limit" });
+      this.#notices.note("per-client connection limit", client, `${open} open, limit ${max}`);
+      raw.resetAndDestroy();
+      return false;
+    }
+    this.#perClient.set(client, open + 1);
+    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined };
+    this.#all.add(t);
+    this.#byStream.set(raw, t);
+    raw.once("close", () => {
+      this.#all.delete(t);
+      const n = (this.#perClient.get(client) ?? 1) - 1;
+      if (n > 0) this.#perClient.set(client, n);
+      else this.#perClient.delete(client);
+      if (this.#all.size === 0) this.#stopSweep();
+    });
+    this.#startSweep();
+    return true;
+  }
+
+  /** The connection (a CONNECT tunnel's, too) now has to show its first bytes and finish any TLS handshake. */
+  handshaking(raw: net.Socket): void {
+    const t = this.#byStream.get(raw);
+    if (t) this.#enter(t, "handshake");
+  }
+
+  /** The HTTP parser now reads `top` (the raw socket, or the TLS socket over it). */
+  parsing(raw: net.Socket, top: net.Socket, waiting: "idle" | "head"): void {
+    const t = this.#byStream.get(raw);
+    if (!t) return;
+    t.top = top;
+    this.#byStream.set(top, t);
+    this.#enter(t, waiting);
+  }
+
+  /** Follows the requests of a server that parses tracked connections. */
+  watch(server: http.Server): void {
+    if (this.#watched.has(server)) return;
+    this.#watched.add(server);
+    // These bounds are kept here; the server's own would only apply when it listens, and differently.
+    server.headersTimeout = 0;
+    server.requestTimeout = 0;
+    // Keep-Alive: timeout=N tells clients when an idle connection will be closed.
+    server.keepAliveTimeout = this.bounds.idleTimeoutMs;
+    server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const t = this.#byStream.get(req.socket);
+      if (!t) return;
+      // The request began with its first byte: keep that start when the sweep saw it, else now.
+      const since = t.phase === "head" ? t.since : Date.now();
+      t.phase = "request";
+      t.since = since;
+      t.req = req;
+      t.res = res;
+    });
+    server.on("upgrade", (req: http.IncomingMessage) => {
+      const t = this.#byStream.get(req.socket);
+      if (t) this.#enter(t, "tunnel");
+    });
+  }
+
+  #enter(t: Tracked, phase: Phase): void {
+    t.phase = phase;
+    t.since = Date.now();
+    t.base = t.top.bytesRead;
+    t.req = undefined;
+    t.res = undefined;
+  }
+
+  #startSweep(): void {
+    this.#timer ??= setInterval(() => this.#sweep(), this.#sweepMs).unref();
+  }
+
+  #stopSweep(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    const b = this.bounds;
+    for (const t of this.#all) {
+      if (t.phase === "request" && t.res && (t.res.writableFinished || t.res.destroyed) && t.req?.complete !== false) {
+        // Answered, and the body (perhaps answered before it arrived) is in: the connection waits for its next request.
+        this.#enter(t, "idle");
+        continue;
+      }
+      if (t.phase === "idle" && t.top.bytesRead > t.base) {
+        t.phase = "head";
+        t.since = now;
+        continue;
+      }
+      const age = now - t.since;
+      switch (t.phase) {
+        case "handshake":
+          if (b.handshakeTimeoutMs > 0 && age >= b.handshakeTimeoutMs) this.#close(t, "handshake-timeout", "TLS handshake or first bytes too slow", b.handshakeTimeoutMs);
+          break;
+        case "idle":
+          if (b.idleTimeoutMs > 0 && age >= b.idleTimeoutMs) this.#close(t, undefined, "idle", b.idleTimeoutMs);
+          break;
+        case "head":
+          if (b.headerTimeoutMs > 0 && age >= b.headerTimeoutMs) this.#close(t, "header-timeout", "request head too slow", b.headerTimeoutMs);
+          break;
+        case "request":
+          // Only the client's part is bounded here: once the body is in, the upstream and the filter take their time.
+          if (b.requestTimeoutMs > 0 && age >= b.requestTimeoutMs && t.req && !t.req.complete) this.#close(t, "request-timeout", "request body too slow", b.requestTimeoutMs);
+          break;
+        case "tunnel":
+          break;
+      }
+    }
+  }
+
+  #close(t: Tracked, reason: string | undefined, what: string, ms: number): void {
+    this.#all.delete(t);
+    if (reason) {
+      this.#metrics.rejectedConnections.inc({ reason });
+      this.#notices.note(what, t.client, `bound ${ms} ms`);
+    }
+    t.top.destroy();
+    t.raw.destroy();
+  }
+
+  close(): void {
+    this.#stopSweep();
+    this.#notices.close();
+  }
+}
