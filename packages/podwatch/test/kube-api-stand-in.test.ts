@@ -7,7 +7,7 @@ import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { KubeApiStandIn } from "../../../test/support/kube-api-stand-in.ts";
 import { Netns, must, uniqueName, waitFor } from "../../../test/support/netns.ts";
-import { KubeletStandIn, TutorialWorld } from "../../../test/support/tutorial-world.ts";
+import { DNS_IP, KubeletStandIn, TutorialWorld } from "../../../test/support/tutorial-world.ts";
 
 interface Seen {
   type: string;
@@ -280,7 +280,7 @@ describe("tutorial world: pods and their namespaces", function () {
       extra = pod.ns.name;
       world.schedulePod(pod, true);
       expect(world.api.getPod("default", "extra")?.status).to.include({ phase: "Pending", podIP: pod.ip });
-      const init = world.sidecarInit(pod, ["--no-wait"]);
+      const init = world.sidecarInit(pod, ["--no-wait", "--allow-dns", DNS_IP]);
       await once(init.child, "exit");
       expect(init.child.exitCode, init.output).to.equal(0);
       expect(world.api.getPod("default", "extra")?.status.phase).to.equal("Running");
