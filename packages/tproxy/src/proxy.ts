@@ -121,7 +121,7 @@ export class TproxyServer {
 
     const inner = this.#pipelineServer(interceptor);
     this.#inner = inner;
-    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: boundsFor(config) };
+    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: boundsFor(config), connectPorts: new Set(config.allowPorts) };
 
     this.#transparent = createTransparentServer(deps);
     const transparent = await listen(this.#transparent, config.transparentPort, config.listenAddress);

@@ -298,4 +298,31 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
       expect(metric(text, "tproxy_process_resident_memory_bytes")).to.be.above(0);
     });
   });
+
+  describe("standard mode: CONNECT only to allowed ports", () => {
+    it("refuses a tunnel to another port before it is established (403, logged); port 443 and --allow-port ports are tunnelled", async () => {
+      const proxy = await start(configMap({ "filter.ts": GOOD }));
+      try {
+        const before = proxy.lines.length;
+        const refused = await curl(["-p", "-x", `http://${NODE_POD_SIDE}:1080`, "https://storage.googleapis.com:8443/x"]);
+        expect(refused.code, refused.stderr).to.equal(56);
+        expect(refused.stderr).to.match(/CONNECT tunnel failed, response 403/);
+        await lineAfter(proxy, before, /CONNECT refused: port 8443 is not an allowed port \(80, 443; see --allow-port\)/);
+        // Control: the same tunnel to 443 is established and the request inside it judged.
+        const tunnelled = await curl(["-p", "-x", `http://${NODE_POD_SIDE}:1080`, "https://storage.googleapis.com/x"]);
+        expect(tunnelled).to.include({ status: 200, body: "storage.googleapis.com GET /x\n" });
+      } finally {
+        await proxy.stop();
+      }
+      const opened = await start(configMap({ "filter.ts": GOOD }), ["--allow-port", "443,8443"]);
+      try {
+        // With 8443 allowed the tunnel is established (200); nothing listens there upstream, so the request inside fails on its own.
+        const r = await curl(["-v", "-p", "-x", `http://${NODE_POD_SIDE}:1080`, "https://storage.googleapis.com:8443/x"]);
+        expect(r.stderr).to.match(/HTTP\/1\.1 200 Connection Established/);
+        expect(r.stderr).to.not.match(/CONNECT tunnel failed/);
+      } finally {
+        await opened.stop();
+      }
+    });
+  });
 });

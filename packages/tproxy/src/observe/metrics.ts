@@ -12,7 +12,7 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
   readonly openConnections = new Gauge({ name: "tproxy_open_connections", help: "Client connections open, by mode", labelNames: ["mode"] as const, registers: [this.registry] });
-  readonly rejectedConnections = new Counter({ name: "tproxy_rejected_connections_total", help: "Connections closed because they were neither TLS nor HTTP, or failed the TLS handshake", labelNames: ["reason"] as const, registers: [this.registry] });
+  readonly rejectedConnections = new Counter({ name: "tproxy_rejected_connections_total", help: "Client connections closed by the proxy, by reason: unknown-protocol (neither TLS nor HTTP, or a refused TLS server name), tls-handshake, client-limit (--max-client-connections), handshake-timeout, header-timeout, request-timeout", labelNames: ["reason"] as const, registers: [this.registry] });
   readonly certCacheEntries = new Gauge({ name: "tproxy_certificate_cache_entries", help: "Leaf certificates held in memory", registers: [this.registry] });
   readonly certCacheLookups = new Counter({ name: "tproxy_certificate_cache_lookups_total", help: "Leaf certificate lookups, by result (hit or mint)", labelNames: ["result"] as const, registers: [this.registry] });
   readonly filterReloads = new Counter({ name: "tproxy_filter_reloads_total", help: "Filter loads, by result (success or error)", labelNames: ["result"] as const, registers: [this.registry] });

@@ -2,7 +2,7 @@
 // standard listener (explicit proxy: CONNECT and absolute-form requests). Both look at a connection's
 // first bytes, terminate TLS in-process with a leaf certificate for the claimed name, and hand the
 // stream to the in-process HTTP server that runs the request pipeline.
-import type http from "node:http";
+import http from "node:http";
 import net from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
@@ -12,6 +12,7 @@ import { ConnectionGuard, DEFAULT_BOUNDS, type ConnectionBounds } from "../net/b
 import { originalDestination } from "../net/original-dst.ts";
 import { sniff, type Sniffed } from "../net/sniff.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
+import { HostNameError, parseAuthority } from "../policy/host-name.ts";
 import type { ConnectionInfo } from "./target.ts";
 
 export interface HandOffDeps {
@@ -23,6 +24,8 @@ export interface HandOffDeps {
   metrics: ProxyMetrics;
   /** Time and count bounds on client connections (default DEFAULT_BOUNDS). */
   bounds?: ConnectionBounds;
+  /** Ports a CONNECT tunnel may name (standard mode, `--allow-port`); default 80 and 443. */
+  connectPorts?: ReadonlySet<number>;
 }
 
 const guards = new WeakMap<HandOffDeps, ConnectionGuard>();
@@ -129,6 +132,8 @@ export function createTransparentServer(deps: HandOffDeps): net.Server {
   });
 }
 
+const DEFAULT_CONNECT_PORTS: ReadonlySet<number> = new Set([80, 443]);
+
 /** Adds CONNECT handling to the standard (explicit proxy) server; its plain requests use the pipeline directly. */
 export function attachConnect(server: http.Server, deps: HandOffDeps): void {
   const guard = guardOf(deps);
@@ -143,12 +148,26 @@ export function attachConnect(server: http.Server, deps: HandOffDeps): void {
   server.on("connect", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     socket.on("error", (err) => deps.log.debug({ err: err.message }, "client socket error"));
     const authority = req.url ?? "";
-    const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(authority);
-    if (!m) {
-      socket.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\ntproxy: CONNECT needs host:port\n");
-      return;
+    const refuse = (status: number, reason: string, message: string): void => {
+      deps.log.info({ client: clientOf(socket).address, authority: JSON.stringify(authority), reason }, `CONNECT refused: ${message}`);
+      deps.metrics.requests.inc({ decision: "denied", status: String(status) });
+      const body = `tproxy: ${message}\n`;
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    };
+    let destination: { address: string; port: number };
+    try {
+      // The same host rules as Host and SNI (policy/host-name.ts): one spelling per name, no number forms.
+      const parsed = parseAuthority(authority, "connect");
+      if (parsed.port === undefined) return refuse(400, "bad-request", "CONNECT needs host:port");
+      destination = { address: parsed.host.host, port: parsed.port };
+    } catch (err) {
+      return refuse(400, "bad-host", err instanceof HostNameError ? err.message : `malformed CONNECT authority ${JSON.stringify(authority)}`);
     }
-    const destination = { address: m[1]!.toLowerCase(), port: Number(m[2]) };
+    // Like Squid's SSL_ports: a tunnel only to an allowed port, refused before it is established.
+    const allowed = deps.connectPorts ?? DEFAULT_CONNECT_PORTS;
+    if (!allowed.has(destination.port)) {
+      return refuse(403, "port-not-allowed", `port ${destination.port} is not an allowed port (${[...allowed].join(", ")}; see --allow-port)`);
+    }
     socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length > 0) socket.unshift(head);
     handOff(socket, { mode: "standard", client: clientOf(socket), destination }, destination.address, deps);
