@@ -24,7 +24,7 @@ describe("podwatch config edges", () => {
   });
 
   it("accepts annotation keys with and without a prefix, and single-character names", () => {
-    for (const a of ["tproxy", "x", "example.com/x", "example.com/Tproxy_1.a-b"]) expect(parse({ annotation: a }).annotation).to.equal(a);
+    for (const a of ["tproxy", "Tproxy_1", "x", "example.com/x", "example.com/Tproxy_1.a-b"]) expect(parse({ annotation: a }).annotation).to.equal(a);
     for (const a of ["a/b/c", "Bad_Prefix/x", "example.com/-x", "example.com/x-", "/x", "example.com/"]) refuses({ annotation: a }, `--annotation ${JSON.stringify(a)} is not a valid annotation key`);
   });
 

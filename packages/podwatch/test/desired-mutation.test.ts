@@ -13,9 +13,12 @@ describe("podwatch desired state edges", () => {
     delete single.status?.podIPs;
     const blank = pod({ name: "blank", ip: "10.0.0.2" });
     blank.status!.podIPs = [{ ip: "" }];
-    expect(select([single, blank])).to.deep.equal([
+    const unset = pod({ name: "unset", ip: "10.0.0.4" });
+    unset.status!.podIPs = [{} as { ip: string }];
+    expect(select([single, blank, unset])).to.deep.equal([
       { ip: "10.0.0.2", family: "ipv4", pod: "default/blank" },
       { ip: "10.0.0.1", family: "ipv4", pod: "default/single" },
+      { ip: "10.0.0.4", family: "ipv4", pod: "default/unset" },
     ]);
   });
 

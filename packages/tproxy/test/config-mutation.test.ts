@@ -84,6 +84,7 @@ describe("tproxy run config", () => {
     [{ workers: "0" }, '--workers "0" must be "auto" or a whole number from 1 to 256'],
     [{ workers: "257" }, '--workers "257" must be "auto" or a whole number from 1 to 256'],
     [{ workers: "2x" }, '--workers "2x" must be "auto" or a whole number from 1 to 256'],
+    [{ workers: "x2" }, '--workers "x2" must be "auto" or a whole number from 1 to 256'],
     [{ onFilterError: "ignore" }, '--on-filter-error "ignore" must be deny or allow'],
     [{ logFormat: "pretty" }, '--log-format "pretty" must be text or json'],
     [{ listenAddress: "localhost" }, '--listen-address "localhost" is not an IP address'],
