@@ -1,0 +1,98 @@
+// `tproxy run` configuration parsed in-process: defaults, every flag's bounds, and messages that name
+// the flag and the value. (test/cli.test.ts covers the same parser through the built command.)
+import { expect } from "chai";
+import { resolve } from "node:path";
+import { parseRunConfig, type RawRunOptions } from "../src/config.ts";
+import { ConfigError } from "../src/errors.ts";
+
+const base: RawRunOptions = { caCert: "ca.pem", caKey: "ca.key", filter: "filter.ts" };
+const parse = (over: RawRunOptions, auto?: () => number) => parseRunConfig({ ...base, ...over }, auto);
+
+function message(over: RawRunOptions): string {
+  try {
+    parse(over);
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConfigError);
+    expect((err as ConfigError).code).to.equal("ERR_CONFIG");
+    return (err as ConfigError).message;
+  }
+  throw new Error(`expected a ConfigError for ${JSON.stringify(over)}`);
+}
+
+describe("tproxy run config", () => {
+  it("has the documented defaults, resolves the filter path and freezes the result", () => {
+    const c = parse({});
+    expect(c).to.deep.equal({
+      caCert: "ca.pem",
+      caKey: "ca.key",
+      filter: resolve("filter.ts"),
+      transparentPort: 8080,
+      standardPort: undefined,
+      metricsPort: 9090,
+      listenAddress: "::",
+      upstreamCa: undefined,
+      insecureUpstream: false,
+      onFilterError: "deny",
+      filterTimeoutMs: 100,
+      logFormat: "text",
+      probeAddress: "192.0.2.1",
+      drainTimeoutMs: 25_000,
+      workers: 1,
+    });
+    expect(Object.isFrozen(c)).to.equal(true);
+  });
+
+  it("treats an empty value (an unset variable) as not given", () => {
+    const c = parse({ transparentPort: "", standardPort: "", metricsPort: "", filterTimeout: "", drainTimeout: "", upstreamCa: "", workers: "" }, () => 3);
+    expect(c).to.deep.include({ transparentPort: 8080, standardPort: undefined, metricsPort: 9090, filterTimeoutMs: 100, drainTimeoutMs: 25_000, upstreamCa: undefined, workers: 3 });
+  });
+
+  it("takes every value given", () => {
+    const c = parse({
+      transparentPort: "3129", standardPort: "1080", metricsPort: "0", listenAddress: "10.0.0.5", upstreamCa: "/etc/extra.pem",
+      insecureUpstream: true, onFilterError: "allow", filterTimeout: "250", logFormat: "json", probeAddress: "fd00::1", drainTimeout: "1", workers: "4",
+    });
+    expect(c).to.deep.include({
+      transparentPort: 3129, standardPort: 1080, metricsPort: 0, listenAddress: "10.0.0.5", upstreamCa: "/etc/extra.pem",
+      insecureUpstream: true, onFilterError: "allow", filterTimeoutMs: 250, logFormat: "json", probeAddress: "fd00::1", drainTimeoutMs: 1, workers: 4,
+    });
+  });
+
+  it("accepts the edges of every range", () => {
+    expect(parse({ transparentPort: "0", standardPort: "65535" })).to.deep.include({ transparentPort: 0, standardPort: 65535 });
+    expect(parse({ workers: "1" }).workers).to.equal(1);
+    expect(parse({ workers: "256" }).workers).to.equal(256);
+    expect(parse({ workers: "auto" }, () => 7).workers).to.equal(7);
+    expect(parse({}, () => 5).workers).to.equal(5);
+  });
+
+  const refused: Array<[RawRunOptions, string]> = [
+    [{ caCert: undefined }, "--ca-cert is required"],
+    [{ caCert: "" }, "--ca-cert is required"],
+    [{ caKey: undefined }, "--ca-key is required"],
+    [{ filter: "" }, "--filter is required"],
+    [{ transparentPort: "65536" }, '--transparent-port "65536" is not a port number (0-65535)'],
+    [{ transparentPort: "80a" }, '--transparent-port "80a" is not a port number (0-65535)'],
+    [{ transparentPort: "-1" }, '--transparent-port "-1" is not a port number (0-65535)'],
+    [{ standardPort: "1e3" }, '--standard-port "1e3" is not a port number (0-65535)'],
+    [{ metricsPort: " 9090" }, '--metrics-port " 9090" is not a port number (0-65535)'],
+    [{ metricsPort: "70000" }, '--metrics-port "70000" is not a port number (0-65535)'],
+    [{ filterTimeout: "0" }, '--filter-timeout "0" must be a positive whole number of milliseconds'],
+    [{ filterTimeout: "1.5" }, '--filter-timeout "1.5" must be a positive whole number of milliseconds'],
+    [{ filterTimeout: "100ms" }, '--filter-timeout "100ms" must be a positive whole number of milliseconds'],
+    [{ drainTimeout: "0" }, '--drain-timeout "0" must be a positive whole number of milliseconds'],
+    [{ workers: "0" }, '--workers "0" must be "auto" or a whole number from 1 to 256'],
+    [{ workers: "257" }, '--workers "257" must be "auto" or a whole number from 1 to 256'],
+    [{ workers: "2x" }, '--workers "2x" must be "auto" or a whole number from 1 to 256'],
+    [{ workers: "x2" }, '--workers "x2" must be "auto" or a whole number from 1 to 256'],
+    [{ onFilterError: "ignore" }, '--on-filter-error "ignore" must be deny or allow'],
+    [{ logFormat: "pretty" }, '--log-format "pretty" must be text or json'],
+    [{ listenAddress: "localhost" }, '--listen-address "localhost" is not an IP address'],
+    [{ probeAddress: "192.0.2.300" }, '--probe-address "192.0.2.300" is not an IP address'],
+  ];
+  for (const [over, expected] of refused) {
+    it(`refuses ${JSON.stringify(over)} naming the flag and the value`, () => {
+      expect(message(over)).to.equal(expected);
+    });
+  }
+});
