@@ -34,14 +34,15 @@ describe("podwatch desired state edges", () => {
   });
 
   it("gives an IP claimed by two pods created in the same second to the higher resourceVersion, in any order", () => {
+    // Both claims are locked (a locked claim always wins over an unlocked one): the newest names the rule.
     const older = pod({ name: "older", ip: "10.0.0.8", rv: "12" });
-    const newer = pod({ name: "newer", ip: "10.0.0.8", rv: "3", annotated: false });
+    const newer = pod({ name: "newer", ip: "10.0.0.8", rv: "3" });
     // resourceVersions compare as numbers: 12 is newer than 3
     expect(select([older, newer])).to.deep.equal([{ ip: "10.0.0.8", family: "ipv4", pod: "default/older" }]);
     expect(select([newer, older])).to.deep.equal([{ ip: "10.0.0.8", family: "ipv4", pod: "default/older" }]);
     const unversioned = pod({ name: "unversioned", ip: "10.0.0.8" });
     delete unversioned.metadata!.resourceVersion;
-    expect(select([pod({ name: "versioned", ip: "10.0.0.8", rv: "5", annotated: false }), unversioned])).to.deep.equal([]);
+    expect(select([pod({ name: "versioned", ip: "10.0.0.8", rv: "5" }), unversioned])).to.deep.equal([{ ip: "10.0.0.8", family: "ipv4", pod: "default/versioned" }]);
   });
 
   it("orders by pod, then by address, whatever the input order", () => {

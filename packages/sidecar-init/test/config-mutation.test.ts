@@ -37,8 +37,8 @@ describe("sidecar-init config edges", () => {
   });
 
   it("drops empty list items and duplicate CIDRs, and reads the variable when the flag list is empty", () => {
-    expect(parseConfig({}, { ALLOW_DNS: ",10.0.0.10,,10.0.0.11," }).allowDns).to.deep.equal(["10.0.0.10", "10.0.0.11"]);
-    expect(parseConfig({ allowDns: [] }, { ALLOW_DNS: "10.0.0.12" }).allowDns).to.deep.equal(["10.0.0.12"]);
+    expect(parseConfig({}, { ALLOW_DNS: ",10.0.0.10,,10.0.0.11," }).allowDns).to.deep.equal({ kind: "list", resolvers: [{ ip: "10.0.0.10", family: "ipv4" }, { ip: "10.0.0.11", family: "ipv4" }] });
+    expect(parseConfig({ allowDns: [] }, { ALLOW_DNS: "10.0.0.12" }).allowDns).to.deep.equal({ kind: "list", resolvers: [{ ip: "10.0.0.12", family: "ipv4" }] });
     expect(parseConfig({ blockCidr: ["10.96.0.0/12", "10.96.0.0/12"] }, noEnv).blockCidrs.map((b) => b.text)).to.deep.equal(["10.96.0.0/12"]);
     expect(parseConfig({ ports: "80,,443" }, noEnv).ports).to.deep.equal([80, 443]);
   });

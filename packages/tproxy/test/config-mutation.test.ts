@@ -38,6 +38,15 @@ describe("tproxy run config", () => {
       probeAddress: "192.0.2.1",
       drainTimeoutMs: 25_000,
       workers: 1,
+      blockCidrs: [],
+      allowUpstreamCidrs: [],
+      allowPorts: [80, 443],
+      filterQueueTimeoutMs: 1000,
+      handshakeTimeoutMs: 10_000,
+      headerTimeoutMs: 10_000,
+      idleTimeoutMs: 30_000,
+      requestTimeoutMs: 300_000,
+      maxClientConnections: 512,
     });
     expect(Object.isFrozen(c)).to.equal(true);
   });
