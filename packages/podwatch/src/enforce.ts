@@ -44,6 +44,7 @@ function rule(family: Family, body: string, label: string): { id: string; line: 
 }
 
 const NDP_TYPES = [133, 135, 136]; // router solicitation, neighbour solicitation, neighbour advertisement
+const NDP_DESTINATIONS = ["-d fe80::/10", "-d ff02::/16", "-m addrtype --dst-type LOCAL"];
 
 /** The wanted chain of one family, in order: each rule with its ID. Nothing when no pod is locked. */
 export function renderEnforce(redirects: readonly Redirect[], family: Family, opts: EnforceOptions): Array<{ id: string; line: string }> {
@@ -63,7 +64,11 @@ export function renderEnforce(redirects: readonly Redirect[], family: Family, op
       out.push(rule(family, `${src} -p tcp -m tcp --dport ${opts.standardPort} -m addrtype --dst-type LOCAL -j RETURN`, r.pod));
     }
     if (family === "ipv6") {
-      for (const t of NDP_TYPES) out.push(rule(family, `${src} -p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j RETURN`, r.pod));
+      // Only to where neighbour discovery goes (link-local, link-scope multicast, the node itself): an
+      // ND-typed packet to a remote address would otherwise be forwarded, a way out for raw packets.
+      for (const t of NDP_TYPES) {
+        for (const dst of NDP_DESTINATIONS) out.push(rule(family, `${src} ${dst} -p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j RETURN`, r.pod));
+      }
     }
     out.push(rule(family, `${src} -j DROP`, r.pod));
   }

@@ -32,7 +32,7 @@ describe("podwatch enforce chain (filter table)", () => {
     expect(v4[0]?.line).to.match(/--comment "tproxy:[0-9a-f]{16} replies" -j RETURN$/);
   });
 
-  it("IPv6: IPv6 resolvers only, and neighbour discovery from the pod's address passes", () => {
+  it("IPv6: IPv6 resolvers only, and neighbour discovery from the pod's address passes, only to link-local, link-scope multicast or the node", () => {
     const v6 = bodies(renderEnforce(redirects, "ipv6", opts));
     const api = (rest: string) => `-A ${ENFORCE_CHAIN} -s fd00:10:244:1::9/128 ${rest}`;
     expect(v6).to.deep.equal([
@@ -41,9 +41,15 @@ describe("podwatch enforce chain (filter table)", () => {
       api("-p udp -m conntrack --ctorigdst fd00:96::a --ctorigdstport 53 -j RETURN"),
       api("-p tcp -m conntrack --ctorigdst fd00:96::a --ctorigdstport 53 -j RETURN"),
       api("-p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -j RETURN"),
-      api("-p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
-      api("-p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
-      api("-p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
+      api("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
+      api("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
+      api("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
+      api("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
+      api("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
+      api("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
+      api("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
+      api("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
+      api("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
       api("-j DROP"),
     ]);
   });
