@@ -8,7 +8,7 @@
 // match modules are added or reordered), so each rule carries a deterministic ID in its comment, derived
 // from the rule itself, and only the IDs the kernel lists are compared with the wanted ones.
 import { createHash } from "node:crypto";
-import { RulesParseError } from "./errors.ts";
+import { parseSave, planChain, type ChainSpec } from "./owned-chain.ts";
 import type { Family, Redirect } from "./desired.ts";
 
 /** The filter chain podwatch owns. */
@@ -85,40 +85,14 @@ export interface KernelEnforce {
 }
 
 const ID_RE = new RegExp(`--comment "?${ID_PREFIX}([0-9a-f]{16})\\b`);
-const JUMP_RE = new RegExp(` -j ${ENFORCE_CHAIN}(?: |$)`);
+const FILTER: ChainSpec<EnforceHook> = { table: "filter", chain: ENFORCE_CHAIN, hooks: ENFORCE_HOOKS };
+/** A kernel rule's ID; a rule without one of ours reads as `""` (and is never wanted). */
+const idOf = (rule: string): string => ID_RE.exec(rule)?.[1] ?? "";
 
 /** Reads `iptables-save -t filter` output. An empty listing is an empty state. */
 export function parseFilterSave(text: string): KernelEnforce {
-  let inFilter = false;
-  let sawFilter = false;
-  let sawOther = false;
-  let exists = false;
-  const ids: string[] = [];
-  const jumps: Record<EnforceHook, string[]> = { INPUT: [], FORWARD: [] };
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (line === "" || line.startsWith("#")) continue;
-    if (line.startsWith("*")) {
-      inFilter = line === "*filter";
-      sawOther ||= !inFilter;
-      sawFilter ||= inFilter;
-      continue;
-    }
-    if (!inFilter) {
-      sawOther = true;
-      continue;
-    }
-    if (line === "COMMIT") inFilter = false;
-    else if (line.startsWith(`:${ENFORCE_CHAIN} `)) exists = true;
-    else if (line.startsWith(`-A ${ENFORCE_CHAIN} `)) ids.push(ID_RE.exec(line)?.[1] ?? "");
-    else if (line.startsWith("-A INPUT ") && JUMP_RE.test(line)) jumps.INPUT.push(line);
-    else if (line.startsWith("-A FORWARD ") && JUMP_RE.test(line)) jumps.FORWARD.push(line);
-    else if (!line.startsWith(":") && !line.startsWith("-A ")) {
-      throw new RulesParseError(`unexpected line in iptables-save output: ${JSON.stringify(line)}`);
-    }
-  }
-  if (!sawFilter && sawOther) throw new RulesParseError("iptables-save output has no *filter table");
-  return { exists, ids, jumps };
+  const k = parseSave(text, FILTER);
+  return { exists: k.exists, ids: k.rules.map(idOf), jumps: k.jumps };
 }
 
 /** The transaction for one family's filter table, and what it changes. */
@@ -140,32 +114,8 @@ export interface EnforcePlan {
  * the kernel swaps the whole table at COMMIT.
  */
 export function planEnforce(kernel: KernelEnforce, wanted: ReadonlyArray<{ id: string; line: string }>): EnforcePlan | undefined {
-  const plain = (hook: EnforceHook) => `-A ${hook} -j ${ENFORCE_CHAIN}`;
-  const broken = ENFORCE_HOOKS.filter((h) => !(kernel.jumps[h].length === 1 && kernel.jumps[h][0] === plain(h)));
-  const idsOk = kernel.ids.length === wanted.length && kernel.ids.every((id, i) => id === wanted[i]?.id);
-  const anyJump = ENFORCE_HOOKS.some((h) => kernel.jumps[h].length > 0);
-  if (kernel.exists && broken.length === 0 && idsOk) return undefined;
-  if (!kernel.exists && !anyJump && wanted.length === 0) return undefined;
-
-  const lines = ["*filter", `:${ENFORCE_CHAIN} - [0:0]`];
-  for (const hook of ENFORCE_HOOKS) {
-    let kept = false;
-    for (const jump of kernel.jumps[hook]) {
-      if (jump === plain(hook) && !kept) {
-        kept = true;
-        continue;
-      }
-      lines.push(`-D ${jump.slice(3)}`);
-    }
-    if (!kept) lines.push(`-I ${hook} 1 -j ${ENFORCE_CHAIN}`);
-  }
-  lines.push(...wanted.map((w) => w.line), "COMMIT", "");
-  const have = new Set(kernel.ids);
-  const want = new Set(wanted.map((w) => w.id));
-  return {
-    input: lines.join("\n"),
-    added: wanted.filter((w) => !have.has(w.id)).length,
-    removed: kernel.ids.filter((id) => !want.has(id)).length,
-    jumpsRepaired: broken,
-  };
+  // The kernel prints rules back in its own spelling; only the IDs in their comments are compared.
+  const plan = planChain(FILTER, { exists: kernel.exists, rules: kernel.ids, jumps: kernel.jumps }, wanted.map((w) => ({ key: w.id, line: w.line })), (id: string) => id);
+  if (!plan) return undefined;
+  return { input: plan.input, added: plan.added.length, removed: plan.removed.length, jumpsRepaired: plan.jumpsRepaired };
 }

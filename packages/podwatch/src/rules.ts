@@ -1,6 +1,6 @@
 // The nat chain podwatch owns: rendering the wanted rules, reading what the kernel has (`iptables-save`),
 // and planning the one `iptables-restore --noflush` transaction that turns the second into the first.
-import { RulesParseError } from "./errors.ts";
+import { parseSave, planChain, type ChainSpec } from "./owned-chain.ts";
 import type { Family, Redirect } from "./desired.ts";
 
 /** The nat chain podwatch owns (contract). */
@@ -32,6 +32,8 @@ export function renderChain(redirects: readonly Redirect[], family: Family, opts
   return redirects.filter((r) => r.family === family).map((r) => renderRule(r, opts));
 }
 
+const NAT: ChainSpec<"PREROUTING"> = { table: "nat", chain: CHAIN, hooks: ["PREROUTING"] };
+
 /** What the kernel's nat table holds that concerns podwatch. */
 export interface KernelChain {
   /** The chain is declared. */
@@ -44,39 +46,8 @@ export interface KernelChain {
 
 /** Reads `iptables-save -t nat` output. An empty listing (nat table not in use yet) is an empty state. */
 export function parseNatSave(text: string): KernelChain {
-  let inNat = false;
-  let sawNat = false;
-  let sawOther = false;
-  let exists = false;
-  const rules: string[] = [];
-  const jumps: string[] = [];
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (line === "" || line.startsWith("#")) continue;
-    if (line.startsWith("*")) {
-      inNat = line === "*nat";
-      sawOther ||= !inNat;
-      sawNat ||= inNat;
-      continue;
-    }
-    if (!inNat) {
-      sawOther = true;
-      continue;
-    }
-    if (line === "COMMIT") {
-      inNat = false;
-    } else if (line.startsWith(`:${CHAIN} `)) {
-      exists = true;
-    } else if (line.startsWith(`-A ${CHAIN} `)) {
-      rules.push(line);
-    } else if (line.startsWith("-A PREROUTING ") && / -j TPROXY-REDIRECT(?: |$)/.test(line)) {
-      jumps.push(line);
-    } else if (!line.startsWith(":") && !line.startsWith("-A ")) {
-      throw new RulesParseError(`unexpected line in iptables-save output: ${JSON.stringify(line)}`);
-    }
-  }
-  if (!sawNat && sawOther) throw new RulesParseError("iptables-save output has no *nat table");
-  return { exists, rules, jumps };
+  const k = parseSave(text, NAT);
+  return { exists: k.exists, rules: k.rules, jumps: k.jumps.PREROUTING };
 }
 
 /** The transaction for one family, and what it changes (for logs and metrics). */
@@ -92,39 +63,14 @@ export interface FamilyPlan {
 }
 
 /**
- * Plans one family. Returns undefined when the kernel already has exactly the wanted chain and one
- * jump (or has nothing of ours and nothing is wanted). Otherwise the whole chain is rewritten in one
- * transaction: declaring the chain under `--noflush` empties it, then every wanted rule is appended;
- * the jump is inserted first in PREROUTING only when missing, and extra jumps are deleted. Nothing
- * else in the table is named, so other chains (kube-proxy's) are left as they are.
+ * Plans one family (owned-chain.ts): undefined when the kernel already has exactly the wanted chain and one
+ * jump, else one transaction that rewrites the chain and repairs the jump. A redirect rule prints back from
+ * the kernel exactly as rendered (tested against the real iptables), so the rule text is its key.
  */
 export function planFamily(kernel: KernelChain, wanted: readonly string[]): FamilyPlan | undefined {
-  const plainJumps = kernel.jumps.filter((j) => j === JUMP_RULE).length;
-  const jumpOk = plainJumps === 1 && kernel.jumps.length === 1;
-  const rulesOk = kernel.rules.length === wanted.length && kernel.rules.every((r, i) => r === wanted[i]);
-  if (kernel.exists && jumpOk && rulesOk) return undefined;
-  if (!kernel.exists && kernel.jumps.length === 0 && wanted.length === 0) return undefined;
-
-  const lines = ["*nat", `:${CHAIN} - [0:0]`];
-  let keptPlain = false;
-  for (const jump of kernel.jumps) {
-    if (jump === JUMP_RULE && !keptPlain) {
-      keptPlain = true;
-      continue;
-    }
-    lines.push(`-D ${jump.slice(3)}`);
-  }
-  if (!keptPlain) lines.push(`-I PREROUTING 1 -j ${CHAIN}`);
-  lines.push(...wanted, "COMMIT", "");
-
-  const have = new Set(kernel.rules);
-  const want = new Set(wanted);
-  return {
-    input: lines.join("\n"),
-    added: wanted.filter((r) => !have.has(r)),
-    removed: kernel.rules.filter((r) => !want.has(r)),
-    jumpRepaired: !jumpOk,
-  };
+  const plan = planChain(NAT, { exists: kernel.exists, rules: kernel.rules, jumps: { PREROUTING: kernel.jumps } }, wanted.map((line) => ({ key: line, line })), (rule) => rule);
+  if (!plan) return undefined;
+  return { input: plan.input, added: plan.added, removed: plan.removed, jumpRepaired: plan.jumpsRepaired.length > 0 };
 }
 
 /** Source address and comment of one of our rules, for log lines. */
