@@ -46,32 +46,34 @@ function rule(family: Family, body: string, label: string): { id: string; line: 
 const NDP_TYPES = [133, 135, 136]; // router solicitation, neighbour solicitation, neighbour advertisement
 const NDP_DESTINATIONS = ["-d fe80::/10", "-d ff02::/16", "-m addrtype --dst-type LOCAL"];
 
-/** The wanted chain of one family, in order: each rule with its ID. Nothing when no pod is locked. */
+/**
+ * The wanted chain of one family, in order: each rule with its ID. Nothing when no pod is locked. What may
+ * pass is the same for every locked address, so it is written once, for any source, ahead of one DROP per
+ * locked address: an unlocked source never reaches a DROP of its own, so returning its packets early
+ * changes nothing, and the chain grows by one rule per locked address, not by eight.
+ */
 export function renderEnforce(redirects: readonly Redirect[], family: Family, opts: EnforceOptions): Array<{ id: string; line: string }> {
   const mine = redirects.filter((r) => r.family === family);
   if (mine.length === 0) return [];
   const prefix = family === "ipv4" ? 32 : 128;
   const resolvers = opts.allowDns.filter((ip) => ip.includes(":") === (family === "ipv6"));
   const out = [rule(family, "-m conntrack --ctdir REPLY -j RETURN", "replies")];
-  for (const r of mine) {
-    const src = `-s ${r.ip}/${prefix}`;
-    out.push(rule(family, `${src} -p tcp -m tcp --dport ${opts.proxyPort} -m conntrack --ctstate DNAT -j RETURN`, r.pod));
-    for (const proto of ["udp", "tcp"]) {
-      if (opts.allowDns.length === 0) out.push(rule(family, `${src} -p ${proto} -m conntrack --ctorigdstport 53 -j RETURN`, r.pod));
-      for (const dns of resolvers) out.push(rule(family, `${src} -p ${proto} -m conntrack --ctorigdst ${dns} --ctorigdstport 53 -j RETURN`, r.pod));
-    }
-    if (opts.standardPort !== undefined) {
-      out.push(rule(family, `${src} -p tcp -m tcp --dport ${opts.standardPort} -m addrtype --dst-type LOCAL -j RETURN`, r.pod));
-    }
-    if (family === "ipv6") {
-      // Only to where neighbour discovery goes (link-local, link-scope multicast, the node itself): an
-      // ND-typed packet to a remote address would otherwise be forwarded, a way out for raw packets.
-      for (const t of NDP_TYPES) {
-        for (const dst of NDP_DESTINATIONS) out.push(rule(family, `${src} ${dst} -p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j RETURN`, r.pod));
-      }
-    }
-    out.push(rule(family, `${src} -j DROP`, r.pod));
+  out.push(rule(family, `-p tcp -m tcp --dport ${opts.proxyPort} -m conntrack --ctstate DNAT -j RETURN`, "redirected to the proxy"));
+  for (const proto of ["udp", "tcp"]) {
+    if (opts.allowDns.length === 0) out.push(rule(family, `-p ${proto} -m conntrack --ctorigdstport 53 -j RETURN`, "dns (any resolver)"));
+    for (const dns of resolvers) out.push(rule(family, `-p ${proto} -m conntrack --ctorigdst ${dns} --ctorigdstport 53 -j RETURN`, "dns"));
   }
+  if (opts.standardPort !== undefined) {
+    out.push(rule(family, `-p tcp -m tcp --dport ${opts.standardPort} -m addrtype --dst-type LOCAL -j RETURN`, "standard port"));
+  }
+  if (family === "ipv6") {
+    // Only to where neighbour discovery goes (link-local, link-scope multicast, the node itself): an
+    // ND-typed packet to a remote address would otherwise be forwarded, a way out for raw packets.
+    for (const t of NDP_TYPES) {
+      for (const dst of NDP_DESTINATIONS) out.push(rule(family, `${dst} -p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j RETURN`, "neighbour discovery"));
+    }
+  }
+  for (const r of mine) out.push(rule(family, `-s ${r.ip}/${prefix} -j DROP`, r.pod));
   return out;
 }
 

@@ -13,54 +13,50 @@ describe("podwatch enforce chain (filter table)", () => {
   /** The rule text without its comment, as it was written. */
   const bodies = (rules: Array<{ line: string }>) => rules.map((r) => r.line.replace(/ -m comment --comment "[^"]*"/, ""));
 
-  it("renders, per locked address: redirected, allowed DNS, standard port, then DROP; replies first for all", () => {
+  it("renders what may pass once, for any source (replies, redirected, allowed DNS, standard port), then one DROP per locked address", () => {
     const v4 = renderEnforce(redirects, "ipv4", opts);
-    const web = (rest: string) => `-A ${ENFORCE_CHAIN} -s 10.244.1.7/32 ${rest}`;
-    expect(bodies(v4).slice(0, 1)).to.deep.equal([`-A ${ENFORCE_CHAIN} -m conntrack --ctdir REPLY -j RETURN`]);
-    expect(bodies(v4).slice(6)).to.deep.equal([
-      web("-p tcp -m tcp --dport 8080 -m conntrack --ctstate DNAT -j RETURN"),
-      web("-p udp -m conntrack --ctorigdst 10.96.0.10 --ctorigdstport 53 -j RETURN"),
-      web("-p tcp -m conntrack --ctorigdst 10.96.0.10 --ctorigdstport 53 -j RETURN"),
-      web("-p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -j RETURN"),
-      web("-j DROP"),
+    const chain = (rest: string) => `-A ${ENFORCE_CHAIN} ${rest}`;
+    expect(bodies(v4)).to.deep.equal([
+      chain("-m conntrack --ctdir REPLY -j RETURN"),
+      chain("-p tcp -m tcp --dport 8080 -m conntrack --ctstate DNAT -j RETURN"),
+      chain("-p udp -m conntrack --ctorigdst 10.96.0.10 --ctorigdstport 53 -j RETURN"),
+      chain("-p tcp -m conntrack --ctorigdst 10.96.0.10 --ctorigdstport 53 -j RETURN"),
+      chain("-p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -j RETURN"),
+      chain("-s 10.244.1.9/32 -j DROP"),
+      chain("-s 10.244.1.7/32 -j DROP"),
     ]);
-    expect(v4).to.have.length(11);
-    // Each rule's comment carries its ID and the pod.
-    expect(v4[6]?.line).to.equal(
-      `-A ${ENFORCE_CHAIN} -s 10.244.1.7/32 -p tcp -m tcp --dport 8080 -m conntrack --ctstate DNAT -m comment --comment "tproxy:${v4[6]?.id} shop/web-1" -j RETURN`,
-    );
+    // Each rule's comment carries its ID, and the pod on its DROP.
+    expect(v4[6]?.line).to.equal(`-A ${ENFORCE_CHAIN} -s 10.244.1.7/32 -m comment --comment "tproxy:${v4[6]?.id} shop/web-1" -j DROP`);
     expect(v4[0]?.line).to.match(/--comment "tproxy:[0-9a-f]{16} replies" -j RETURN$/);
   });
 
-  it("IPv6: IPv6 resolvers only, and neighbour discovery from the pod's address passes, only to link-local, link-scope multicast or the node", () => {
+  it("IPv6: IPv6 resolvers only, and neighbour discovery passes only to link-local, link-scope multicast or the node", () => {
     const v6 = bodies(renderEnforce(redirects, "ipv6", opts));
-    const api = (rest: string) => `-A ${ENFORCE_CHAIN} -s fd00:10:244:1::9/128 ${rest}`;
+    const chain = (rest: string) => `-A ${ENFORCE_CHAIN} ${rest}`;
     expect(v6).to.deep.equal([
-      `-A ${ENFORCE_CHAIN} -m conntrack --ctdir REPLY -j RETURN`,
-      api("-p tcp -m tcp --dport 8080 -m conntrack --ctstate DNAT -j RETURN"),
-      api("-p udp -m conntrack --ctorigdst fd00:96::a --ctorigdstport 53 -j RETURN"),
-      api("-p tcp -m conntrack --ctorigdst fd00:96::a --ctorigdstport 53 -j RETURN"),
-      api("-p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -j RETURN"),
-      api("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
-      api("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
-      api("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
-      api("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
-      api("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
-      api("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
-      api("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
-      api("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
-      api("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
-      api("-j DROP"),
+      chain("-m conntrack --ctdir REPLY -j RETURN"),
+      chain("-p tcp -m tcp --dport 8080 -m conntrack --ctstate DNAT -j RETURN"),
+      chain("-p udp -m conntrack --ctorigdst fd00:96::a --ctorigdstport 53 -j RETURN"),
+      chain("-p tcp -m conntrack --ctorigdst fd00:96::a --ctorigdstport 53 -j RETURN"),
+      chain("-p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -j RETURN"),
+      chain("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
+      chain("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
+      chain("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN"),
+      chain("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
+      chain("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
+      chain("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"),
+      chain("-d fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
+      chain("-d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
+      chain("-m addrtype --dst-type LOCAL -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN"),
+      chain("-s fd00:10:244:1::9/128 -j DROP"),
     ]);
   });
 
   it("no resolvers configured: port 53 to any address; resolvers of the other family only: no DNS at all", () => {
     const any = bodies(renderEnforce(redirects, "ipv4", { proxyPort: 8080, allowDns: [] }));
     expect(any.filter((l) => l.includes("53"))).to.deep.equal([
-      `-A ${ENFORCE_CHAIN} -s 10.244.1.9/32 -p udp -m conntrack --ctorigdstport 53 -j RETURN`,
-      `-A ${ENFORCE_CHAIN} -s 10.244.1.9/32 -p tcp -m conntrack --ctorigdstport 53 -j RETURN`,
-      `-A ${ENFORCE_CHAIN} -s 10.244.1.7/32 -p udp -m conntrack --ctorigdstport 53 -j RETURN`,
-      `-A ${ENFORCE_CHAIN} -s 10.244.1.7/32 -p tcp -m conntrack --ctorigdstport 53 -j RETURN`,
+      `-A ${ENFORCE_CHAIN} -p udp -m conntrack --ctorigdstport 53 -j RETURN`,
+      `-A ${ENFORCE_CHAIN} -p tcp -m conntrack --ctorigdstport 53 -j RETURN`,
     ]);
     expect(any.some((l) => l.includes("--dport 1080"))).to.equal(false);
     const v6only = bodies(renderEnforce(redirects, "ipv4", { proxyPort: 8080, allowDns: ["fd00:96::a"] }));

@@ -337,9 +337,10 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       api.createPod({ name: "init", namespace: "env-b", nodeName: "node-env", initContainers: ["lock"], podIP: "10.246.0.6" });
       await waitRules("rules of env-a and env-b with the custom key and init container", ["env-a/yes 10.246.0.1", "env-b/init 10.246.0.6", "env-b/yes 10.246.0.2"], "ipv4", 5_000, other.node);
       const filter = await other.node.must("iptables-save", ["-t", "filter"]);
-      expect(filter).to.match(/^-A TPROXY-ENFORCE -s 10\.246\.0\.1\/32 -p udp -m conntrack --ctorigdst 10\.96\.0\.11 --ctorigdstport 53 -m comment .*-j RETURN$/m);
-      expect(filter).to.match(/^-A TPROXY-ENFORCE -s 10\.246\.0\.1\/32 -p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -m comment .*-j RETURN$/m);
-      expect(filter).to.match(/^-A TPROXY-ENFORCE -s 10\.246\.0\.1\/32 -p tcp -m tcp --dport 3129 -m conntrack --ctstate DNAT -m comment .*-j RETURN$/m);
+      expect(filter).to.match(/^-A TPROXY-ENFORCE -p udp -m conntrack --ctorigdst 10\.96\.0\.11 --ctorigdstport 53 -m comment .*-j RETURN$/m);
+      expect(filter).to.match(/^-A TPROXY-ENFORCE -p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -m comment .*-j RETURN$/m);
+      expect(filter).to.match(/^-A TPROXY-ENFORCE -p tcp -m tcp --dport 3129 -m conntrack --ctstate DNAT -m comment .*-j RETURN$/m);
+      expect(filter).to.match(/^-A TPROXY-ENFORCE -s 10\.246\.0\.1\/32 -m comment .*-j DROP$/m);
       const save = await other.node.must("iptables-save", ["-t", "nat"]);
       expect(save).to.include('-A TPROXY-REDIRECT -s 10.246.0.1/32 -p tcp -m multiport --dports 80,443 -m comment --comment "env-a/yes" -j REDIRECT --to-ports 3129');
       // TPROXY_RESYNC: a hand-flushed chain comes back with no pod event at all.
