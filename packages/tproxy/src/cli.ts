@@ -1,12 +1,11 @@
 #!/usr/bin/env node
 // tproxy command line: `tproxy run` (the proxy) and `tproxy ca create` (make a CA).
-import cluster from "node:cluster";
+import { availableParallelism } from "node:os";
 import { Command, Option } from "commander";
-import { cpusAvailable, runPrimary } from "./cluster.ts";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
 import { createLogging } from "./observe/log.ts";
-import type { TproxyServer } from "./proxy.ts";
+import type { Supervisor } from "./supervisor.ts";
 
 function fail(err: unknown): never {
   const message = err instanceof TproxyError ? err.message : err instanceof Error ? err.message : String(err);
@@ -37,7 +36,6 @@ program
   .addOption(new Option("--insecure-upstream", "do not verify upstream certificates (debugging only)").env("TPROXY_INSECURE_UPSTREAM"))
   .addOption(new Option("--on-filter-error <mode>", "what a hook that throws or times out means for its request").choices(["deny", "allow"]).env("TPROXY_ON_FILTER_ERROR").default("deny"))
   .addOption(new Option("--filter-timeout <ms>", "time budget of one hook call").env("TPROXY_FILTER_TIMEOUT").default("100"))
-  .addOption(new Option("--filter-queue-timeout <ms>", "longest wait of a hook call for the filter thread before it starts running; past it the request gets 503 (overloaded), whatever --on-filter-error says").env("TPROXY_FILTER_QUEUE_TIMEOUT").default("1000"))
   .addOption(new Option("--handshake-timeout <ms>", "a client connection must show its first bytes and finish any TLS handshake within this (0: off)").env("TPROXY_HANDSHAKE_TIMEOUT").default("10000"))
   .addOption(new Option("--header-timeout <ms>", "a request head must arrive within this of its first byte (0: off)").env("TPROXY_HEADER_TIMEOUT").default("10000"))
   .addOption(new Option("--idle-timeout <ms>", "a client connection may wait this long for its next request (0: off)").env("TPROXY_IDLE_TIMEOUT").default("30000"))
@@ -49,7 +47,7 @@ program
   .addOption(new Option("--block-cidr <cidr>", "range no upstream connection may reach, e.g. the Service CIDR (repeatable; env: comma-separated)").env("TPROXY_BLOCK_CIDR").argParser(collect))
   .addOption(new Option("--allow-upstream-cidr <cidr>", "range upstream connections may reach even if node-local, link-local or blocked (repeatable; env: comma-separated)").env("TPROXY_ALLOW_UPSTREAM_CIDR").argParser(collect))
   .addOption(new Option("--allow-port <port>", "port a standard-mode request or CONNECT may reach; default 80 and 443 (repeatable; env: comma-separated)").env("TPROXY_ALLOW_PORT").argParser(collect))
-  .addOption(new Option("--workers <n>", 'proxy processes sharing the ports; "auto": one per CPU the pod may use (its CPU limit, else its cores)').env("TPROXY_WORKERS").default("auto"))
+  .addOption(new Option("--workers <n>", 'serving threads (one process) sharing the ports; "auto": one per CPU the pod may use (its CPU limit, else its cores)').env("TPROXY_WORKERS").default("auto"))
   .addHelpText(
     "after",
     `
@@ -62,32 +60,18 @@ Example:
   tproxy run --ca-cert ca.pem --ca-key ca.key --filter /etc/tproxy/filter/filter.ts --standard-port 1080`,
   )
   .action(async (raw: RawRunOptions) => {
-    let server: TproxyServer;
+    let supervisor: Supervisor;
     try {
-      const config = parseRunConfig(raw, cpusAvailable);
+      const config = parseRunConfig(raw, availableParallelism);
       const logging = createLogging(config.logFormat);
-      if (config.workers > 1 && cluster.isPrimary) {
-        await runPrimary(config, logging.log);
-        return;
-      }
-      // Loaded here, not at the top: a cluster's primary never needs the proxy's code in its memory.
-      const { TproxyServer } = await import("./proxy.ts");
-      server = new TproxyServer(config, logging);
-      await server.start();
+      const { Supervisor } = await import("./supervisor.ts");
+      supervisor = new Supervisor(config, logging);
+      await supervisor.start();
     } catch (err) {
       fail(err);
     }
-    // A worker whose primary is gone (the pod is being killed) stops at once: no orphan keeps serving.
-    if (cluster.isWorker) process.on("disconnect", () => process.exit(0));
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      process.stderr.write(`tproxy: ${signal}: draining requests in flight\n`);
-      server.stop().then(() => process.exit(0), fail);
-    };
-    process.on("SIGTERM", () => stop("SIGTERM"));
-    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => supervisor.stop("SIGTERM"));
+    process.on("SIGINT", () => supervisor.stop("SIGINT"));
   });
 
 const ca = program.command("ca").description("Certificate authority tools.");

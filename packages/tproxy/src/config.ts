@@ -38,8 +38,6 @@ export interface RunConfig {
   readonly allowUpstreamCidrs: readonly string[];
   /** Ports a standard-mode (explicit proxy) request may reach. Default 80 and 443. */
   readonly allowPorts: readonly number[];
-  /** Longest wait of a hook call for the filter thread before it starts, in ms; past it the request gets 503. Default 1000. */
-  readonly filterQueueTimeoutMs: number;
   /** Client connection: first bytes and TLS handshake, in ms (0: off). Default 10000. */
   readonly handshakeTimeoutMs: number;
   /** Client connection: from a request's first byte to the end of its head, in ms (0: off). Default 10000. */
@@ -71,7 +69,6 @@ export interface RawRunOptions {
   blockCidr?: string[];
   allowUpstreamCidr?: string[];
   allowPort?: string[];
-  filterQueueTimeout?: string;
   handshakeTimeout?: string;
   headerTimeout?: string;
   idleTimeout?: string;
@@ -164,7 +161,6 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     blockCidrs: Object.freeze(cidrs("--block-cidr", raw.blockCidr)),
     allowUpstreamCidrs: Object.freeze(cidrs("--allow-upstream-cidr", raw.allowUpstreamCidr)),
     allowPorts: Object.freeze(ports(raw.allowPort)),
-    filterQueueTimeoutMs: positiveInt("--filter-queue-timeout", raw.filterQueueTimeout, 1000),
     handshakeTimeoutMs: bound("--handshake-timeout", raw.handshakeTimeout, 10_000, "milliseconds"),
     headerTimeoutMs: bound("--header-timeout", raw.headerTimeout, 10_000, "milliseconds"),
     idleTimeoutMs: bound("--idle-timeout", raw.idleTimeout, 30_000, "milliseconds"),

@@ -46,16 +46,6 @@ export class FilterTimeoutError extends TproxyError {
   }
 }
 
-/**
- * A hook call waited for the filter thread longer than the queue bound and never ran: the proxy is
- * overloaded. Answered 503 whatever --on-filter-error says, so that overload never lets a request pass.
- */
-export class FilterOverloadedError extends TproxyError {
-  constructor(hook: string, queueMs: number) {
-    super("ERR_FILTER_OVERLOADED", `filter ${hook} hook did not start within ${queueMs} ms: the filter thread is overloaded`);
-  }
-}
-
 /** Expected: a connection that is neither TLS nor HTTP, or that ended before saying anything. Closed, not a fault. */
 export class UnknownProtocolError extends TproxyError {
   constructor(message: string) {

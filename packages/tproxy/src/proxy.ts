@@ -1,6 +1,7 @@
-// The proxy process: CA and leaf certificates, the filter (worker thread + live reload), the
-// transparent and standard listeners, the request pipeline, and the admin endpoints.
-import cluster from "node:cluster";
+// One serving proxy: CA and leaf certificates, the filter, the transparent and standard listeners and the
+// request pipeline. Run by the supervisor in each serving thread (supervisor.ts: filters come from it,
+// admin endpoints are its), or alone in a process of its own (tests, embedding: it then watches the
+// filter file and serves the admin endpoints itself).
 import http from "node:http";
 import https from "node:https";
 import { readFile } from "node:fs/promises";
@@ -13,18 +14,36 @@ import type { RunConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { loadCa } from "./certs/ca.ts";
 import { LeafCertificates } from "./certs/leaf-cache.ts";
-import { FilterHost } from "./filter/host.ts";
-import { FilterReloader } from "./filter/reloader.ts";
+import { FilterHost, type FilterVersion, type HookWatch } from "./filter/host.ts";
+import type { CompiledFilter } from "./filter/compile.ts";
+import type { FilterReloader } from "./filter/reloader.ts";
 import { createAdminServer } from "./observe/admin.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
 import { boundsFor } from "./net/bounds.ts";
 import { listen } from "./net/listen.ts";
-import { TICKET_KEYS_ENV, type WorkerState } from "./cluster.ts";
-import { AggregatorRegistry } from "prom-client";
 import { Interceptor } from "./server/interceptor.ts";
 import { AddressPolicy } from "./policy/address-policy.ts";
 import { attachConnect, createTransparentServer, type HandOffDeps } from "./server/listeners.ts";
 import type { ConnectionInfo } from "./server/target.ts";
+
+/** What a serving thread tells its supervisor when its state changes. */
+export interface ServingState {
+  ready: boolean;
+  filter: string | null;
+}
+
+export interface ServeOptions {
+  /**
+   * Filters are given by a supervisor (prepareFilter/commitFilter), which also serves the admin
+   * endpoints and watches for hooks that never yield. Otherwise this proxy watches its filter file itself
+   * and serves the admin endpoints.
+   */
+  supervised?: { watch: HookWatch; initialFilter: CompiledFilter | undefined; onState(state: ServingState): void };
+  /** Bind the listeners with SO_REUSEPORT, beside other serving threads on the same ports. */
+  reusePort?: boolean;
+  /** 48 bytes of TLS session-ticket keys shared by the serving threads (default: random). */
+  ticketKeys?: Buffer;
+}
 
 export interface ProxyAddresses {
   transparent: number;
@@ -50,7 +69,8 @@ const NO_DELAY = { noDelay: true } as object;
 
 export class TproxyServer {
   readonly config: RunConfig;
-  readonly metrics = new ProxyMetrics();
+  readonly metrics: ProxyMetrics;
+  readonly #options: ServeOptions;
   readonly #log: Logger;
   readonly #logging: Logging;
   #filters: FilterHost | undefined;
@@ -63,8 +83,10 @@ export class TproxyServer {
   #agents: { http: http.Agent; https: https.Agent } | undefined;
   #ready = false;
 
-  constructor(config: RunConfig, logging: Logging) {
+  constructor(config: RunConfig, logging: Logging, options: ServeOptions = {}) {
     this.config = config;
+    this.#options = options;
+    this.metrics = new ProxyMetrics();
     this.#logging = logging;
     this.#log = logging.log;
   }
@@ -72,8 +94,7 @@ export class TproxyServer {
   async start(): Promise<ProxyAddresses> {
     const config = this.config;
     const ca = await loadCa(config.caCert, config.caKey);
-    const ticketKeys = process.env[TICKET_KEYS_ENV];
-    const leafs = new LeafCertificates(ca, ticketKeys ? { ticketKeys: Buffer.from(ticketKeys, "hex") } : {});
+    const leafs = new LeafCertificates(ca, this.#options.ticketKeys ? { ticketKeys: this.#options.ticketKeys } : {});
     // One TLS context for every upstream connection: given only `ca`, Node would parse the whole
     // root store again for each new connection.
     const upstreamContext = createSecureContext({ ca: await upstreamTrust(config) });
@@ -90,21 +111,29 @@ export class TproxyServer {
     };
     if (config.insecureUpstream) this.#log.warn("--insecure-upstream: upstream certificates are NOT verified");
 
-    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs, queueTimeoutMs: config.filterQueueTimeoutMs });
-    filters.on("worker-restart", (reason: string) => {
-      this.metrics.filterWorkerRestarts.inc();
-      this.#log.warn({ reason }, "filter worker replaced");
-    });
+    const supervised = this.#options.supervised;
+    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs, watch: supervised?.watch });
     this.#filters = filters;
-    this.#reloader = new FilterReloader(config.filter, filters, this.#log, {
-      onLoaded: (hash) => {
-        this.metrics.filterReloads.inc({ result: "success" });
-        this.metrics.setFilter(hash);
-        this.#report();
-      },
-      onError: () => this.metrics.filterReloads.inc({ result: "error" }),
-    });
-    await this.#reloader.start();
+    if (supervised) {
+      if (supervised.initialFilter) {
+        try {
+          this.commitFilter(this.prepareFilter(supervised.initialFilter));
+        } catch (err) {
+          this.#log.error({ err: (err as Error).message }, "the filter in force did not load in this thread; its requests are denied");
+        }
+      }
+    } else {
+      const { FilterReloader } = await import("./filter/reloader.ts");
+      this.#reloader = new FilterReloader(config.filter, filters, this.#log, {
+        onLoaded: (hash) => {
+          this.metrics.filterReloads.inc({ result: "success" });
+          this.metrics.setFilter(hash);
+          this.#report();
+        },
+        onError: () => this.metrics.filterReloads.inc({ result: "error" }),
+      });
+      await this.#reloader.start();
+    }
 
     const connections = new WeakMap<Duplex, ConnectionInfo>();
     const interceptor = new Interceptor(filters, this.#log, this.metrics, connections, {
@@ -124,28 +153,29 @@ export class TproxyServer {
     const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: boundsFor(config), connectPorts: new Set(config.allowPorts) };
 
     this.#transparent = createTransparentServer(deps);
-    const transparent = await listen(this.#transparent, config.transparentPort, config.listenAddress);
+    const shared = { reusePort: this.#options.reusePort ?? false };
+    const transparent = await listen(this.#transparent, config.transparentPort, config.listenAddress, shared);
     let standard: number | undefined;
     if (config.standardPort !== undefined) {
       this.#standard = this.#pipelineServer(interceptor);
       attachConnect(this.#standard, deps);
-      standard = await listen(this.#standard, config.standardPort, config.listenAddress);
+      standard = await listen(this.#standard, config.standardPort, config.listenAddress, shared);
     }
     let metrics = config.metricsPort;
-    if (cluster.isWorker) {
-      // The primary serves the admin endpoints, summing the workers' metrics.
-      AggregatorRegistry.setRegistries([this.metrics.registry]);
-      new AggregatorRegistry();
-    } else {
+    if (!supervised) {
+      // Alone, this proxy serves the admin endpoints itself (under a supervisor, they are the supervisor's).
+      const exposition = await import("./observe/exposition.ts");
+      const process = exposition.processMetrics();
       this.#admin = createAdminServer({
-        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+        metrics: async () => ({ contentType: exposition.CONTENT_TYPE, body: await exposition.render(process, [this.metrics.toJSON()]) }),
         readiness: () => this.#readiness(),
       });
       metrics = await listen(this.#admin, config.metricsPort, config.listenAddress);
     }
     this.#ready = true;
     this.#report();
-    this.#log.info({ transparent, standard, metrics, filter: config.filter, hash: filters.current?.hash ?? null }, "tproxy listening");
+    // Under a supervisor, "tproxy listening" is the supervisor's line, once every thread listens.
+    this.#log.info({ transparent, standard, metrics, filter: config.filter, hash: filters.current?.hash ?? null }, supervised ? "serving thread listening" : "tproxy listening");
     return { transparent, standard, metrics };
   }
 
@@ -157,12 +187,23 @@ export class TproxyServer {
     return server;
   }
 
-  /** Tells the primary (in a cluster) whether this worker is ready and which filter it runs. */
+  /** Evaluates a filter version given by the supervisor, without putting it in force. Throws FilterLoadError. */
+  prepareFilter(compiled: CompiledFilter): FilterVersion {
+    if (!this.#filters) throw new Error("prepareFilter before start");
+    return this.#filters.prepare(compiled);
+  }
+
+  /** Puts a prepared version in force for new requests. */
+  commitFilter(version: FilterVersion): void {
+    this.#filters?.commit(version);
+    this.metrics.setFilter(version.hash);
+    this.#report();
+  }
+
+  /** Tells the supervisor (if any) whether this proxy is ready and which filter it runs. */
   #report(): void {
-    if (!cluster.isWorker || !process.send) return;
     const filter = this.#filters?.current?.hash ?? null;
-    const state: WorkerState = { tproxy: "state", ready: this.#ready && !this.#interceptor?.draining && filter !== null, filter };
-    process.send(state);
+    this.#options.supervised?.onState({ ready: this.#ready && !this.#interceptor?.draining && filter !== null, filter });
   }
 
   // A request the HTTP parser cannot read gets 400 on its own connection; the proxy carries on.

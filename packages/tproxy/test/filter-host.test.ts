@@ -101,25 +101,42 @@ describe("filter compile and host", function () {
     expect((await host.run(w, "request", flow("/"))).answer?.body).to.equal("class");
   });
 
-  it("turns a throw into FilterHookError and a stuck loop into FilterTimeoutError, then keeps working", async () => {
-    const v = await load(`export default { request(flow) { if (flow.request.path === "/throw") throw new Error("nope"); if (flow.request.path === "/loop") for (;;) {} } };`);
+  it("turns a throw into FilterHookError and a hook past its budget into FilterTimeoutError, then keeps working", async () => {
+    const v = await load(`export default { request(flow) {
+      if (flow.request.path === "/throw") throw new Error("nope");
+      if (flow.request.path === "/slow") { const end = Date.now() + 300; while (Date.now() < end) {} }
+    } };`);
     await host.run(v, "request", flow("/throw")).then(() => expect.fail(), (e: unknown) => expect(e).to.be.instanceOf(FilterHookError).with.property("message").match(/nope/));
-    let restarted = "";
-    host.on("worker-restart", (reason: string) => { restarted = reason; });
-    const [loop, fine] = await Promise.allSettled([host.run(v, "request", flow("/loop")), host.run(v, "request", flow("/fine"))]);
-    expect(loop.status === "rejected" && loop.reason).to.be.instanceOf(FilterTimeoutError);
-    expect(fine.status).to.equal("fulfilled");
-    expect(restarted).to.match(/without yielding/);
+    await host.run(v, "request", flow("/slow")).then(() => expect.fail("a hook past its budget decided"), (e: unknown) => expect(e).to.be.instanceOf(FilterTimeoutError));
     expect((await host.run(v, "request", flow("/again"))).answer).to.equal(undefined);
   });
 
-  it("fails closed for a version the worker does not have", async () => {
+  it("keeps a filter's changes to globals and prototypes in its own context", async () => {
+    const v = await load(`
+      Object.prototype.polluted = "yes";
+      Array.prototype.includes = () => true;
+      JSON.stringify = () => "hijacked";
+      export default { request(flow) {
+        flow.request.headers.__proto__.fromHook = "yes";
+        flow.respond(200, String(({}).polluted) + " " + String([].includes(1)) + " " + JSON.stringify({ a: 1 }));
+      } };`);
+    const r = await host.run(v, "request", flow("/"));
+    // The filter sees its own changes...
+    expect(r.answer?.body).to.equal("yes true hijacked");
+    // ...and the proxy none of them.
+    expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+    expect(({} as Record<string, unknown>).fromHook).to.equal(undefined);
+    expect([].includes(1 as never)).to.equal(false);
+    expect(JSON.stringify({ a: 1 })).to.equal('{"a":1}');
+  });
+
+  it("fails closed for a version the host does not have", async () => {
     await load(`export default { request() {} };`);
     const ghost = { version: 999, hash: "none", hooks: new Set(["request" as const]) };
     await host.run(ghost, "request", flow("/")).then(() => expect.fail("judged without a filter"), (e: unknown) => expect(String(e)).to.match(/version 999 is not loaded/));
   });
 
-  it("answers many calls made in one turn (batched) each with its own result", async () => {
+  it("answers many calls made in one turn each with its own result", async () => {
     const v = await load(`export default { request(flow) { flow.respond(200, flow.request.path); } };`);
     const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => host.run(v, "request", flow(`/${i}`))));
     expect(answers.map((a) => a.answer?.body)).to.deep.equal(Array.from({ length: 50 }, (_, i) => `/${i}`));
@@ -134,7 +151,7 @@ describe("filter compile and host", function () {
     // Still pinned: a second run of v1 works.
     expect((await host.run(pinned, "request", flow("/"))).answer?.body).to.equal("one");
     host.release(pinned);
-    // Released and no longer current: the worker has dropped it, and a request cannot be judged by it.
+    // Released and no longer current: the host has dropped it, and a request cannot be judged by it.
     await host.run(v1, "request", flow("/")).then(
       () => expect.fail("v1 still loaded after its last request released it"),
       (e: unknown) => expect(String(e)).to.match(new RegExp(`version ${v1.version} is not loaded`)),

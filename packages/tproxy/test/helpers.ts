@@ -47,12 +47,12 @@ export async function lineAfter(proc: Proc, from: number, pattern: RegExp, timeo
 }
 
 /** The request records of a proxy run with --log-format json. */
-export function requestRecords(proc: Proc): Array<{ url: string; status: number; worker: number | undefined; decision: string }> {
-  const out: Array<{ url: string; status: number; worker: number | undefined; decision: string }> = [];
+export function requestRecords(proc: Proc): Array<{ url: string; status: number; thread: number | undefined; decision: string }> {
+  const out: Array<{ url: string; status: number; thread: number | undefined; decision: string }> = [];
   for (const line of proc.lines) {
     if (!line.startsWith("{")) continue;
-    const r = JSON.parse(line) as { kind?: string; url: string; status: number; worker?: number; decision: string };
-    if (r.kind === "request") out.push({ url: r.url, status: r.status, worker: r.worker, decision: r.decision });
+    const r = JSON.parse(line) as { kind?: string; url: string; status: number; thread?: number; decision: string };
+    if (r.kind === "request") out.push({ url: r.url, status: r.status, thread: r.thread, decision: r.decision });
   }
   return out;
 }

@@ -15,6 +15,7 @@ export default {
   async request(flow) {
     if (flow.request.path.startsWith("/throw")) throw new Error("boom from the filter");
     if (flow.request.path.startsWith("/loop")) { for (;;) { /* never returns */ } }
+    if (flow.request.path.startsWith("/overrun")) { const end = Date.now() + 450; while (Date.now() < end) { /* past a 300 ms budget, then done */ } }
     if (flow.request.host !== "storage.googleapis.com" && flow.request.host !== "untrusted.example") {
       flow.respond(418, "Access Denied by Administrator", { "content-type": "text/html" });
     }
@@ -141,7 +142,7 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
       const deny = await start(dir, ["--filter-timeout", "300"]);
       try {
         expect(await curl(["https://storage.googleapis.com/throw"])).to.include({ status: 403, body: "tproxy: the filter failed on this request; request denied (see the proxy's log)\n" });
-        expect((await curl(["https://storage.googleapis.com/loop"])).status).to.equal(403);
+        expect((await curl(["https://storage.googleapis.com/overrun"])).status).to.equal(403);
       } finally {
         await deny.stop();
       }
@@ -149,7 +150,11 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
       try {
         expect(await curl(["https://storage.googleapis.com/throw"])).to.include({ status: 200, body: "storage.googleapis.com GET /throw\n" });
         expect(await curl(["http://www.google.com/throw"])).to.include({ status: 200, body: "www.google.com GET /throw\n" });
-        expect(await curl(["https://storage.googleapis.com/loop"])).to.include({ status: 200, body: "storage.googleapis.com GET /loop\n" });
+        expect(await curl(["https://storage.googleapis.com/overrun"])).to.include({ status: 200, body: "storage.googleapis.com GET /overrun\n" });
+        // A hook that never yields is not an error the filter can be forgiven: it holds the thread, which is
+        // replaced; the request is reset, never forwarded, even under allow.
+        expect(await curl(["https://storage.googleapis.com/loop"])).to.include({ status: 0 });
+        await waitFor("the replacement thread", async () => (await readyz(world)).status === 200);
         await waitFor("the hook error's log line", () => allow.lines.some((l) => /WARN filter request hook failed .*Error: boom from the filter/.test(l)));
         // Only failures pass: the filter's own decisions still hold.
         expect((await curl(["https://www.google.com/"])).status).to.equal(418);
@@ -246,17 +251,21 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
       expect(d(middle, after, "tproxy_certificate_cache_entries")).to.equal(0);
     });
 
-    it("counts hook failures by kind and replaced filter workers", async () => {
+    it("counts hook failures by kind and replaced serving threads", async () => {
       const before = await metricsOf(world);
       await curl(["https://storage.googleapis.com/throw"]);
+      await curl(["https://storage.googleapis.com/overrun"]);
+      // A replaced thread's counters are kept as it last reported them (a scrape, or its push every second).
+      await waitFor("the thread to report both failures", async () => metric(await metricsOf(world), "tproxy_filter_errors_total") - metric(before, "tproxy_filter_errors_total") === 2);
       await curl(["https://storage.googleapis.com/loop"]);
-      // The stuck worker is replaced just after its request was answered 403.
-      await waitFor("the filter worker's replacement", async () => metric(await metricsOf(world), "tproxy_filter_worker_restarts_total") > metric(before, "tproxy_filter_worker_restarts_total"));
+      // The stuck thread is replaced once its hook ran past twice its budget.
+      await waitFor("the stuck thread's replacement", async () => metric(await metricsOf(world), "tproxy_worker_restarts_total") > metric(before, "tproxy_worker_restarts_total"));
+      await waitFor("/readyz 200 with the new thread", async () => (await readyz(world)).status === 200);
       const after = await metricsOf(world);
       const d = (name: string, labels: Record<string, string> = {}) => metric(after, name, labels) - metric(before, name, labels);
       expect(d("tproxy_filter_errors_total", { kind: "throw" })).to.equal(1);
       expect(d("tproxy_filter_errors_total", { kind: "timeout" })).to.equal(1);
-      expect(d("tproxy_filter_worker_restarts_total")).to.equal(1);
+      expect(d("tproxy_worker_restarts_total", { reason: "hook-stuck" })).to.equal(1);
       expect(d("tproxy_requests_total", { decision: "denied", status: "403" })).to.equal(2);
     });
 

@@ -1,12 +1,20 @@
-// Runs filter hooks in a worker thread, with a time budget per call, and keeps filter versions alive
-// while requests that started with them are still in flight.
+// Runs filter hooks on the thread that serves the request, in a context of their own, with a time budget
+// per call, and keeps filter versions alive while requests that started with them are still in flight.
+//
+// Why on the serving thread: a hook is a function call of a microsecond or two. Sending it to another
+// thread and back cost two thread wake-ups per request, about as much CPU as the rest of the request
+// (npm run bench), and, on a busy node, milliseconds of waiting to be scheduled. A hook that never yields
+// cannot be cut off from inside its own thread; the supervisor (supervisor.ts) watches the deadline this
+// host publishes in shared memory (HookWatch) and replaces the whole serving thread when it passes.
+// Nothing is forwarded meanwhile: the stuck request, and the others of that thread, are reset, never let
+// through.
 import { EventEmitter } from "node:events";
-import { Worker } from "node:worker_threads";
-import { FilterHookError, FilterLoadError, FilterOverloadedError, FilterTimeoutError } from "../errors.ts";
+import { createRequire } from "node:module";
+import { Script, compileFunction, createContext, type Context } from "node:vm";
+import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.ts";
 import type { CompiledFilter } from "./compile.ts";
-import { Batcher } from "../util/batcher.ts";
-import { type Answer, type Call, type CallResult, type FlowData, type FromWorker, type HookName, type ToWorker, StartLog, clock } from "./protocol.ts";
-import type { Headers } from "./types.ts";
+import type { Answer, FlowData, HookName } from "./protocol.ts";
+import type { Filter, Flow, Headers, Hook } from "./types.ts";
 
 export interface HookResult {
   /** Set when the hook called `flow.respond`. */
@@ -23,67 +31,157 @@ export interface FilterVersion {
 }
 
 interface LiveVersion extends FilterVersion {
-  code: string;
-  filename: string;
+  filter: Filter;
+  makeFlow: FlowFactory;
   refs: number;
 }
 
-interface PendingCall {
-  message: Call;
-  hook: HookName;
-  resolve(r: HookResult): void;
-  reject(e: Error): void;
-  timer: NodeJS.Timeout;
-  /** Out of time while the worker was suspected stuck: decided by the outcome of that check. */
-  parked: boolean;
-  /** When the call was made (clock()). */
-  queuedAt: number;
-  /** When its hook began to run in the filter thread, once known. */
-  startedAt: number | undefined;
+type FlowFactory = (data: FlowData, record: (a: Answer) => void) => Flow;
+
+/**
+ * Shared memory through which a serving thread tells its supervisor how it is doing, without a message
+ * (a thread stuck in a loop sends none): slot 0 is the deadline of the synchronous code running now on
+ * behalf of a filter (a hook, or a version's top-level code), 0 when none; slot 1 is the time of the
+ * thread's last heartbeat. Times are milliseconds on clock().
+ */
+export class HookWatch {
+  readonly buffer: SharedArrayBuffer;
+  readonly #cells: Float64Array;
+  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(16)) {
+    this.buffer = buffer;
+    this.#cells = new Float64Array(buffer);
+  }
+  enter(budgetMs: number): void {
+    this.#cells[0] = clock() + budgetMs;
+  }
+  leave(): void {
+    this.#cells[0] = 0;
+  }
+  beat(): void {
+    this.#cells[1] = clock();
+  }
+  /** The deadline of the filter code running now, or 0. */
+  get deadline(): number {
+    return this.#cells[0]!;
+  }
+  get lastBeat(): number {
+    return this.#cells[1]!;
+  }
+}
+
+/** Milliseconds on a clock every thread shares (performance.now() alone has a per-thread origin). */
+export function clock(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 export interface FilterHostOptions {
-  /** Budget of one hook call in milliseconds, counted from when the hook starts running (default 100). */
+  /** Budget of one hook call in milliseconds (default 100). */
   timeoutMs?: number;
-  /** Longest wait of a call for the filter thread before its hook starts, in milliseconds (default 1000). */
-  queueTimeoutMs?: number;
   /** Budget for evaluating a new filter's top-level code (default 2000). */
   loadTimeoutMs?: number;
+  /** Where deadlines are published for the supervisor's watchdog (default: a private one nobody watches). */
+  watch?: HookWatch;
 }
 
-const WORKER_URL = new URL(`./worker${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
+// What a filter sees as its globals: the language's own (from its context), plus these of Node's. The
+// filter's context is its own, so a filter that changes a prototype or a global changes its own, not
+// the proxy's.
+const NODE_GLOBALS = [
+  "console", "setTimeout", "clearTimeout", "setInterval", "clearInterval", "setImmediate", "clearImmediate", "queueMicrotask",
+  "structuredClone", "URL", "URLSearchParams", "TextEncoder", "TextDecoder", "Buffer", "AbortController", "AbortSignal",
+  "fetch", "Headers", "Request", "Response", "FormData", "Blob", "atob", "btoa", "performance", "crypto", "process",
+] as const;
+
+// Built inside each filter's context, so that the flow and its headers have that context's prototypes:
+// whatever a hook does to them stays on its side.
+const FLOW_FACTORY = `(function makeFlow(data, record) {
+  const copy = (h) => { const out = {}; for (const k of Object.keys(h || {})) { const v = h[k]; out[k] = Array.isArray(v) ? Array.from(v, String) : v; } return out; };
+  const norm = (h) => { const out = {}; if (h) for (const k of Object.keys(h)) out[k.toLowerCase()] = String(h[k]); return out; };
+  const r = data.request;
+  return {
+    id: data.id,
+    client: { address: data.client.address, port: data.client.port },
+    destination: data.destination === undefined ? undefined : { address: data.destination.address, port: data.destination.port },
+    sni: data.sni,
+    request: { method: r.method, scheme: r.scheme, host: r.host, port: r.port, path: r.path, url: r.url, headers: copy(r.headers) },
+    response: data.response === undefined ? undefined : { status: data.response.status, headers: copy(data.response.headers) },
+    respond(status, body = "", headers) {
+      if (!Number.isInteger(status) || status < 100 || status > 999) throw new RangeError("respond(): invalid status " + status);
+      record({ status, body: typeof body === "string" || body instanceof Uint8Array ? body : String(body), headers: norm(headers) });
+    },
+  };
+})`;
+
+function validate(exports: Record<string, unknown>): Filter {
+  // Only a default export counts: a module that exports `request` by name, or nothing at all, would
+  // otherwise load as a filter without hooks and let every request through.
+  if (!("default" in exports)) {
+    const named = Object.keys(exports).filter((k) => k !== "__esModule");
+    throw new TypeError(`the filter has no default export${named.length > 0 ? ` (named exports: ${named.join(", ")})` : ""}; export default { request(flow) { ... } }`);
+  }
+  const candidate = exports.default;
+  if (candidate === null || typeof candidate !== "object" || Array.isArray(candidate)) {
+    const what = candidate === null ? "null" : Array.isArray(candidate) ? "an array" : typeof candidate;
+    throw new TypeError(`the filter's default export must be an object with request and/or response hooks, not ${what}`);
+  }
+  const filter = candidate as Record<string, unknown>;
+  for (const hook of ["request", "response"] as const) {
+    if (filter[hook] !== undefined && typeof filter[hook] !== "function") {
+      throw new TypeError(`the filter's "${hook}" export must be a function, not ${filter[hook] === null ? "null" : typeof filter[hook]}`);
+    }
+  }
+  if (filter.request === undefined && filter.response === undefined) {
+    const keys = Object.keys(filter);
+    throw new TypeError(`the filter's default export has neither a request nor a response hook${keys.length > 0 ? ` (it has: ${keys.join(", ")})` : " (it is empty)"}`);
+  }
+  return filter as Filter;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error || (err !== null && typeof err === "object" && "message" in err && "name" in err)
+    ? `${String((err as Error).name)}: ${String((err as Error).message)}`
+    : `non-error thrown: ${String(err)}`;
+}
+
+function isThenable(x: unknown): x is PromiseLike<unknown> {
+  return x !== null && (typeof x === "object" || typeof x === "function") && typeof (x as { then?: unknown }).then === "function";
+}
+
+/** Evaluates a compiled filter in a new context; throws FilterLoadError naming what is wrong. */
+export function evaluateFilter(code: string, filename: string): { filter: Filter; makeFlow: FlowFactory } {
+  const sandbox: Record<string, unknown> = {};
+  for (const name of NODE_GLOBALS) sandbox[name] = (globalThis as Record<string, unknown>)[name];
+  const context: Context = createContext(sandbox, { name: `filter ${filename}` });
+  try {
+    const fn = compileFunction(code, ["exports", "require", "module", "__filename", "__dirname"], { filename, parsingContext: context });
+    const module = { exports: {} as Record<string, unknown> };
+    const dir = filename.slice(0, filename.lastIndexOf("/")) || "/";
+    fn(module.exports, createRequire(filename), module, filename, dir);
+    const filter = validate(module.exports);
+    const makeFlow = new Script(FLOW_FACTORY, { filename: "tproxy:flow" }).runInContext(context) as FlowFactory;
+    return { filter, makeFlow };
+  } catch (err) {
+    throw new FilterLoadError(describe(err));
+  }
+}
 
 /**
- * A call's budget starts when its hook starts running in the filter thread, not when it is queued: a
- * call that waits longer than the queue bound is refused with FilterOverloadedError (the proxy answers
- * 503 whatever --on-filter-error says), so overload never turns into a pass; a hook that runs past its
- * budget is refused with FilterTimeoutError as before.
- *
- * Events: "worker-restart" (reason: string) when a stuck worker was replaced.
+ * Events: none of its own today (kept an EventEmitter for the proxy's wiring).
  */
 export class FilterHost extends EventEmitter {
   readonly timeoutMs: number;
-  readonly queueTimeoutMs: number;
   readonly #loadTimeoutMs: number;
-  #worker!: Worker;
-  /** Where the current worker records when each call's hook starts. */
-  #starts!: StartLog;
-  #nextId = 1;
+  readonly #watch: HookWatch;
   #nextVersion = 1;
-  readonly #calls = new Map<number, PendingCall>();
-  readonly #pings = new Map<number, () => void>();
-  readonly #loads = new Map<number, { resolve(hooks: HookName[]): void; reject(e: Error): void }>();
   readonly #versions = new Map<number, LiveVersion>();
   #current: LiveVersion | undefined;
-  #checking = false;
   #closed = false;
 
   constructor(options: FilterHostOptions = {}) {
     super();
     this.timeoutMs = options.timeoutMs ?? 100;
-    this.queueTimeoutMs = options.queueTimeoutMs ?? 1000;
     this.#loadTimeoutMs = options.loadTimeoutMs ?? 2000;
-    this.#spawn();
+    this.#watch = options.watch ?? new HookWatch();
   }
 
   /** The version new requests get, or undefined when no filter has loaded yet. */
@@ -91,74 +189,39 @@ export class FilterHost extends EventEmitter {
     return this.#current;
   }
 
-  #spawn(): void {
-    this.#starts = new StartLog();
-    const worker = new Worker(WORKER_URL, { stdout: false, stderr: false, workerData: { starts: this.#starts.buffer } });
-    worker.on("message", (msg: FromWorker) => this.#onMessage(msg));
-    worker.on("error", (err) => this.#replaceWorker(`filter worker crashed: ${err.message}`));
-    worker.unref();
-    this.#worker = worker;
-  }
-
-  #post(message: ToWorker): void {
-    // Calls queued for the current batch go first, so the worker sees messages in the order they were made.
-    if (message.type !== "calls") this.#outbox.flush();
-    this.#worker.postMessage(message);
-  }
-
-  readonly #outbox = new Batcher<Call>((calls) => this.#post({ type: "calls", calls }));
-
-  #settle(r: CallResult): void {
-    const call = this.#calls.get(r.id);
-    if (!call) return; // timed out already
-    this.#calls.delete(r.id);
-    clearTimeout(call.timer);
-    if (r.type === "result") call.resolve({ answer: r.answer, headers: r.headers });
-    else call.reject(new FilterHookError(r.message));
-  }
-
-  #onMessage(msg: FromWorker): void {
-    switch (msg.type) {
-      case "results":
-        for (const r of msg.results) this.#settle(r);
-        return;
-      case "loaded":
-        this.#loads.get(msg.version)?.resolve(msg.hooks);
-        return;
-      case "load-error":
-        this.#loads.get(msg.version)?.reject(new FilterLoadError(msg.message));
-        return;
-      case "pong":
-        this.#pings.get(msg.id)?.();
-        return;
-    }
-  }
-
-  /** Evaluates a compiled filter in the worker and makes it current for new requests. */
+  /** Evaluates a compiled filter and makes it current for new requests (see `prepare` to stage it first). */
   async load(compiled: CompiledFilter): Promise<FilterVersion> {
-    const version = this.#nextVersion++;
-    const hooks = await this.#loadInWorker(version, compiled.code, compiled.path);
-    const live: LiveVersion = { version, hash: compiled.hash, hooks: new Set(hooks), code: compiled.code, filename: compiled.path, refs: 0 };
-    this.#versions.set(version, live);
-    const previous = this.#current;
-    this.#current = live;
-    if (previous) this.#dropIfUnused(previous);
+    const staged = this.prepare(compiled);
+    this.commit(staged);
+    return staged;
+  }
+
+  /** Evaluates a compiled filter without putting it in force yet. Throws FilterLoadError. */
+  prepare(compiled: CompiledFilter): FilterVersion {
+    this.#watch.enter(this.#loadTimeoutMs);
+    let evaluated;
+    const started = performance.now();
+    try {
+      evaluated = evaluateFilter(compiled.code, compiled.path);
+    } finally {
+      this.#watch.leave();
+    }
+    const ms = performance.now() - started;
+    if (ms > this.#loadTimeoutMs) {
+      throw new FilterLoadError(`${compiled.path}: evaluating the filter's top-level code took ${Math.round(ms)} ms, more than ${this.#loadTimeoutMs} ms`);
+    }
+    const hooks = (["request", "response"] as const).filter((h) => typeof evaluated.filter[h] === "function");
+    const live: LiveVersion = { version: this.#nextVersion++, hash: compiled.hash, hooks: new Set(hooks), filter: evaluated.filter, makeFlow: evaluated.makeFlow, refs: 0 };
     return live;
   }
 
-  #loadInWorker(version: number, code: string, filename: string): Promise<HookName[]> {
-    return new Promise<HookName[]>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#loads.delete(version);
-        reject(new FilterLoadError(`${filename}: evaluating the filter's top-level code took longer than ${this.#loadTimeoutMs} ms`));
-        this.#replaceWorker("filter top-level code did not finish");
-      }, this.#loadTimeoutMs);
-      this.#loads.set(version, {
-        resolve: (h) => { clearTimeout(timer); this.#loads.delete(version); resolve(h); },
-        reject: (e) => { clearTimeout(timer); this.#loads.delete(version); reject(e); },
-      });
-      this.#post({ type: "load", version, code, filename });
-    });
+  /** Puts a prepared version in force for new requests; the previous one stays until its requests finish. */
+  commit(version: FilterVersion): void {
+    const live = version as LiveVersion;
+    this.#versions.set(live.version, live);
+    const previous = this.#current;
+    this.#current = live;
+    if (previous && previous !== live) this.#dropIfUnused(previous);
   }
 
   /** Pins the current version for one request; release it with `release` when the request is done. */
@@ -176,127 +239,46 @@ export class FilterHost extends EventEmitter {
   }
 
   #dropIfUnused(v: LiveVersion): void {
-    if (v.refs <= 0 && v !== this.#current) {
-      this.#versions.delete(v.version);
-      this.#post({ type: "drop", version: v.version });
-    }
+    if (v.refs <= 0 && v !== this.#current) this.#versions.delete(v.version);
   }
 
   /** Runs one hook of a pinned version. Rejects with FilterHookError or FilterTimeoutError. */
-  run(version: FilterVersion, hook: HookName, flow: FlowData): Promise<HookResult> {
+  run(version: FilterVersion, hookName: HookName, data: FlowData): Promise<HookResult> {
+    if (this.#closed) return Promise.reject(new FilterHookError("proxy is shutting down"));
+    const live = this.#versions.get(version.version);
+    // Never judge a request without its filter: an unknown version is an error, which denies.
+    if (!live) return Promise.reject(new FilterHookError(`filter version ${version.version} is not loaded`));
+    const hook = live.filter[hookName] as Hook | undefined;
+    let answer: Answer | undefined;
+    let flow: Flow;
+    let returned: unknown;
+    this.#watch.enter(this.timeoutMs);
+    const started = performance.now();
+    try {
+      flow = live.makeFlow(data, (a) => { answer = a; });
+      returned = hook?.call(live.filter, flow);
+    } catch (err) {
+      return Promise.reject(new FilterHookError(describe(err)));
+    } finally {
+      this.#watch.leave();
+    }
+    // A hook that finished, but past its budget, is refused all the same: the budget is the contract.
+    if (performance.now() - started > this.timeoutMs) return Promise.reject(new FilterTimeoutError(hookName, this.timeoutMs));
+    const result = (): HookResult => ({ answer, headers: hookName === "request" ? flow.request.headers : (flow.response?.headers ?? {}) });
+    if (!isThenable(returned)) return Promise.resolve(result());
+    // An async hook: its budget is a timer (the thread stays free while it waits).
     return new Promise<HookResult>((resolve, reject) => {
-      const id = this.#nextId++;
-      const message: Call = { id, version: version.version, hook, flow };
-      const call: PendingCall = { message, hook, resolve, reject, timer: undefined as unknown as NodeJS.Timeout, parked: false, queuedAt: clock(), startedAt: undefined };
-      this.#arm(call);
-      this.#calls.set(id, call);
-      this.#outbox.push(message);
+      const timer = setTimeout(() => reject(new FilterTimeoutError(hookName, this.timeoutMs)), this.timeoutMs);
+      returned.then(
+        () => { clearTimeout(timer); resolve(result()); },
+        (err: unknown) => { clearTimeout(timer); reject(new FilterHookError(describe(err))); },
+      );
     });
-  }
-
-  #arm(call: PendingCall): void {
-    call.parked = false;
-    const left = call.queuedAt + this.queueTimeoutMs - clock();
-    call.timer = setTimeout(() => this.#check(call), Math.max(1, Math.min(this.timeoutMs, left)));
-  }
-
-  /** A call's timer: queued too long (overloaded), running too long (timeout), or not yet either. */
-  #check(call: PendingCall): void {
-    if (!this.#calls.has(call.message.id)) return;
-    const now = clock();
-    if (call.startedAt === undefined) {
-      const seen = this.#starts.startOf(call.message.id);
-      // Started so long ago that its record was overwritten: give it a budget from now.
-      if (seen !== "queued") call.startedAt = seen === "overwritten" ? now : seen;
-    }
-    if (call.startedAt === undefined) {
-      const waited = now - call.queuedAt;
-      if (waited < this.queueTimeoutMs) {
-        call.timer = setTimeout(() => this.#check(call), Math.max(1, this.queueTimeoutMs - waited));
-        return;
-      }
-      if (this.#starts.cancel(call.message.id)) {
-        // It never ran (and now never will): nothing judged the request.
-        this.#calls.delete(call.message.id);
-        call.reject(new FilterOverloadedError(call.hook, this.queueTimeoutMs));
-        return;
-      }
-      // It started in the meantime: its budget runs from then.
-      const seen = this.#starts.startOf(call.message.id);
-      call.startedAt = typeof seen === "number" ? seen : now;
-    }
-    const ran = now - call.startedAt;
-    if (ran < this.timeoutMs) {
-      call.timer = setTimeout(() => this.#check(call), Math.max(1, Math.ceil(this.timeoutMs - ran)));
-      return;
-    }
-    if (this.#checking) {
-      // Perhaps stuck behind a hook that does not yield: wait for the check before calling it a timeout.
-      call.parked = true;
-      return;
-    }
-    this.#timeOut(call);
-    this.#checkWorker();
-  }
-
-  #timeOut(call: PendingCall): void {
-    this.#calls.delete(call.message.id);
-    call.reject(new FilterTimeoutError(call.hook, this.timeoutMs));
-  }
-
-  // A call ran out of time: either its hook awaits something slow (the worker still answers), or the
-  // worker's thread is stuck in a loop. In the second case, replace the worker and replay the calls
-  // that were waiting behind it, each with a fresh budget, so other requests are only delayed.
-  #checkWorker(): void {
-    if (this.#checking || this.#closed) return;
-    this.#checking = true;
-    const id = this.#nextId++;
-    const progress = this.#starts.progress;
-    const alive = (): void => {
-      clearTimeout(timer);
-      this.#pings.delete(id);
-      this.#checking = false;
-      for (const call of [...this.#calls.values()]) if (call.parked) this.#timeOut(call);
-    };
-    const timer = setTimeout(() => {
-      // A long queue delays the answer to the ping; hooks that went on starting show the thread is not stuck.
-      if (this.#starts.progress !== progress) return alive();
-      this.#pings.delete(id);
-      this.#checking = false;
-      this.#replaceWorker(`a filter hook ran longer than ${this.timeoutMs} ms without yielding`);
-    }, Math.max(50, this.timeoutMs / 2));
-    this.#pings.set(id, alive);
-    this.#post({ type: "ping", id });
-  }
-
-  #replaceWorker(reason: string): void {
-    if (this.#closed) return;
-    const old = this.#worker;
-    old.removeAllListeners("message");
-    old.removeAllListeners("error");
-    old.on("error", () => undefined);
-    void old.terminate();
-    this.#outbox.clear(); // every waiting call is in #calls and is replayed below, after the loads
-    this.#spawn();
-    this.emit("worker-restart", reason);
-    for (const v of this.#versions.values()) {
-      void this.#loadInWorker(v.version, v.code, v.filename).catch(() => undefined);
-    }
-    for (const call of this.#calls.values()) {
-      clearTimeout(call.timer);
-      call.startedAt = undefined; // it starts again in the new worker; its wait in the queue still counts
-      this.#arm(call);
-      this.#outbox.push(call.message);
-    }
   }
 
   async close(): Promise<void> {
     this.#closed = true;
-    for (const call of this.#calls.values()) {
-      clearTimeout(call.timer);
-      call.reject(new FilterHookError("proxy is shutting down"));
-    }
-    this.#calls.clear();
-    await this.#worker.terminate();
+    this.#versions.clear();
+    this.#current = undefined;
   }
 }

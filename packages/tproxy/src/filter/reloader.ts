@@ -10,7 +10,13 @@ import { watch, type FSWatcher } from "chokidar";
 import type { Logger } from "pino";
 import { FilterLoadError } from "../errors.ts";
 import { compileFilter, hashFilterSource } from "./compile.ts";
-import type { FilterHost } from "./host.ts";
+import type { CompiledFilter } from "./compile.ts";
+
+/** Where loaded versions go: a FilterHost, or the supervisor that hands them to every serving thread. */
+export interface FilterTarget {
+  load(compiled: CompiledFilter): Promise<unknown>;
+  readonly current: { readonly hash: string } | undefined;
+}
 
 export interface ReloaderEvents {
   onLoaded?(hash: string): void;
@@ -19,7 +25,7 @@ export interface ReloaderEvents {
 
 export class FilterReloader {
   readonly #path: string;
-  readonly #host: FilterHost;
+  readonly #host: FilterTarget;
   readonly #log: Logger;
   readonly #events: ReloaderEvents;
   #watcher: FSWatcher | undefined;
@@ -29,7 +35,7 @@ export class FilterReloader {
   /** Hash of the last source we tried (loaded or failed), so a broken file is reported once, not on every event. */
   #lastSeen: string | undefined;
 
-  constructor(path: string, host: FilterHost, log: Logger, events: ReloaderEvents = {}) {
+  constructor(path: string, host: FilterTarget, log: Logger, events: ReloaderEvents = {}) {
     this.#path = path;
     this.#host = host;
     this.#log = log;

@@ -1,18 +1,31 @@
 // Logging: pino everywhere. `json` writes pino's lines as they are; `text` turns each into one line a
 // person can read in `kubectl logs`, in the spirit of mitmdump's output. The per-request line, written
 // thousands of times a second, is formatted directly in text mode (not serialised by pino and parsed back).
-import cluster from "node:cluster";
 import pino, { type DestinationStream, type Logger } from "pino";
 import { Batcher } from "../util/batcher.ts";
 
+/** Writes of at most this many bytes to a pipe are atomic (PIPE_BUF): lines of two threads never mix. */
+export const ATOMIC_WRITE = 4096;
+
 /**
  * Gathers the lines written during one turn of the event loop and writes them with one call at its
- * end: one syscall for many request lines under load, no delay when idle, no thread-pool hop.
+ * end: one syscall for many request lines under load, no delay when idle, no thread-pool hop. A batch
+ * longer than ATOMIC_WRITE is written in several calls, each of whole lines.
  */
 export class LineBuffer {
   readonly #lines: Batcher<string>;
-  constructor(out: NodeJS.WritableStream) {
-    this.#lines = new Batcher((lines) => out.write(lines.length === 1 ? lines[0]! : lines.join("")));
+  constructor(out: { write(chunk: string): unknown }) {
+    this.#lines = new Batcher((lines) => {
+      let chunk = "";
+      for (const line of lines) {
+        if (chunk.length > 0 && chunk.length + line.length > ATOMIC_WRITE) {
+          out.write(chunk);
+          chunk = "";
+        }
+        chunk += line;
+      }
+      if (chunk.length > 0) out.write(chunk);
+    });
   }
   write(line: string): boolean {
     this.#lines.push(line);
@@ -21,6 +34,14 @@ export class LineBuffer {
   flush(): void {
     this.#lines.flush();
   }
+}
+
+/**
+ * Standard output as a serving thread should write it: straight to file descriptor 1, synchronously
+ * (pino's own destination). A worker thread's process.stdout would post every write to the main thread.
+ */
+export function stdoutFd(): { write(chunk: string): unknown; flushSync?(): void } {
+  return pino.destination({ dest: 1, sync: true });
 }
 
 export type LogFormat = "text" | "json";
@@ -68,15 +89,17 @@ export function formatText(record: Record<string, unknown>): string {
   const level = LEVELS[record.level as number] ?? String(record.level);
   let line = `${time} ${level} ${String(record.msg ?? "")}`;
   for (const [k, v] of Object.entries(record)) {
-    if (!SKIP.has(k) && v !== undefined) line += ` ${k}=${value(k === "err" && v && typeof v === "object" ? (v as { message?: unknown }).message : v)}`;
+    if (!SKIP.has(k) && k !== "thread" && v !== undefined) line += ` ${k}=${value(k === "err" && v && typeof v === "object" ? (v as { message?: unknown }).message : v)}`;
   }
+  // Which serving thread wrote the line: last, so that the fields of the message come first.
+  if (record.thread !== undefined) line += ` thread=${value(record.thread)}`;
   return line + "\n";
 }
 
-export function createLogging(format: LogFormat, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logging {
+export function createLogging(format: LogFormat, options: { level?: string; destination?: { write(chunk: string): unknown }; bindings?: Record<string, unknown> } = {}): Logging {
   const out = new LineBuffer(options.destination ?? process.stdout);
-  // In a cluster each worker's lines say which worker wrote them.
-  const base = { base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined, level: options.level ?? process.env.LOG_LEVEL ?? "info" };
+  // Each serving thread's lines say which thread wrote them (bindings).
+  const base = { base: options.bindings, level: options.level ?? process.env.LOG_LEVEL ?? "info" };
   const flush = (): void => out.flush();
   if (format === "json") {
     const log = pino(base, out as DestinationStream);
@@ -87,6 +110,6 @@ export function createLogging(format: LogFormat, options: { level?: string; dest
 }
 
 /** A pino logger alone (for parts that log no requests). */
-export function createLogger(format: LogFormat, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
+export function createLogger(format: LogFormat, options: { level?: string; destination?: { write(chunk: string): unknown } } = {}): Logger {
   return createLogging(format, options).log;
 }

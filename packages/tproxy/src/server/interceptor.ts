@@ -12,7 +12,7 @@ import https from "node:https";
 import type { SecureContext } from "node:tls";
 import type { Duplex, Readable, Writable } from "node:stream";
 import type { Logger } from "pino";
-import { FilterOverloadedError, FilterTimeoutError } from "../errors.ts";
+import { FilterTimeoutError } from "../errors.ts";
 import type { FilterHost, FilterVersion, HookResult } from "../filter/host.ts";
 import type { Answer, FlowData, HookName } from "../filter/protocol.ts";
 import type { Headers } from "../filter/types.ts";
@@ -246,14 +246,6 @@ export class Interceptor {
     try {
       return await this.#filters.run(version, hook, flow);
     } catch (err) {
-      if (err instanceof FilterOverloadedError) {
-        // The hook never ran: nothing judged this request, so it is refused whatever --on-filter-error says.
-        this.#metrics.filterErrors.inc({ kind: "overloaded" });
-        state.reason = "filter-overloaded";
-        this.#log.warn({ id: flow.id, url: flow.request.url, hook, err: err.message }, `filter ${hook} hook did not run`);
-        flow.response = undefined;
-        return "deny";
-      }
       const timeout = err instanceof FilterTimeoutError;
       this.#metrics.filterErrors.inc({ kind: timeout ? "timeout" : "throw" });
       state.reason = timeout ? "filter-timeout" : "filter-error";
@@ -265,9 +257,6 @@ export class Interceptor {
   }
 
   #filterErrorAnswer(state: RequestState): Answer {
-    if (state.reason === "filter-overloaded") {
-      return { status: 503, body: "tproxy: the filter is overloaded; request not judged, try again\n", headers: { "retry-after": "1" } };
-    }
     const why = state.reason === "filter-timeout" ? `the filter did not decide within ${this.#filters.timeoutMs} ms` : "the filter failed on this request";
     return { status: 403, body: `tproxy: ${why}; request denied (see the proxy's log)\n`, headers: {} };
   }

@@ -1,16 +1,21 @@
-// `tproxy run --workers N`: several proxy processes behind one set of ports (SO_REUSEPORT), one primary
-// serving the admin endpoints. Seen from a pod and from the kubelet's side: readiness across workers,
-// /metrics summed over them, TLS sessions resumed whichever worker a connection reaches, a killed worker
-// replaced while requests keep working.
+// `tproxy run --workers N`: one process, N serving threads behind one set of ports (SO_REUSEPORT), the
+// supervisor on the main thread serving the admin endpoints and watching the threads. Seen from a pod and
+// from the kubelet's side: readiness across threads, /metrics summed over them, TLS sessions resumed
+// whichever thread a connection reaches, a thread stuck in a hook or gone replaced while requests keep
+// working, a drain on SIGTERM.
 import { expect } from "chai";
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
-import { run, waitFor } from "../../../test/support/netns.ts";
+import { waitFor } from "../../../test/support/netns.ts";
 import { ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
 import { lineAfter, metric, metricsOf, readyz, requestRecords, sourceHash } from "./helpers.ts";
 
-const GOOD = `export default { request(flow) { if (flow.request.host !== "storage.googleapis.com") flow.respond(418, "Access Denied by Administrator"); } };\n`;
+// /loop: a hook that never yields; /exit: a hook that ends its thread (process.exit in a worker thread).
+const GOOD = `export default { request(flow) {
+  if (flow.request.path === "/loop") for (;;) {}
+  if (flow.request.path === "/exit") process.exit(3);
+  if (flow.request.host !== "storage.googleapis.com") flow.respond(418, "Access Denied by Administrator");
+} };\n`;
 
 // Connects N times in a row to www.google.com:443 through the proxy, each time offering the session
 // (ticket) of the connection before, and prints one JSON line per connection.
@@ -37,7 +42,7 @@ function one(i) {
 (async () => { for (let i = 0; i < n; i += 1) console.log(JSON.stringify(await one(i))); })().catch((e) => { console.error(e); process.exit(1); });
 `;
 
-describe("tproxy --workers 2 (cluster mode, network namespaces)", function () {
+describe("tproxy --workers 2 (serving threads, network namespaces)", function () {
   this.timeout(60_000);
   let world: ProxyWorld;
   let ca: { cert: string; key: string };
@@ -50,18 +55,17 @@ describe("tproxy --workers 2 (cluster mode, network namespaces)", function () {
     await world.redirectPod();
     dir = join(world.dir, "filter");
     writeConfigMap(dir, { "other.ts": GOOD }); // no filter.ts yet
-    proxy = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(dir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "2", "--log-format", "json"]);
-    await waitFor("both workers to listen", () => proxy.lines.filter((l) => l.includes(`"msg":"tproxy listening"`)).length === 2);
+    proxy = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(dir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "2", "--log-format", "json", "--filter-timeout", "200"]);
+    expect(proxy.lines.filter((l) => l.includes(`"msg":"serving thread listening"`))).to.have.length(2);
   });
   after(async () => {
     await world?.close();
   });
 
   const status = async (url: string) => Number((await world.curl(["--cacert", ca.cert, "-o", "/dev/null", "-w", "%{http_code}", url])).stdout);
-  const workerPids = async () => (await run("pgrep", ["-P", String(proxy.child.pid)])).stdout.split("\n").filter(Boolean).map(Number).sort();
 
-  it("is ready only once every worker has a filter in force", async () => {
-    expect(await readyz(world)).to.deep.equal({ status: 503, body: "not ready: 0/2 workers ready (no filter loaded)\n" });
+  it("is ready only once every serving thread has a filter in force", async () => {
+    expect(await readyz(world)).to.deep.equal({ status: 503, body: "not ready: no filter loaded\n" });
     expect(await status("https://storage.googleapis.com/")).to.equal(503);
     writeConfigMap(dir, { "filter.ts": GOOD });
     await waitFor("/readyz 200", async () => (await readyz(world)).status === 200, 5000, 100);
@@ -70,69 +74,77 @@ describe("tproxy --workers 2 (cluster mode, network namespaces)", function () {
     expect(await status("https://www.google.com/")).to.equal(418);
   });
 
-  it("sums the workers' counters in /metrics", async () => {
+  it("sums the threads' counters in /metrics", async () => {
     const before = await metricsOf(world);
     const n = 16;
     for (let i = 0; i < n; i += 1) expect(await status(`https://www.google.com/sum/${i}`)).to.equal(418);
     const after = await metricsOf(world);
     const served = requestRecords(proxy).filter((r) => r.url.startsWith("https://www.google.com/sum/"));
     expect(served).to.have.length(n);
-    // The kernel spreads connections over the workers: both served some (1 in 2^15 that one served all).
-    expect(new Set(served.map((r) => r.worker)).size).to.equal(2);
+    // The kernel spreads connections over the threads: both served some (1 in 2^15 that one served all).
+    expect(new Set(served.map((r) => r.thread)).size).to.equal(2);
     expect(metric(after, "tproxy_requests_total", { decision: "denied", status: "418" }) - metric(before, "tproxy_requests_total", { decision: "denied", status: "418" })).to.equal(n);
     expect(metric(after, "tproxy_request_duration_seconds_count", { decision: "denied" }) - metric(before, "tproxy_request_duration_seconds_count", { decision: "denied" })).to.equal(n);
   });
 
-  it("resumes a TLS session on another worker than the one that issued the ticket", async () => {
+  it("resumes a TLS session on another thread than the one that issued the ticket", async () => {
     const n = 12;
     const r = await world.pod.run(process.execPath, ["-e", RESUME_SCRIPT, ca.cert, String(n)]);
     expect(r.code, r.stderr).to.equal(0);
     const conns = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { i: number; reused: boolean; status: number });
     expect(conns.map((c) => c.status)).to.deep.equal(Array(n).fill(418));
-    const workerOf = new Map(requestRecords(proxy).filter((x) => x.url.startsWith("https://www.google.com/resume/")).map((x) => [Number(x.url.split("/").pop()), x.worker]));
+    const workerOf = new Map(requestRecords(proxy).filter((x) => x.url.startsWith("https://www.google.com/resume/")).map((x) => [Number(x.url.split("/").pop()), x.thread]));
     const crossed = conns.filter((c) => c.i > 0 && workerOf.get(c.i) !== workerOf.get(c.i - 1));
-    expect(crossed.length, "no connection reached another worker than the one before it").to.be.above(0);
+    expect(crossed.length, "no connection reached another thread than the one before it").to.be.above(0);
     expect(crossed.map((c) => ({ i: c.i, reused: c.reused }))).to.deep.equal(crossed.map((c) => ({ i: c.i, reused: true })));
     expect(conns.slice(1).every((c) => c.reused)).to.equal(true);
   });
 
-  it("replaces a killed worker, and requests keep working meanwhile", async () => {
-    const pids = await workerPids();
-    expect(pids).to.have.length(2);
+  it("replaces a thread stuck in a hook: that request is reset, never forwarded, and requests keep working", async () => {
     const from = proxy.lines.length;
-    process.kill(pids[0]!, "SIGKILL");
-    await lineAfter(proxy, from, /proxy worker exited; starting another/);
+    const before = await metricsOf(world);
+    const stuck = await world.curl(["--cacert", ca.cert, "-o", "/dev/null", "-w", "%{http_code}", "https://storage.googleapis.com/loop"]);
+    // Reset with nothing sent back (curl: 52 empty reply, or 56 receive failure): no status, and nothing upstream.
+    expect([52, 56], stuck.stderr).to.include(stuck.code);
+    expect(stuck.stdout).to.equal("000");
+    expect(requestRecords(proxy).filter((r) => r.url.endsWith("/loop"))).to.deep.equal([]);
+    await lineAfter(proxy, from, /serving thread replaced: filter code ran more than \d+ ms without yielding \(budget 200 ms\)/);
     for (let i = 0; i < 6; i += 1) expect(await status(`https://storage.googleapis.com/meanwhile/${i}`)).to.equal(200);
-    await waitFor("a new worker", async () => {
-      const now = await workerPids();
-      return now.length === 2 && !now.includes(pids[0]!);
-    });
-    await waitFor("/readyz 200 with the new worker", async () => (await readyz(world)).status === 200);
-    const newest = 3; // cluster worker ids count up from 1: the replacement of worker 1 or 2 is 3
-    // The replacement serves too: keep asking until a request reaches it (the kernel spreads connections).
-    await waitFor(`worker ${newest} to serve a request`, async () => {
-      expect(await status("https://www.google.com/after-kill")).to.equal(418);
-      return requestRecords(proxy).some((r) => r.worker === newest);
-    }, 20_000, 0);
+    await lineAfter(proxy, from, /serving thread listening/);
+    await waitFor("/readyz 200 with the new thread", async () => (await readyz(world)).status === 200);
+    const after = await metricsOf(world);
+    expect(metric(after, "tproxy_worker_restarts_total", { reason: "hook-stuck" }) - metric(before, "tproxy_worker_restarts_total", { reason: "hook-stuck" })).to.equal(1);
+    // One process all along: the replacement is a thread in it.
+    expect(proxy.child.exitCode).to.equal(null);
   });
 
-  it("on SIGTERM answers /readyz 503 while requests in flight complete on both workers, then exits 0", async () => {
+  it("replaces a thread that ended, after a back-off, and counts it", async () => {
+    const from = proxy.lines.length;
+    const before = await metricsOf(world);
+    const gone = await world.curl(["--cacert", ca.cert, "-o", "/dev/null", "-w", "%{http_code}", "https://storage.googleapis.com/exit"]);
+    expect(gone.stdout).to.equal("000");
+    await lineAfter(proxy, from, /serving thread exited; starting another/);
+    await lineAfter(proxy, from, /serving thread listening/);
+    await waitFor("/readyz 200 with the new thread", async () => (await readyz(world)).status === 200);
+    for (let i = 0; i < 4; i += 1) expect(await status(`https://storage.googleapis.com/after-exit/${i}`)).to.equal(200);
+    const after = await metricsOf(world);
+    expect(metric(after, "tproxy_worker_restarts_total", { reason: "exited" }) - metric(before, "tproxy_worker_restarts_total", { reason: "exited" })).to.equal(1);
+  });
+
+  it("on SIGTERM answers /readyz 503 while requests in flight complete on both threads, then exits 0", async () => {
     let done = 0;
     // Plain HTTP: no earlier request in this suite used port 80 upstream, so connections there are these.
-    // Ten at once: the kernel spreads them, so both workers have some in flight (1 in 2^9 that one has all).
+    // Ten at once: the kernel spreads them, so both threads have some in flight (1 in 2^9 that one has all).
     const n = 10;
     const slow = Array.from({ length: n }, (_, i) => world.curl(["-w", "\n%{http_code}", `http://storage.googleapis.com/slow/3000?${i}`]).finally(() => { done += 1; }));
     const upstream = async () => (await world.net.must("ss", ["-Htn", "state", "established", `( src ${STORAGE_IP}:80 )`])).trim().split("\n").filter(Boolean).length;
     await waitFor("the slow requests to reach the upstream", async () => (await upstream()) === n);
-    const workers = await workerPids();
     const exit = proxy.stop("SIGTERM");
     await waitFor("/readyz to turn 503", async () => (await readyz(world)).status === 503);
     expect(done, "a slow request finished before /readyz turned 503").to.equal(0);
     expect((await Promise.all(slow)).map((r) => r.stdout)).to.deep.equal(Array.from({ length: n }, () => "storage.googleapis.com slow 3000\n\n200"));
     expect(await exit).to.equal(0);
     const served = requestRecords(proxy).filter((r) => r.url.startsWith("http://storage.googleapis.com/slow/3000"));
-    expect(new Set(served.map((r) => r.worker)).size, "both workers had requests in flight").to.equal(2);
-    expect(workers).to.have.length(2);
-    expect(workers.filter((pid) => existsSync(`/proc/${pid}`)), "workers left running").to.deep.equal([]);
+    expect(new Set(served.map((r) => r.thread)).size, "both threads had requests in flight").to.equal(2);
   });
 });

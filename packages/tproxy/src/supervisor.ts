@@ -1,0 +1,279 @@
+// One process per node: a supervisor on the main thread and N serving threads (serve-thread.ts), each
+// a whole proxy listening on the same ports with SO_REUSEPORT, so the kernel spreads connections over
+// them. One Node baseline instead of one per process, and what all threads share is done once, here: the
+// filter is read, compiled and watched once (each version is evaluated by every thread, then put in force
+// in all of them together, or refused by all), the admin endpoints (/metrics summed over the threads,
+// /healthz, /readyz) are served here, and TLS session-ticket keys are shared, so a client resumes its
+// session whichever thread it reaches.
+//
+// The supervisor is also the serving threads' watchdog: a filter hook runs on the thread that serves
+// its request, and one that never yields can only be stopped from outside. Each thread publishes the
+// deadline of the filter code it is running and a heartbeat in shared memory (HookWatch); a thread past
+// twice its hook budget, or silent for too long, is terminated (its connections are reset, nothing is
+// forwarded) and replaced. A thread that dies for any reason is replaced, with a back-off.
+import { randomBytes } from "node:crypto";
+import { Worker } from "node:worker_threads";
+import type { Logger } from "pino";
+import type { RunConfig } from "./config.ts";
+import { readCaFiles } from "./certs/check.ts";
+import { FilterLoadError } from "./errors.ts";
+import type { CompiledFilter } from "./filter/compile.ts";
+import { HookWatch, clock } from "./filter/host.ts";
+import { FilterReloader } from "./filter/reloader.ts";
+import { listen } from "./net/listen.ts";
+import { createAdminServer } from "./observe/admin.ts";
+import type { Logging } from "./observe/log.ts";
+import { CONTENT_TYPE, processMetrics, render } from "./observe/exposition.ts";
+import { ProxyMetrics, addCounts, type MetricJson } from "./observe/metrics.ts";
+import type { ServingState } from "./proxy.ts";
+import type { FromThread, ThreadData, ToThread } from "./serve-thread.ts";
+
+/** A thread that ran this long before it died counts as healthy: the back-off starts over. */
+export const RESTART_RESET_MS = 60_000;
+
+/**
+ * Delay before replacing a dead thread: 200 ms, doubling for each death in a row up to 5 s. A death
+ * after a thread ran RESTART_RESET_MS or longer starts the series over, so rare deaths spread over
+ * days do not leave every later restart at the longest delay.
+ */
+export class RestartBackoff {
+  #streak = 0;
+  next(ranMs: number): number {
+    if (ranMs >= RESTART_RESET_MS) this.#streak = 0;
+    this.#streak += 1;
+    return Math.min(5000, 100 * 2 ** Math.min(this.#streak, 6));
+  }
+}
+
+/** A serving thread silent this long (no heartbeat, no filter code running) is stuck: replaced. */
+export const STALL_MS = 5_000;
+
+const THREAD_URL = new URL(`./serve-thread${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
+
+interface Thread {
+  index: number;
+  worker: Worker;
+  watch: HookWatch;
+  spawnedAt: number;
+  state: ServingState | undefined;
+  /** Set once it was terminated on purpose (stuck): its exit is not reported again. */
+  killed: boolean;
+  /** Its counters as last reported (pushed every second, or asked for by a scrape). */
+  metrics: MetricJson[];
+}
+
+export class Supervisor {
+  readonly #config: RunConfig;
+  readonly #log: Logger;
+  readonly #logging: Logging;
+  /** The supervisor's own counters (reloads, the filter in force, thread replacements). */
+  readonly metrics = new ProxyMetrics();
+  readonly #process = processMetrics();
+  /** Counters of serving threads that are gone, as they last reported them. */
+  readonly #retired: MetricJson[] = [];
+  readonly #ticketKeys = randomBytes(48);
+  readonly #threads = new Map<number, Thread>();
+  readonly #backoff = new RestartBackoff();
+  readonly #pending = new Map<number, (msg: FromThread) => void>();
+  #nextId = 1;
+  #current: CompiledFilter | undefined;
+  #reloader: FilterReloader | undefined;
+  #stopping = false;
+  #watchdog: NodeJS.Timeout | undefined;
+
+  constructor(config: RunConfig, logging: Logging) {
+    this.#config = config;
+    this.#logging = logging;
+    this.#log = logging.log;
+  }
+
+  /** The filter version in force in every thread (the FilterReloader's view). */
+  get current(): { hash: string } | undefined {
+    return this.#current;
+  }
+
+  async start(): Promise<{ metrics: number }> {
+    const config = this.#config;
+    // Fail at start, once, with one clear line, rather than in every thread.
+    await readCaFiles(config.caCert, config.caKey);
+    const admin = createAdminServer({
+      metrics: async () => ({ contentType: CONTENT_TYPE, body: await this.#scrape() }),
+      readiness: () => this.#readiness(),
+    });
+    const metricsPort = await listen(admin, config.metricsPort, config.listenAddress);
+    this.#admin = admin;
+    // Threads only once the admin port is ours: a start that fails, fails before any thread runs.
+    for (let i = 0; i < config.workers; i += 1) this.#spawn(i);
+    await Promise.all([...this.#threads.values()].map((t) => this.#started(t)));
+    this.#reloader = new FilterReloader(config.filter, this, this.#log, {
+      onLoaded: (hash) => {
+        this.metrics.filterReloads.inc({ result: "success" });
+        this.metrics.setFilter(hash);
+      },
+      onError: () => this.metrics.filterReloads.inc({ result: "error" }),
+    });
+    await this.#reloader.start();
+    const tick = Math.max(10, Math.min(100, Math.floor(config.filterTimeoutMs / 4)));
+    this.#watchdog = setInterval(() => this.#patrol(), tick);
+    this.#watchdog.unref();
+    this.#log.info({ workers: config.workers, transparent: config.transparentPort, standard: config.standardPort, metrics: metricsPort, filter: config.filter, hash: this.#current?.hash ?? null }, "tproxy listening");
+    return { metrics: metricsPort };
+  }
+
+  #admin: import("node:http").Server | undefined;
+
+  #spawn(index: number): void {
+    const watch = new HookWatch();
+    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, watch: watch.buffer, filter: this.#current };
+    const worker = new Worker(THREAD_URL, {
+      workerData: data,
+      // Young-generation space is what grows with throughput in each isolate; bounded, throughput stays
+      // the same (npm run bench) and each thread costs a few MiB less.
+      resourceLimits: { maxYoungGenerationSizeMb: 8 },
+    });
+    const thread: Thread = { index, worker, watch, spawnedAt: clock(), state: undefined, killed: false, metrics: [] };
+    this.#threads.set(index, thread);
+    worker.on("message", (msg: FromThread) => this.#onMessage(thread, msg));
+    worker.on("error", (err) => this.#log.error({ thread: index, err: err.stack ?? err.message }, "serving thread failed"));
+    worker.on("exit", (code) => this.#onExit(thread, code));
+  }
+
+  #started(thread: Thread): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onMessage = (msg: FromThread): void => {
+        if (msg.type !== "started") return;
+        thread.worker.off("message", onMessage);
+        thread.worker.off("exit", onExit);
+        resolve();
+      };
+      const onExit = (code: number): void => reject(new Error(`serving thread ${thread.index} exited with ${code} while starting (see the lines above)`));
+      thread.worker.on("message", onMessage);
+      thread.worker.once("exit", onExit);
+    });
+  }
+
+  #onMessage(thread: Thread, msg: FromThread): void {
+    if (msg.type === "metrics") thread.metrics = msg.metrics;
+    if (msg.type === "state") thread.state = msg.state;
+    else if (msg.type === "prepared" || msg.type === "metrics") {
+      const key = msg.id * 1000 + thread.index;
+      this.#pending.get(key)?.(msg);
+    }
+  }
+
+  #onExit(thread: Thread, code: number): void {
+    if (this.#threads.get(thread.index) === thread) this.#threads.delete(thread.index);
+    addCounts(this.#retired, thread.metrics);
+    if (this.#stopping) {
+      if (this.#threads.size === 0) this.#finish();
+      return;
+    }
+    const ranMs = clock() - thread.spawnedAt;
+    if (!thread.killed) {
+      this.metrics.workerRestarts.inc({ reason: "exited" });
+      this.#log.error({ thread: thread.index, code, ranMs: Math.round(ranMs) }, "serving thread exited; starting another");
+    }
+    const delay = thread.killed ? 0 : this.#backoff.next(ranMs);
+    setTimeout(() => {
+      if (!this.#stopping && !this.#threads.has(thread.index)) this.#spawn(thread.index);
+    }, delay).unref();
+  }
+
+  /** The watchdog: a thread past twice its hook budget, or without a heartbeat for STALL_MS, is replaced. */
+  #patrol(): void {
+    const now = clock();
+    const budget = this.#config.filterTimeoutMs;
+    for (const t of this.#threads.values()) {
+      if (t.killed) continue;
+      const deadline = t.watch.deadline;
+      if (deadline > 0 && now > deadline + Math.max(budget, 50)) {
+        this.#kill(t, "hook-stuck", `filter code ran more than ${Math.round(now - deadline + budget)} ms without yielding (budget ${budget} ms)`);
+      } else if (deadline === 0 && now - Math.max(t.watch.lastBeat, t.spawnedAt) > STALL_MS) {
+        this.#kill(t, "stalled", `no heartbeat for ${Math.round(now - Math.max(t.watch.lastBeat, t.spawnedAt))} ms`);
+      }
+    }
+  }
+
+  #kill(thread: Thread, reason: "hook-stuck" | "stalled", why: string): void {
+    thread.killed = true;
+    this.metrics.workerRestarts.inc({ reason });
+    this.#log.error({ thread: thread.index, reason }, `serving thread replaced: ${why}; its connections were reset`);
+    void thread.worker.terminate();
+  }
+
+  #ask<T extends FromThread>(thread: Thread, make: (id: number) => ToThread, timeoutMs: number): Promise<T | undefined> {
+    const id = this.#nextId++;
+    const key = id * 1000 + thread.index;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      const onExit = (): void => done(undefined);
+      const done = (msg: T | undefined): void => {
+        clearTimeout(timer);
+        this.#pending.delete(key);
+        thread.worker.off("exit", onExit);
+        resolve(msg);
+      };
+      this.#pending.set(key, (msg) => done(msg as T));
+      thread.worker.once("exit", onExit);
+      thread.worker.postMessage(make(id));
+    });
+  }
+
+  /**
+   * FilterReloader's target: every thread evaluates the version; only if all succeed is it put in force,
+   * in all of them; otherwise the version is refused and the previous one stays everywhere.
+   */
+  async load(compiled: CompiledFilter): Promise<void> {
+    const threads = [...this.#threads.values()].filter((t) => !t.killed);
+    const timeout = 2000 + this.#config.filterTimeoutMs * 2 + 1000;
+    const ids = new Map<Thread, number>();
+    const answers = await Promise.all(threads.map((t) => this.#ask<Extract<FromThread, { type: "prepared" }>>(t, (id) => {
+      ids.set(t, id);
+      return { type: "prepare", id, filter: compiled };
+    }, timeout)));
+    const failure = answers.find((a) => a?.error !== undefined)?.error ?? (answers.some((a) => a === undefined) ? "a serving thread did not answer" : undefined);
+    for (const [t, id] of ids) t.worker.postMessage({ type: failure === undefined ? "commit" : "discard", id } satisfies ToThread);
+    if (failure !== undefined) throw new FilterLoadError(failure);
+    this.#current = compiled;
+    // A thread started while this version was being evaluated runs the one before: bring it up to date.
+    for (const t of this.#threads.values()) if (!ids.has(t)) t.worker.postMessage({ type: "load", filter: compiled } satisfies ToThread);
+  }
+
+  async #scrape(): Promise<string> {
+    const parts = await Promise.all([...this.#threads.values()].map((t) => this.#ask<Extract<FromThread, { type: "metrics" }>>(t, (id) => ({ type: "metrics", id }), 2000)));
+    return render(this.#process, [this.metrics.toJSON(), this.#retired, ...parts.filter((p) => p !== undefined).map((p) => p.metrics)]);
+  }
+
+  // Ready: every thread up, not draining, and running the filter in force (without one, every request is denied).
+  #readiness(): { ready: boolean; text: string } {
+    const all = [...this.#threads.values()];
+    const current = this.#current?.hash;
+    const readyOnes = all.filter((t) => !t.killed && t.state?.ready && t.state.filter === current);
+    const ready = !this.#stopping && current !== undefined && readyOnes.length === this.#config.workers;
+    if (ready) return { ready, text: `ready filter=${current}\n` };
+    if (this.#stopping) return { ready, text: "not ready: draining\n" };
+    if (current === undefined) return { ready, text: "not ready: no filter loaded\n" };
+    return { ready, text: `not ready: ${readyOnes.length}/${this.#config.workers} serving threads ready\n` };
+  }
+
+  /** SIGTERM: /readyz turns 503, every thread drains (requests in flight finish), then the process exits. */
+  stop(signal: string): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.#log.info({ signal }, "draining serving threads");
+    clearInterval(this.#watchdog);
+    void this.#reloader?.close();
+    if (this.#threads.size === 0) return this.#finish();
+    for (const t of this.#threads.values()) t.worker.postMessage({ type: "drain" } satisfies ToThread);
+    // Threads that do not finish draining in time are ended with the process.
+    setTimeout(() => this.#finish(), this.#config.drainTimeoutMs + 2000).unref();
+  }
+
+  #finish(): void {
+    this.#admin?.close();
+    this.#admin?.closeAllConnections();
+    this.#log.info("tproxy stopped");
+    this.#logging.flush();
+    process.exit(0);
+  }
+}
