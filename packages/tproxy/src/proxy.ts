@@ -1,7 +1,6 @@
-// One serving proxy: CA and leaf certificates, the filter, the transparent and standard listeners and the
-// request pipeline. Run by the supervisor in each serving thread (supervisor.ts: filters come from it,
-// admin endpoints are its), or alone in a process of its own (tests, embedding: it then watches the
-// filter file and serves the admin endpoints itself).
+// One serving proxy: CA and leaf certificates, the filter versions in force, the transparent and standard
+// listeners and the request pipeline. Each serving thread runs one (serve-thread.ts); the supervisor
+// (supervisor.ts) gives it filter versions, serves the admin endpoints and watches it.
 import http from "node:http";
 import https from "node:https";
 import { readFile } from "node:fs/promises";
@@ -16,8 +15,6 @@ import { loadCa } from "./certs/ca.ts";
 import { LeafCertificates } from "./certs/leaf-cache.ts";
 import { FilterHost, type FilterVersion, type HookWatch } from "./filter/host.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
-import type { FilterReloader } from "./filter/reloader.ts";
-import { createAdminServer } from "./observe/admin.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
 import { boundsFor } from "./net/bounds.ts";
 import { listen } from "./net/listen.ts";
@@ -34,11 +31,10 @@ export interface ServingState {
 
 export interface ServeOptions {
   /**
-   * Filters are given by a supervisor (prepareFilter/commitFilter), which also serves the admin
-   * endpoints and watches for hooks that never yield. Otherwise this proxy watches its filter file itself
-   * and serves the admin endpoints.
+   * The supervisor's side: filters are given by it (initialFilter, then prepareFilter/commitFilter), the
+   * deadlines of filter code are published for its watchdog, and state changes are reported to it.
    */
-  supervised?: { watch: HookWatch; initialFilter: CompiledFilter | undefined; onState(state: ServingState): void };
+  supervised: { watch: HookWatch; initialFilter: CompiledFilter | undefined; onState(state: ServingState): void };
   /** Bind the listeners with SO_REUSEPORT, beside other serving threads on the same ports. */
   reusePort?: boolean;
   /** 48 bytes of TLS session-ticket keys shared by the serving threads (default: random). */
@@ -48,7 +44,6 @@ export interface ServeOptions {
 export interface ProxyAddresses {
   transparent: number;
   standard: number | undefined;
-  metrics: number;
 }
 
 async function upstreamTrust(config: RunConfig): Promise<string[]> {
@@ -74,16 +69,14 @@ export class TproxyServer {
   readonly #log: Logger;
   readonly #logging: Logging;
   #filters: FilterHost | undefined;
-  #reloader: FilterReloader | undefined;
   #interceptor: Interceptor | undefined;
   #transparent: NetServer | undefined;
   #standard: http.Server | undefined;
   #inner: http.Server | undefined;
-  #admin: http.Server | undefined;
   #agents: { http: http.Agent; https: https.Agent } | undefined;
   #ready = false;
 
-  constructor(config: RunConfig, logging: Logging, options: ServeOptions = {}) {
+  constructor(config: RunConfig, logging: Logging, options: ServeOptions) {
     this.config = config;
     this.#options = options;
     this.metrics = new ProxyMetrics();
@@ -112,27 +105,14 @@ export class TproxyServer {
     if (config.insecureUpstream) this.#log.warn("--insecure-upstream: upstream certificates are NOT verified");
 
     const supervised = this.#options.supervised;
-    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs, watch: supervised?.watch });
+    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs, watch: supervised.watch });
     this.#filters = filters;
-    if (supervised) {
-      if (supervised.initialFilter) {
-        try {
-          this.commitFilter(this.prepareFilter(supervised.initialFilter));
-        } catch (err) {
-          this.#log.error({ err: (err as Error).message }, "the filter in force did not load in this thread; its requests are denied");
-        }
+    if (supervised.initialFilter) {
+      try {
+        this.commitFilter(this.prepareFilter(supervised.initialFilter));
+      } catch (err) {
+        this.#log.error({ err: (err as Error).message }, "the filter in force did not load in this thread; its requests are denied");
       }
-    } else {
-      const { FilterReloader } = await import("./filter/reloader.ts");
-      this.#reloader = new FilterReloader(config.filter, filters, this.#log, {
-        onLoaded: (hash) => {
-          this.metrics.filterReloads.inc({ result: "success" });
-          this.metrics.setFilter(hash);
-          this.#report();
-        },
-        onError: () => this.metrics.filterReloads.inc({ result: "error" }),
-      });
-      await this.#reloader.start();
     }
 
     const connections = new WeakMap<Duplex, ConnectionInfo>();
@@ -161,22 +141,11 @@ export class TproxyServer {
       attachConnect(this.#standard, deps);
       standard = await listen(this.#standard, config.standardPort, config.listenAddress, shared);
     }
-    let metrics = config.metricsPort;
-    if (!supervised) {
-      // Alone, this proxy serves the admin endpoints itself (under a supervisor, they are the supervisor's).
-      const exposition = await import("./observe/exposition.ts");
-      const process = exposition.processMetrics();
-      this.#admin = createAdminServer({
-        metrics: async () => ({ contentType: exposition.CONTENT_TYPE, body: await exposition.render(process, [this.metrics.toJSON()]) }),
-        readiness: () => this.#readiness(),
-      });
-      metrics = await listen(this.#admin, config.metricsPort, config.listenAddress);
-    }
     this.#ready = true;
     this.#report();
-    // Under a supervisor, "tproxy listening" is the supervisor's line, once every thread listens.
-    this.#log.info({ transparent, standard, metrics, filter: config.filter, hash: filters.current?.hash ?? null }, supervised ? "serving thread listening" : "tproxy listening");
-    return { transparent, standard, metrics };
+    // "tproxy listening" is the supervisor's line, once every thread listens.
+    this.#log.info({ transparent, standard, hash: filters.current?.hash ?? null }, "serving thread listening");
+    return { transparent, standard };
   }
 
   /** An HTTP server running the request pipeline (the in-process one, or the standard listener). */
@@ -203,7 +172,7 @@ export class TproxyServer {
   /** Tells the supervisor (if any) whether this proxy is ready and which filter it runs. */
   #report(): void {
     const filter = this.#filters?.current?.hash ?? null;
-    this.#options.supervised?.onState({ ready: this.#ready && !this.#interceptor?.draining && filter !== null, filter });
+    this.#options.supervised.onState({ ready: this.#ready && !this.#interceptor?.draining && filter !== null, filter });
   }
 
   // A request the HTTP parser cannot read gets 400 on its own connection; the proxy carries on.
@@ -214,13 +183,6 @@ export class TproxyServer {
     } else {
       socket.destroy();
     }
-  }
-
-  // Ready means: listening, not draining, and a filter in force (without one every request is denied).
-  #readiness(): { ready: boolean; text: string } {
-    const filter = this.#filters?.current;
-    const ready = this.#ready && !this.#interceptor?.draining && filter !== undefined;
-    return { ready, text: ready ? `ready filter=${filter!.hash}\n` : `not ready: ${filter ? "draining" : "no filter loaded"}\n` };
   }
 
   /** Stops accepting, lets requests in flight finish (up to the drain timeout), then closes everything. */
@@ -241,11 +203,8 @@ export class TproxyServer {
     this.#log.info({ unfinished: interceptor?.inFlight ?? 0 }, "tproxy stopped");
     this.#inner?.closeAllConnections();
     this.#standard?.closeAllConnections();
-    this.#admin?.close();
-    this.#admin?.closeAllConnections();
     this.#agents?.http.destroy();
     this.#agents?.https.destroy();
-    await this.#reloader?.close();
     await this.#filters?.close();
     this.#logging.flush();
   }
