@@ -2,7 +2,7 @@
 // values and several variants; every rendered object validated against the Kubernetes schemas.
 import { expect } from "chai";
 import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -11,7 +11,8 @@ import { promisify } from "node:util";
 import { isMap, isScalar, parseDocument, parse as parseYaml, type YAMLMap } from "yaml";
 import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
 import { Netns, uniqueName } from "../support/netns.ts";
-import { CHART_DIR, REPO_ROOT, helm, mustHelm, one, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
+import { CHART_DIR, REPO_ROOT, helm, mustHelm, one, parseManifests, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
+import { BASE_MIB, PER_CONNECTION_KIB, PER_WORKER_MIB, RESERVE_CONNECTIONS, planWorkers } from "../../packages/tproxy/src/resources.ts";
 
 const pexec = promisify(execFile);
 
@@ -419,6 +420,117 @@ describe("helm chart charts/tproxy", function () {
       };
       walk(schema, values, "");
       expect(open).to.deep.equal([]);
+    });
+  });
+
+  describe("the proxy's memory limit against its workers (files/sizing.yaml)", () => {
+    const MIB = 1024 * 1024;
+    interface Sizing { baseMiB: number; perWorkerMiB: number; perConnectionKiB: number; reserveConnections: number }
+    const sizing = () => parseYaml(readFileSync(join(CHART_DIR, "files/sizing.yaml"), "utf8")) as Sizing;
+    /** What the proxy plans for a limit with unbounded CPUs: the most workers the limit holds at these costs. */
+    const holds = (bytes: number, costs: Sizing = sizing()) => planWorkers({ cpus: 1_000_000, memoryBytes: bytes, ...costs }).workers;
+    const render = (set: Record<string, unknown>, chartDir?: string) => helm(["template", ...renderArgs({ set, ...(chartDir ? { chartDir } : {}) })]);
+    const defaultLimit = () => (parseYaml(readFileSync(join(CHART_DIR, "values.yaml"), "utf8")) as { proxy: { resources: { limits: { memory: string } } } }).proxy.resources.limits.memory;
+
+    it("holds the costs the proxy has built in (packages/tproxy/src/resources.ts)", () => {
+      expect(sizing()).to.deep.equal({ baseMiB: BASE_MIB, perWorkerMiB: PER_WORKER_MIB, perConnectionKiB: PER_CONNECTION_KIB, reserveConnections: RESERVE_CONNECTIONS });
+      expect(defaultLimit()).to.equal("512Mi");
+    });
+
+    it("fails proxy.workers=8 with a 512Mi limit when 8 workers do not fit, naming the memory they need", async () => {
+      // A copy of the chart whose measured per-worker cost makes 8 too many for 512Mi: 60 + 8 × 60 + 1000 × 64 KiB = 602.5 MiB.
+      const chart = join(tmp, "chart-costly-workers");
+      cpSync(CHART_DIR, chart, { recursive: true });
+      writeFileSync(join(chart, "files/sizing.yaml"), "baseMiB: 60\nperWorkerMiB: 60\nperConnectionKiB: 64\nreserveConnections: 1000\n");
+      const r = await render({ "proxy.workers": 8, "proxy.resources.limits.memory": "512Mi" }, chart);
+      expect(r.code).to.not.equal(0);
+      expect(r.stderr).to.include("proxy.workers=8 needs about 603 MiB at the measured per-worker cost but proxy.resources.limits.memory is 512Mi: raise the limit or lower proxy.workers (it holds 6;");
+      // The same copy renders the count the limit holds.
+      expect((await render({ "proxy.workers": 6, "proxy.resources.limits.memory": "512Mi" }, chart)).code).to.equal(0);
+    });
+
+    it("renders proxy.workers=2 within the default 512Mi limit, and passes the count on", async () => {
+      const r = await render({ "proxy.workers": 2 });
+      expect(r.code, r.stderr).to.equal(0);
+      const { proxy } = daemonSetPod(parseManifests(r.stdout));
+      expect(flagValue(proxy.args!, "--workers")).to.equal("2");
+      expect(proxy.resources).to.deep.include({ limits: { memory: "512Mi" } });
+    });
+
+    it("with the measured costs, renders the most workers the default limit holds and fails one more", async () => {
+      const n = holds(512 * MIB);
+      expect(n).to.be.greaterThan(1);
+      expect((await render({ "proxy.workers": n })).code).to.equal(0);
+      const more = await render({ "proxy.workers": n + 1 });
+      expect(more.code).to.not.equal(0);
+      const { baseMiB, perWorkerMiB, perConnectionKiB, reserveConnections } = sizing();
+      const need = Math.ceil(baseMiB + (n + 1) * perWorkerMiB + (reserveConnections * perConnectionKiB) / 1024);
+      expect(more.stderr).to.include(`proxy.workers=${n + 1} needs about ${need} MiB at the measured per-worker cost but proxy.resources.limits.memory is 512Mi`);
+      expect(more.stderr).to.include(`(it holds ${n}; base ${baseMiB} MiB + ${perWorkerMiB} MiB per worker + ${reserveConnections} connections × ${perConnectionKiB} KiB; see Sizing in the chart README)`);
+      // A limit of exactly base + 3 workers + the reserve holds 3; a byte less does not.
+      const exact = (baseMiB + 3 * perWorkerMiB) * MIB + reserveConnections * perConnectionKiB * 1024;
+      expect((await render({ "proxy.workers": 3, "proxy.resources.limits.memory": String(exact) })).code).to.equal(0);
+      const short = await render({ "proxy.workers": 3, "proxy.resources.limits.memory": String(exact - 1) });
+      expect(short.stderr).to.include("proxy.workers=3 needs about").and.include("(it holds 2;");
+    });
+
+    it("fails a 64Mi limit as below the measured minimum, with auto and with a number", async () => {
+      const { baseMiB, perWorkerMiB, perConnectionKiB, reserveConnections } = sizing();
+      const minimum = Math.ceil(baseMiB + perWorkerMiB + (reserveConnections * perConnectionKiB) / 1024);
+      expect(minimum).to.be.greaterThan(64);
+      for (const workers of ["auto", 1]) {
+        const r = await render({ "proxy.workers": workers, "proxy.resources.limits.memory": "64Mi" });
+        expect(r.code, String(workers)).to.not.equal(0);
+        expect(r.stderr).to.include(`proxy.resources.limits.memory is 64Mi, below the proxy's measured minimum of about ${minimum} MiB for one worker`);
+        expect(r.stderr).to.include("raise the limit");
+      }
+    });
+
+    it("renders auto (the proxy decides at run time) with the default limit, and any count without a memory limit", async () => {
+      const auto = await render({ "proxy.workers": "auto" });
+      expect(auto.code, auto.stderr).to.equal(0);
+      expect(flagValue(daemonSetPod(parseManifests(auto.stdout)).proxy.args!, "--workers")).to.equal("auto");
+      const unlimited = await render({ "proxy.workers": 256, "proxy.resources.limits": null });
+      expect(unlimited.code, unlimited.stderr).to.equal(0);
+      const { proxy } = daemonSetPod(parseManifests(unlimited.stdout));
+      expect(flagValue(proxy.args!, "--workers")).to.equal("256");
+      expect(proxy.resources).to.deep.equal({ requests: { cpu: "100m", memory: "128Mi" } });
+    });
+
+    it("reads the memory quantities Kubernetes writes (binary and decimal suffixes, plain bytes) and refuses others", async () => {
+      // The message shows the size in MiB unless it is written in Mi, so the tests see what the chart read.
+      const forms: [unknown, number, string][] = [
+        ["512Mi", 512 * MIB, "512Mi"],
+        ["212.5Mi", 212.5 * MIB, "212.5Mi"],
+        ["0.5Gi", 512 * MIB, "0.5Gi (512 MiB)"],
+        ["524288Ki", 512 * MIB, "524288Ki (512 MiB)"],
+        ["536870912", 512 * MIB, "536870912 (512 MiB)"],
+        [536870912, 512 * MIB, "536870912 (512 MiB)"],
+        ["600000k", 600e6, "600000k (572.2 MiB)"],
+        ["600M", 600e6, "600M (572.2 MiB)"],
+        ["1G", 1e9, "1G (953.7 MiB)"],
+        ["1Gi", 1024 * MIB, "1Gi (1024 MiB)"],
+      ];
+      for (const [limit, bytes, shown] of forms) {
+        const r = await render({ "proxy.workers": 256, "proxy.resources.limits.memory": limit });
+        expect(r.stderr, String(limit)).to.include(`but proxy.resources.limits.memory is ${shown}: raise the limit or lower proxy.workers (it holds ${holds(bytes)};`);
+      }
+      const milli = await render({ "proxy.resources.limits.memory": "100m" });
+      expect(milli.code).to.not.equal(0);
+      expect(milli.stderr).to.include('proxy.resources.limits.memory "100m" is not a memory size the chart can read');
+    });
+
+    it("states the costs of files/sizing.yaml and what the default limit holds in the README's Sizing section", () => {
+      const readme = readFileSync(join(CHART_DIR, "README.md"), "utf8");
+      const section = readme.slice(readme.indexOf("## Sizing"), readme.indexOf("## Values"));
+      const cell = (key: string) => new RegExp(`^\\| [^|]+ \\| ([^|]+) \\| \`${key}\` \\|$`, "m").exec(section)?.[1];
+      const s = sizing();
+      expect(cell("baseMiB")).to.equal(`${s.baseMiB} MiB`);
+      expect(cell("perWorkerMiB")).to.equal(`${s.perWorkerMiB} MiB`);
+      expect(cell("perConnectionKiB")).to.equal(`${s.perConnectionKiB} KiB`);
+      expect(cell("reserveConnections")).to.equal(`${s.reserveConnections}`);
+      expect(section).to.include(`| the default \`proxy.resources.limits.memory\`, ${defaultLimit()}, holds | ${holds(512 * MIB)} workers | |`);
+      expect(section).to.include("npm run bench");
     });
   });
 

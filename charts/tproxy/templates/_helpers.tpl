@@ -161,3 +161,49 @@ ca.cert; rendering without either is an error, never an empty trust store.
   mountPath: /usr/local/share/ca-certificates/tproxy/
   readOnly: true
 {{- end }}
+
+{{/*
+Bytes of a memory quantity as Kubernetes writes it: plain bytes, or a decimal (k, M, G, T, P, E) or binary
+(Ki, Mi, Gi, Ti, Pi, Ei) suffix. Call with (dict "value" ... "name" "the.value.path"); prints a whole number.
+*/}}
+{{- define "tproxy.memoryBytes" -}}
+{{- $s := toString .value }}
+{{- $re := "^([0-9]+(?:\\.[0-9]+)?(?:[eE][+]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" }}
+{{- if not (regexMatch $re $s) }}
+{{- fail (printf "%s %q is not a memory size the chart can read: write bytes, or a number with a Ki, Mi, Gi, Ti, k, M, G or T suffix" .name $s) }}
+{{- end }}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "P" 1000000000000000 "E" 1000000000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 "Ei" 1152921504606846976 }}
+{{- printf "%.0f" (mulf (regexReplaceAll $re $s "${1}" | float64) (index $units (regexReplaceAll $re $s "${2}"))) }}
+{{- end }}
+
+{{/*
+Fails the render when proxy.resources.limits.memory cannot hold the proxy at the costs files/sizing.yaml
+holds (measured by `npm run bench`): base + workers × per-worker + reserved connections × per-connection.
+A numeric proxy.workers must fit; with `auto` the proxy picks what fits at run time, so only the minimum
+(one worker) is checked. No memory limit: nothing to check. Prints nothing.
+*/}}
+{{- define "tproxy.checkProxyMemory" -}}
+{{- $limit := dig "limits" "memory" "" (.Values.proxy.resources | default dict) }}
+{{- if $limit }}
+{{- $cost := .Files.Get "files/sizing.yaml" | fromYaml }}
+{{- $bytes := include "tproxy.memoryBytes" (dict "value" $limit "name" "proxy.resources.limits.memory") | float64 }}
+{{- /* As written, plus MiB unless written in Mi: 500M is not 500Mi, and the message says so. */}}
+{{- $shown := toString $limit }}
+{{- if not (kindIs "string" $limit) }}{{ $shown = printf "%.0f" ($limit | float64) }}{{ end }}
+{{- if not (hasSuffix "Mi" $shown) }}{{ $shown = printf "%s (%s MiB)" $shown (printf "%.1f" (divf $bytes 1048576) | trimSuffix ".0") }}{{ end }}
+{{- $fixed := addf (mulf $cost.baseMiB 1048576) (mulf $cost.reserveConnections $cost.perConnectionKiB 1024) }}
+{{- $perWorker := mulf $cost.perWorkerMiB 1048576 }}
+{{- $model := printf "base %v MiB + %v MiB per worker + %v connections × %v KiB; see Sizing in the chart README" $cost.baseMiB $cost.perWorkerMiB $cost.reserveConnections $cost.perConnectionKiB }}
+{{- if lt $bytes (addf $fixed $perWorker) }}
+{{- fail (printf "proxy.resources.limits.memory is %v, below the proxy's measured minimum of about %d MiB for one worker (%s): raise the limit" $shown (int (ceil (divf (addf $fixed $perWorker) 1048576))) $model) }}
+{{- end }}
+{{- if not (kindIs "string" .Values.proxy.workers) }}
+{{- $workers := int .Values.proxy.workers }}
+{{- $need := addf $fixed (mulf $workers $perWorker) }}
+{{- if gt $need $bytes }}
+{{- $holds := int (floor (divf (subf $bytes $fixed) $perWorker)) }}
+{{- fail (printf "proxy.workers=%d needs about %d MiB at the measured per-worker cost but proxy.resources.limits.memory is %v: raise the limit or lower proxy.workers (it holds %d; %s)" $workers (int (ceil (divf $need 1048576))) $shown $holds $model) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
