@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // tproxy command line: `tproxy run` (the proxy) and `tproxy ca create` (make a CA).
-import { availableParallelism } from "node:os";
 import { Command, Option } from "commander";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
 import { createLogging } from "./observe/log.ts";
+import { cpuLimit, cpusAvailable, memoryLimit, planWorkers, type WorkerPlan } from "./resources.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 function fail(err: unknown): never {
@@ -47,7 +47,7 @@ program
   .addOption(new Option("--block-cidr <cidr>", "range no upstream connection may reach, e.g. the Service CIDR (repeatable; env: comma-separated)").env("TPROXY_BLOCK_CIDR").argParser(collect))
   .addOption(new Option("--allow-upstream-cidr <cidr>", "range upstream connections may reach even if node-local, link-local or blocked (repeatable; env: comma-separated)").env("TPROXY_ALLOW_UPSTREAM_CIDR").argParser(collect))
   .addOption(new Option("--allow-port <port>", "port a standard-mode request or CONNECT may reach; default 80 and 443 (repeatable; env: comma-separated)").env("TPROXY_ALLOW_PORT").argParser(collect))
-  .addOption(new Option("--workers <n>", 'serving threads (one process) sharing the ports; "auto": one per CPU the pod may use (its CPU limit, else its cores)').env("TPROXY_WORKERS").default("auto"))
+  .addOption(new Option("--workers <n>", 'serving threads (one process) sharing the ports; "auto": one per CPU the container may use (its CPU limit, else its cores), no more than its memory limit holds').env("TPROXY_WORKERS").default("auto"))
   .addHelpText(
     "after",
     `
@@ -62,8 +62,14 @@ Example:
   .action(async (raw: RawRunOptions) => {
     let supervisor: Supervisor;
     try {
-      const config = parseRunConfig(raw, availableParallelism);
+      // "auto": one serving thread per CPU the container may use, no more than its memory limit holds.
+      let plan: WorkerPlan | undefined;
+      const config = parseRunConfig(raw, () => {
+        plan = planWorkers({ cpus: cpusAvailable(), cpuLimit: cpuLimit(), memoryBytes: memoryLimit() });
+        return plan.workers;
+      });
       const logging = createLogging(config.logFormat);
+      if (plan) logging.log[plan.belowMinimum ? "warn" : "info"]({ workers: plan.workers }, `--workers auto: ${plan.reason}`);
       const { Supervisor } = await import("./supervisor.ts");
       supervisor = new Supervisor(config, logging);
       await supervisor.start();
