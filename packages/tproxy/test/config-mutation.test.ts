@@ -41,7 +41,6 @@ describe("tproxy run config", () => {
       blockCidrs: [],
       allowUpstreamCidrs: [],
       allowPorts: [80, 443],
-      filterQueueTimeoutMs: 1000,
       handshakeTimeoutMs: 10_000,
       headerTimeoutMs: 10_000,
       idleTimeoutMs: 30_000,
