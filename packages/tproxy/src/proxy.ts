@@ -12,7 +12,7 @@ import type { Logging } from "./observe/log.ts";
 import type { RunConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { loadCa } from "./certs/ca.ts";
-import { LeafCertificates } from "./certs/leaf-cache.ts";
+import { LeafCertificates, type CertificateShare } from "./certs/leaf-cache.ts";
 import { FilterHost, type FilterVersion, type HookWatch } from "./filter/host.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
@@ -39,6 +39,10 @@ export interface ServeOptions {
   reusePort?: boolean;
   /** 48 bytes of TLS session-ticket keys shared by the serving threads (default: random). */
   ticketKeys?: Buffer;
+  /** The leaf key shared by the serving threads (PKCS#8 PEM; default: a new one). */
+  leafKeyPem?: string;
+  /** Where minted certificates are announced to the other serving threads. */
+  certificateShare?: CertificateShare;
 }
 
 export interface ProxyAddresses {
@@ -87,7 +91,7 @@ export class TproxyServer {
   async start(): Promise<ProxyAddresses> {
     const config = this.config;
     const ca = await loadCa(config.caCert, config.caKey);
-    const leafs = new LeafCertificates(ca, this.#options.ticketKeys ? { ticketKeys: this.#options.ticketKeys } : {});
+    const leafs = new LeafCertificates(ca, { ticketKeys: this.#options.ticketKeys, leafKeyPem: this.#options.leafKeyPem, share: this.#options.certificateShare });
     // One TLS context for every upstream connection: given only `ca`, Node would parse the whole
     // root store again for each new connection.
     const upstreamContext = createSecureContext({ ca: await upstreamTrust(config) });

@@ -1,7 +1,8 @@
 // A serving thread: one TproxyServer on the shared ports (SO_REUSEPORT), its filter versions handed over by
 // the supervisor (supervisor.ts), its counters collected by it. Messages are small and rare: filter
 // versions, metrics scrapes, drain; requests never cross threads.
-import { parentPort, workerData } from "node:worker_threads";
+import { BroadcastChannel, parentPort, workerData } from "node:worker_threads";
+import type { CertificateShare } from "./certs/leaf-cache.ts";
 import type { RunConfig } from "./config.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, type FilterVersion } from "./filter/host.ts";
@@ -13,6 +14,7 @@ export interface ThreadData {
   index: number;
   config: RunConfig;
   ticketKeys: Uint8Array;
+  leafKeyPem: string;
   watch: SharedArrayBuffer;
   filter: CompiledFilter | undefined;
 }
@@ -28,11 +30,14 @@ export type ToThread =
 
 /** Thread → supervisor. */
 export type FromThread =
-  | { type: "started" }
+  | { type: "started"; ports: { transparent: number; standard: number | undefined } }
   | { type: "state"; state: ServingState }
   | { type: "prepared"; id: number; error: string | undefined }
   | { type: "metrics"; id: number; metrics: MetricJson[] }
   | { type: "stopped" };
+
+/** The channel serving threads announce minted leaf certificates on. */
+export const LEAF_CHANNEL = "tproxy-leaf-certificates";
 
 /** How often a serving thread proves it is not stuck. */
 export const HEARTBEAT_MS = 100;
@@ -47,9 +52,14 @@ const watch = new HookWatch(data.watch);
 watch.beat();
 setInterval(() => watch.beat(), HEARTBEAT_MS).unref();
 
+// Certificates one thread mints, the others use without signing again.
+const certificates = new BroadcastChannel(LEAF_CHANNEL);
+certificates.unref();
 const server = new TproxyServer(data.config, logging, {
   reusePort: true,
   ticketKeys: Buffer.from(data.ticketKeys),
+  leafKeyPem: data.leafKeyPem,
+  certificateShare: certificates as unknown as CertificateShare,
   supervised: { watch, initialFilter: data.filter, onState: (state) => send({ type: "state", state }) },
 });
 const staged = new Map<number, FilterVersion>();
@@ -97,8 +107,8 @@ port.on("message", (msg: ToThread) => {
 });
 
 try {
-  await server.start();
-  send({ type: "started" });
+  const ports = await server.start();
+  send({ type: "started", ports });
 } catch (err) {
   logging.log.error({ err: (err as Error).message }, "serving thread could not start");
   logging.flush();

@@ -16,6 +16,7 @@ import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { RunConfig } from "./config.ts";
 import { readCaFiles } from "./certs/check.ts";
+import { newLeafKeyPem } from "./certs/leaf-cache.ts";
 import { FilterLoadError } from "./errors.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, clock } from "./filter/host.ts";
@@ -63,7 +64,7 @@ interface Thread {
 }
 
 export class Supervisor {
-  readonly #config: RunConfig;
+  #config: RunConfig;
   readonly #log: Logger;
   readonly #logging: Logging;
   /** The supervisor's own counters (reloads, the filter in force, thread replacements). */
@@ -72,6 +73,7 @@ export class Supervisor {
   /** Counters of serving threads that are gone, as they last reported them. */
   readonly #retired: MetricJson[] = [];
   readonly #ticketKeys = randomBytes(48);
+  readonly #leafKeyPem = newLeafKeyPem();
   readonly #threads = new Map<number, Thread>();
   readonly #backoff = new RestartBackoff();
   readonly #pending = new Map<number, (msg: FromThread) => void>();
@@ -102,9 +104,14 @@ export class Supervisor {
     });
     const metricsPort = await listen(admin, config.metricsPort, config.listenAddress);
     this.#admin = admin;
-    // Threads only once the admin port is ours: a start that fails, fails before any thread runs.
-    for (let i = 0; i < config.workers; i += 1) this.#spawn(i);
-    await Promise.all([...this.#threads.values()].map((t) => this.#started(t)));
+    // Threads only once the admin port is ours: a start that fails, fails before any thread runs. The
+    // first binds the ports; the others (and every replacement) bind the same ones, also when the
+    // configuration asked for any free port (0).
+    this.#spawn(0);
+    const bound = await this.#started(this.#threads.get(0)!);
+    this.#config = { ...this.#config, transparentPort: bound.transparent, standardPort: bound.standard };
+    for (let i = 1; i < config.workers; i += 1) this.#spawn(i);
+    await Promise.all([...this.#threads.values()].filter((t) => t.index > 0).map((t) => this.#started(t)));
     this.#reloader = new FilterReloader(config.filter, this, this.#log, {
       onLoaded: (hash) => {
         this.metrics.filterReloads.inc({ result: "success" });
@@ -116,7 +123,7 @@ export class Supervisor {
     const tick = Math.max(10, Math.min(100, Math.floor(config.filterTimeoutMs / 4)));
     this.#watchdog = setInterval(() => this.#patrol(), tick);
     this.#watchdog.unref();
-    this.#log.info({ workers: config.workers, transparent: config.transparentPort, standard: config.standardPort, metrics: metricsPort, filter: config.filter, hash: this.#current?.hash ?? null }, "tproxy listening");
+    this.#log.info({ workers: config.workers, transparent: this.#config.transparentPort, standard: this.#config.standardPort, metrics: metricsPort, filter: config.filter, hash: this.#current?.hash ?? null }, "tproxy listening");
     return { metrics: metricsPort };
   }
 
@@ -124,7 +131,7 @@ export class Supervisor {
 
   #spawn(index: number): void {
     const watch = new HookWatch();
-    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, watch: watch.buffer, filter: this.#current };
+    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, watch: watch.buffer, filter: this.#current };
     const worker = new Worker(THREAD_URL, {
       workerData: data,
       // Young-generation space is what grows with throughput in each isolate; bounded, throughput stays
@@ -138,13 +145,13 @@ export class Supervisor {
     worker.on("exit", (code) => this.#onExit(thread, code));
   }
 
-  #started(thread: Thread): Promise<void> {
+  #started(thread: Thread): Promise<{ transparent: number; standard: number | undefined }> {
     return new Promise((resolve, reject) => {
       const onMessage = (msg: FromThread): void => {
         if (msg.type !== "started") return;
         thread.worker.off("message", onMessage);
         thread.worker.off("exit", onExit);
-        resolve();
+        resolve(msg.ports);
       };
       const onExit = (code: number): void => reject(new Error(`serving thread ${thread.index} exited with ${code} while starting (see the lines above)`));
       thread.worker.on("message", onMessage);

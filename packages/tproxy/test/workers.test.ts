@@ -7,7 +7,7 @@ import { expect } from "chai";
 import { join } from "node:path";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { waitFor } from "../../../test/support/netns.ts";
-import { ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
+import { GOOGLE_IP, ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
 import { lineAfter, metric, metricsOf, readyz, requestRecords, sourceHash } from "./helpers.ts";
 
 // /loop: a hook that never yields; /exit: a hook that ends its thread (process.exit in a worker thread).
@@ -98,6 +98,21 @@ describe("tproxy --workers 2 (serving threads, network namespaces)", function ()
     expect(crossed.length, "no connection reached another thread than the one before it").to.be.above(0);
     expect(crossed.map((c) => ({ i: c.i, reused: c.reused }))).to.deep.equal(crossed.map((c) => ({ i: c.i, reused: true })));
     expect(conns.slice(1).every((c) => c.reused)).to.equal(true);
+  });
+
+  it("signs a name's certificate once: the other thread uses the one its sibling minted", async () => {
+    const before = await metricsOf(world);
+    const url = "https://fresh.example/shared";
+    // New connections until both threads have served the name (the kernel spreads them).
+    await waitFor("both threads to serve fresh.example", async () => {
+      const r = await world.curl(["--cacert", ca.cert, "--resolve", `fresh.example:443:${GOOGLE_IP}`, "-o", "/dev/null", "-w", "%{http_code}", url]);
+      expect(r.stdout, r.stderr).to.equal("418");
+      return new Set(requestRecords(proxy).filter((x) => x.url === url).map((x) => x.thread)).size === 2;
+    }, 20_000, 0);
+    const after = await metricsOf(world);
+    const d = (result: string) => metric(after, "tproxy_certificate_cache_lookups_total", { result }) - metric(before, "tproxy_certificate_cache_lookups_total", { result });
+    expect(d("mint"), "signed once").to.equal(1);
+    expect(d("shared"), "the other thread took its sibling's").to.equal(1);
   });
 
   it("replaces a thread stuck in a hook: that request is reset, never forwarded, and requests keep working", async () => {

@@ -1,7 +1,9 @@
 // Leaf certificates for intercepted names. One ECDSA P-256 key, made natively at start and never written
 // to disk, serves every leaf; certificates are minted on first use, signed by the CA, and kept in memory
-// as ready TLS contexts (least recently used evicted first).
-import { generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
+// as ready TLS contexts (least recently used evicted first). Serving threads share the key and the
+// certificates: what one thread mints it tells the others (a BroadcastChannel), which then only build a
+// TLS context from it when they first need it, instead of signing again.
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
 import { createSecureContext, type SecureContext } from "node:tls";
 import type { CertificateAuthority } from "./ca.ts";
 import { buildCertificate } from "./x509.ts";
@@ -13,8 +15,30 @@ export interface LeafCacheOptions {
   maxEntries?: number;
   /** Validity of a minted certificate in days; default 90 (re-minted after half of it). */
   validityDays?: number;
-  /** 48 bytes of TLS session-ticket keys; shared by the workers of one node. Default: random. */
+  /** 48 bytes of TLS session-ticket keys; shared by the serving threads of one node. Default: random. */
   ticketKeys?: Buffer;
+  /** The leaf key (PKCS#8 PEM), shared by the serving threads of one node. Default: a new one. */
+  leafKeyPem?: string;
+  /** Where minted certificates are announced to, and heard from, the other threads. */
+  share?: CertificateShare;
+}
+
+/** A minted certificate, as the threads tell each other about it. */
+export interface SharedLeaf {
+  name: string;
+  cert: string;
+  renewAt: number;
+}
+
+/** The channel the threads announce minted certificates on (a BroadcastChannel in the proxy). */
+export interface CertificateShare {
+  postMessage(leaf: SharedLeaf): void;
+  onmessage: ((event: { data: SharedLeaf }) => void) | null;
+}
+
+/** A new leaf key, as PKCS#8 PEM (the supervisor makes one for all its threads). */
+export function newLeafKeyPem(): string {
+  return generateKeyPairSync("ec", { namedCurve: "prime256v1" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
 }
 
 interface Entry {
@@ -30,17 +54,30 @@ export class LeafCertificates {
   readonly #max: number;
   readonly #validityMs: number;
   readonly #ticketKeys: Buffer;
+  readonly #share: CertificateShare | undefined;
+  /** Certificates other threads minted, not yet needed here (bounded like the contexts). */
+  readonly #heard = new Map<string, SharedLeaf>();
   hits = 0;
   misses = 0;
+  /** Lookups answered from a certificate another thread minted. */
+  shared = 0;
 
   constructor(ca: CertificateAuthority, options: LeafCacheOptions = {}) {
     this.#ca = ca;
-    const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-    this.#publicKey = publicKey;
-    this.#privateKeyPem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    this.#privateKeyPem = options.leafKeyPem ?? newLeafKeyPem();
+    this.#publicKey = createPublicKey(createPrivateKey(this.#privateKeyPem));
     this.#max = options.maxEntries ?? 10_000;
     this.#validityMs = (options.validityDays ?? 90) * DAY;
     this.#ticketKeys = options.ticketKeys ?? randomBytes(48);
+    this.#share = options.share;
+    if (this.#share) {
+      this.#share.onmessage = ({ data }) => {
+        if (this.#entries.has(data.name)) return;
+        this.#heard.delete(data.name);
+        this.#heard.set(data.name, data);
+        if (this.#heard.size > this.#max) this.#heard.delete(this.#heard.keys().next().value!);
+      };
+    }
   }
 
   get size(): number {
@@ -59,7 +96,15 @@ export class LeafCertificates {
       return entry.context;
     }
     this.misses += 1;
-    const fresh = this.#mint(key, now);
+    const heard = this.#heard.get(key);
+    this.#heard.delete(key);
+    let fresh: Entry;
+    if (heard && heard.renewAt > now) {
+      this.shared += 1;
+      fresh = { context: this.#context(heard.cert), renewAt: heard.renewAt };
+    } else {
+      fresh = this.#mint(key, now);
+    }
     this.#entries.delete(key);
     this.#entries.set(key, fresh);
     if (this.#entries.size > this.#max) {
@@ -90,12 +135,17 @@ export class LeafCertificates {
 
   #mint(name: string, now: number): Entry {
     const cert = this.#mintPem(name, now);
-    const context = createSecureContext({
+    const renewAt = now + this.#validityMs / 2;
+    this.#share?.postMessage({ name, cert, renewAt });
+    return { context: this.#context(cert), renewAt };
+  }
+
+  #context(cert: string): SecureContext {
+    return createSecureContext({
       key: this.#privateKeyPem,
       cert,
       // Session tickets let clients resume without a full handshake; the keys live in memory only.
       ticketKeys: this.#ticketKeys,
     } as Parameters<typeof createSecureContext>[0]);
-    return { context, renewAt: now + this.#validityMs / 2 };
   }
 }

@@ -155,7 +155,7 @@ export class ProxyMetrics {
   readonly openConnections = new Gauge<"mode">("tproxy_open_connections", "Client connections open, by mode");
   readonly rejectedConnections = new Counter<"reason">("tproxy_rejected_connections_total", "Client connections closed by the proxy, by reason: unknown-protocol (neither TLS nor HTTP, or a refused TLS server name), tls-handshake, client-limit (--max-client-connections), handshake-timeout, header-timeout, request-timeout");
   readonly certCacheEntries = new Gauge("tproxy_certificate_cache_entries", "Leaf certificates held in memory");
-  readonly certCacheLookups = new Counter<"result">("tproxy_certificate_cache_lookups_total", "Leaf certificate lookups, by result (hit or mint)");
+  readonly certCacheLookups = new Counter<"result">("tproxy_certificate_cache_lookups_total", "Leaf certificate lookups, by result: hit (in this thread's cache), shared (minted by another serving thread), mint");
   readonly filterReloads = new Counter<"result">("tproxy_filter_reloads_total", "Filter loads, by result (success or error)");
   readonly filterErrors = new Counter<"kind">("tproxy_filter_errors_total", "Hook calls that failed, by kind (throw or timeout)");
   readonly workerRestarts = new Counter<"reason">("tproxy_worker_restarts_total", "Serving threads replaced, by reason: hook-stuck (a filter hook ran past twice its budget without yielding), stalled (no heartbeat), exited (the thread ended or crashed)");

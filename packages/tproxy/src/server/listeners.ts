@@ -84,7 +84,7 @@ export function handOff(socket: net.Socket, info: Omit<ConnectionInfo, "tls" | "
       return;
     }
     const name = result.sni ?? fallbackName;
-    const hits = deps.leafs.hits;
+    const { hits, shared } = deps.leafs;
     let context;
     try {
       context = deps.leafs.contextFor(name);
@@ -93,7 +93,7 @@ export function handOff(socket: net.Socket, info: Omit<ConnectionInfo, "tls" | "
       socket.destroy();
       return;
     }
-    deps.metrics.certCacheLookups.inc({ result: deps.leafs.hits > hits ? "hit" : "mint" });
+    deps.metrics.certCacheLookups.inc({ result: deps.leafs.hits > hits ? "hit" : deps.leafs.shared > shared ? "shared" : "mint" });
     deps.metrics.certCacheEntries.set(deps.leafs.size);
     const tls = new TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: ["http/1.1"] });
     tls.once("error", (err) => {
