@@ -10,10 +10,12 @@ import { waitFor } from "../../../test/support/netns.ts";
 import { GOOGLE_IP, ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
 import { lineAfter, metric, metricsOf, readyz, requestRecords, sourceHash } from "./helpers.ts";
 
-// /loop: a hook that never yields; /exit: a hook that ends its thread (process.exit in a worker thread).
+// /loop: a hook that never yields; /exit: a hook that ends its thread (process.exit in a worker thread);
+// /crash: an exception nothing catches, thrown from a timer the hook set.
 const GOOD = `export default { request(flow) {
   if (flow.request.path === "/loop") for (;;) {}
   if (flow.request.path === "/exit") process.exit(3);
+  if (flow.request.path === "/crash") setTimeout(() => { throw new Error("crash from a timer"); }, 0);
   if (flow.request.host !== "storage.googleapis.com") flow.respond(418, "Access Denied by Administrator");
 } };\n`;
 
@@ -130,6 +132,19 @@ describe("tproxy --workers 2 (serving threads, network namespaces)", function ()
     const after = await metricsOf(world);
     expect(metric(after, "tproxy_worker_restarts_total", { reason: "hook-stuck" }) - metric(before, "tproxy_worker_restarts_total", { reason: "hook-stuck" })).to.equal(1);
     // One process all along: the replacement is a thread in it.
+    expect(proxy.child.exitCode).to.equal(null);
+  });
+
+  it("replaces a thread that an uncaught exception ended; the process and the other thread serve on", async () => {
+    const from = proxy.lines.length;
+    const before = await metricsOf(world);
+    await world.curl(["--cacert", ca.cert, "-o", "/dev/null", "https://storage.googleapis.com/crash"]);
+    await lineAfter(proxy, from, /crash from a timer.*serving thread failed/);
+    await lineAfter(proxy, from, /serving thread exited; starting another/);
+    await lineAfter(proxy, from, /serving thread listening/);
+    await waitFor("/readyz 200 with the new thread", async () => (await readyz(world)).status === 200);
+    for (let i = 0; i < 4; i += 1) expect(await status(`https://storage.googleapis.com/after-crash/${i}`)).to.equal(200);
+    expect(metric(await metricsOf(world), "tproxy_worker_restarts_total", { reason: "exited" }) - metric(before, "tproxy_worker_restarts_total", { reason: "exited" })).to.equal(1);
     expect(proxy.child.exitCode).to.equal(null);
   });
 
