@@ -2,12 +2,11 @@
 // trees (every layout the module must handle), then from real cgroups this test creates (v1 or v2,
 // whichever the machine mounts) with a child node process inside; and the worker plan built on them.
 import { expect } from "chai";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { run } from "../../../test/support/netns.ts";
 import {
   BASE_MIB, PER_CONNECTION_KIB, PER_WORKER_MIB, RESERVE_CONNECTIONS, cpuLimit, cpusAvailable, interpretMemoryLimit,
   memoryLimit, parseMountinfo, parseProcCgroup, planWorkers,
@@ -332,14 +331,9 @@ describe("resources: the container's limits and the worker plan", function () {
       const script = `import { cpuLimit, memoryLimit } from ${JSON.stringify(pathToFileURL(SOURCE).href)};
         console.log(JSON.stringify({ cpu: cpuLimit() ?? null, memory: memoryLimit() ?? null, constrainedMemory: process.constrainedMemory() }));`;
       const procs = [...new Set([dirs.memory, dirs.cpu])].map((d) => `echo $$ > '${d}/cgroup.procs'`).join(" && ");
-      const child = spawn("sh", ["-c", `${procs} && exec "$0" --input-type=module -e "$1"`, NODE, script], { stdio: ["ignore", "pipe", "pipe"] });
-      let out = "";
-      let err = "";
-      child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-      child.stderr.on("data", (b: Buffer) => (err += b.toString()));
-      const [code] = (await once(child, "exit")) as [number | null];
-      expect(code, err).to.equal(0);
-      return JSON.parse(out) as Reading;
+      const r = await run("sh", ["-c", `${procs} && exec "$0" --input-type=module -e "$1"`, NODE, script]);
+      expect(r.code, r.stderr).to.equal(0);
+      return JSON.parse(r.stdout) as Reading;
     }
 
     it("reads 300 MiB and 1.5 CPUs inside a cgroup with those limits, and unlimited in a cgroup without (control)", async () => {
