@@ -1,0 +1,438 @@
+// The proxy inside the memory limit the chart gives it (values.yaml proxy.resources.limits.memory), the
+// way a node runs it: `tproxy run --workers auto` started inside a memory cgroup with that limit, the
+// default slow-client bounds on, and pods holding 1,000 and then 5,000 keep-alive HTTPS connections
+// through it. Seen as a user sees it: every connection answers twice (once when opened, once after all
+// are open), the proxy is still there, and the kernel killed nothing in its cgroup. The memory it took is
+// printed along the way (RSS and cgroup peak at idle, 1,000 and 5,000 connections): the numbers behind
+// the README's sizing.
+import { expect } from "chai";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { writeConfigMap } from "../../../test/support/configmap.ts";
+import { waitFor } from "../../../test/support/netns.ts";
+import { POD_IP, ProxyWorld, Proc, REPO, STORAGE_IP, TPROXY_CLI } from "../../../test/support/world.ts";
+import { metric, metricsOf, readyz } from "./helpers.ts";
+
+const KIB = 1024;
+const MIB = 1024 * 1024;
+
+/** A Kubernetes memory quantity as values.yaml writes it ("512Mi", "1Gi", "300M", bytes) → bytes. */
+function quantityBytes(q: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi|K|M|G)?$/.exec(q.trim());
+  if (!m) throw new Error(`proxy.resources.limits.memory "${q}" in charts/tproxy/values.yaml is not a quantity this test reads (like 512Mi)`);
+  const unit = { Ki: KIB, Mi: MIB, Gi: 1024 * MIB, K: 1e3, M: 1e6, G: 1e9 }[m[2] ?? ""] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+function chartMemoryLimit(): { text: string; bytes: number } {
+  const values = parseYaml(readFileSync(join(REPO, "charts/tproxy/values.yaml"), "utf8")) as { proxy?: { resources?: { limits?: { memory?: string } } } };
+  const text = values.proxy?.resources?.limits?.memory;
+  if (text === undefined) throw new Error("charts/tproxy/values.yaml has no proxy.resources.limits.memory");
+  return { text, bytes: quantityBytes(String(text)) };
+}
+
+// ---- a memory cgroup (v1 or v2), made for one proxy and removed after it ----
+
+interface MemoryCgroup {
+  readonly version: 1 | 2;
+  readonly dir: string;
+  /** The path of this cgroup as /proc/PID/cgroup names it. */
+  readonly path: string;
+  /** Write a pid here to move that process (its whole thread group) into the cgroup. */
+  readonly procs: string;
+  /**
+   * Shell commands that mount this hierarchy at /sys/fs/cgroup in a mount namespace whose /sys is a fresh
+   * sysfs (what `ip netns exec` gives), as a container runtime mounts it into a container.
+   */
+  readonly mount: string;
+  usage(): number;
+  /** Highest usage since creation or the last resetPeak() (v2 cannot reset: since creation). */
+  peak(): number;
+  resetPeak(): void;
+  /** Processes the kernel's OOM killer ended in this cgroup. */
+  oomKills(): number;
+  remove(): void;
+}
+
+const read = (path: string): string => readFileSync(path, "utf8").trim();
+const field = (text: string, name: string): number | undefined => {
+  const m = new RegExp(`^${name} (\\d+)$`, "m").exec(text);
+  return m ? Number(m[1]) : undefined;
+};
+
+/** Makes the cgroup, or returns why this machine cannot. */
+function createMemoryCgroup(name: string, limitBytes: number): MemoryCgroup | string {
+  const mkdir = (dir: string): string | undefined => {
+    try {
+      mkdirSync(dir);
+      return undefined;
+    } catch (err) {
+      return `cannot make the cgroup ${dir}: ${(err as Error).message}`;
+    }
+  };
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {
+    if (!read("/sys/fs/cgroup/cgroup.controllers").split(" ").includes("memory")) return "cgroup v2 without the memory controller";
+    if (!read("/sys/fs/cgroup/cgroup.subtree_control").split(" ").includes("memory")) writeFileSync("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
+    const dir = `/sys/fs/cgroup/${name}`;
+    const failed = mkdir(dir);
+    if (failed) return failed;
+    writeFileSync(join(dir, "memory.max"), String(limitBytes));
+    // No swap to hide memory in: the limit is what the proxy may hold resident, as on a swapless node.
+    if (existsSync(join(dir, "memory.swap.max"))) writeFileSync(join(dir, "memory.swap.max"), "0");
+    return {
+      version: 2, dir, path: `/${name}`, procs: join(dir, "cgroup.procs"),
+      mount: "mount -t cgroup2 cgroup2 /sys/fs/cgroup",
+      usage: () => Number(read(join(dir, "memory.current"))),
+      peak: () => (existsSync(join(dir, "memory.peak")) ? Number(read(join(dir, "memory.peak"))) : Number.NaN), // kernel 5.19 on
+      resetPeak: () => undefined,
+      oomKills: () => field(read(join(dir, "memory.events")), "oom_kill") ?? 0,
+      remove: () => removeCgroupDir(dir),
+    };
+  }
+  if (existsSync("/sys/fs/cgroup/memory/memory.limit_in_bytes")) {
+    const dir = `/sys/fs/cgroup/memory/${name}`;
+    const failed = mkdir(dir);
+    if (failed) return failed;
+    writeFileSync(join(dir, "memory.limit_in_bytes"), String(limitBytes));
+    const oom = (): number => {
+      const n = field(read(join(dir, "memory.oom_control")), "oom_kill");
+      if (n === undefined) throw new Error(`${dir}/memory.oom_control has no oom_kill line (kernel before 4.13): cannot tell whether the proxy was OOM-killed`);
+      return n;
+    };
+    oom(); // fail now, not after the load, when this kernel cannot tell
+    return {
+      version: 1, dir, path: `/${name}`, procs: join(dir, "cgroup.procs"),
+      mount: "mount -t tmpfs cgroup /sys/fs/cgroup && mkdir /sys/fs/cgroup/memory && mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory",
+      usage: () => Number(read(join(dir, "memory.usage_in_bytes"))),
+      peak: () => Number(read(join(dir, "memory.max_usage_in_bytes"))),
+      resetPeak: () => writeFileSync(join(dir, "memory.max_usage_in_bytes"), "0"),
+      oomKills: oom,
+      remove: () => removeCgroupDir(dir),
+    };
+  }
+  return "no memory cgroup controller mounted under /sys/fs/cgroup";
+}
+
+function removeCgroupDir(dir: string): void {
+  if (!existsSync(dir)) return;
+  const left = read(join(dir, "cgroup.procs"));
+  if (left !== "") throw new Error(`cgroup ${dir} still holds processes ${left.split("\n").join(" ")}; not removed`);
+  rmdirSync(dir);
+}
+
+/** The memory cgroup of every thread of `pid`, as /proc/PID/task/TID/cgroup names it. */
+function threadCgroups(pid: number, version: 1 | 2): string[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const lines = read(`/proc/${pid}/task/${tid}/cgroup`).split("\n");
+    const line = lines.find((l) => (version === 2 ? l.startsWith("0::") : /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l)));
+    return line?.split(":").slice(2).join(":") ?? "(none)";
+  });
+}
+
+const rssBytes = (pid: number): number => Number(/^VmRSS:\s+(\d+) kB$/m.exec(read(`/proc/${pid}/status`))![1]) * KIB;
+const openFilesLimit = (pid: number): number => Number(/^Max open files\s+(\d+|unlimited)/m.exec(read(`/proc/${pid}/limits`))![1]?.replace("unlimited", "1e9"));
+const fmtMiB = (bytes: number): string => `${(bytes / MIB).toFixed(1)} MiB`;
+
+// ---- the client: many keep-alive HTTPS connections from the pod ----
+
+// node -e CLIENT CA SERVERNAME ADDRESS N CONCURRENCY SOURCES(comma-separated)
+// Opens N TLS connections to ADDRESS:443 (the pod's REDIRECTed traffic), connection i bound to source
+// address i mod |SOURCES|, CONCURRENCY at a time, and sends one HTTP/1.1 request on each
+// (GET /keep/<i>/1), reading the full answer; the connections stay open. Prints {"phase":"open",...}
+// and waits for a line on stdin; then sends GET /keep/<i>/2 on every connection (CONCURRENCY at a time:
+// the proxy's upstream connections stay bounded, what grows is what it holds per client connection),
+// prints {"phase":"done",...} and exits, closing them all. HTTP is written and parsed by hand so that
+// nothing pools, reuses or reconnects behind the test's back: one connection is one socket.
+const CLIENT = String.raw`
+const tls = require("node:tls");
+const ca = require("node:fs").readFileSync(process.argv[1]);
+const servername = process.argv[2], address = process.argv[3];
+const n = Number(process.argv[4]), concurrency = Number(process.argv[5]);
+const sources = process.argv[6].split(",");
+let session; // the latest TLS session ticket: the connections resume, as a keep-alive pool's do
+
+// One complete response at the start of buf: { status, body, used } or null when more bytes are needed.
+function parse(buf) {
+  const end = buf.indexOf("\r\n\r\n");
+  if (end < 0) return null;
+  const lines = buf.subarray(0, end).toString("latin1").split("\r\n");
+  const status = Number(lines[0].split(" ")[1]);
+  const headers = {};
+  for (const l of lines.slice(1)) { const k = l.indexOf(":"); headers[l.slice(0, k).trim().toLowerCase()] = l.slice(k + 1).trim(); }
+  let at = end + 4;
+  if (headers["content-length"] !== undefined) {
+    const len = Number(headers["content-length"]);
+    return buf.length < at + len ? null : { status, body: buf.subarray(at, at + len).toString(), used: at + len, close: headers.connection === "close" };
+  }
+  if (!/chunked/i.test(headers["transfer-encoding"] || "")) throw new Error("response without length: " + lines[0]);
+  const parts = [];
+  for (;;) {
+    const eol = buf.indexOf("\r\n", at);
+    if (eol < 0) return null;
+    const size = parseInt(buf.subarray(at, eol).toString("latin1"), 16);
+    if (size === 0) return buf.length < eol + 4 ? null : { status, body: Buffer.concat(parts).toString(), used: eol + 4, close: headers.connection === "close" };
+    if (buf.length < eol + 2 + size + 2) return null;
+    parts.push(buf.subarray(eol + 2, eol + 2 + size));
+    at = eol + 2 + size + 2;
+  }
+}
+
+class Conn {
+  constructor(i) { this.i = i; this.buf = Buffer.alloc(0); this.waiting = null; this.gone = null; }
+  open() {
+    return new Promise((resolve, reject) => {
+      const s = tls.connect({ host: address, port: 443, servername, ca, session, localAddress: sources[this.i % sources.length], ALPNProtocols: ["http/1.1"] });
+      this.s = s;
+      s.on("session", (ticket) => { session = ticket; });
+      s.once("secureConnect", resolve);
+      s.on("data", (d) => { this.buf = Buffer.concat([this.buf, d]); this.pump(); });
+      const end = (why) => {
+        if (this.gone) return;
+        this.gone = why;
+        reject(new Error(why));
+        if (this.waiting) this.waiting.reject(new Error(why));
+      };
+      s.on("error", (e) => end(e.code || e.message));
+      s.on("close", () => end("closed by the proxy"));
+    });
+  }
+  pump() {
+    if (!this.waiting) return;
+    let r;
+    try { r = parse(this.buf); } catch (e) { return this.waiting.reject(e); }
+    if (!r) return;
+    this.buf = this.buf.subarray(r.used);
+    const w = this.waiting;
+    this.waiting = null;
+    w.resolve(r);
+  }
+  request(round) {
+    if (this.gone) return Promise.reject(new Error(this.gone));
+    const path = "/keep/" + this.i + "/" + round;
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.s.write("GET " + path + " HTTP/1.1\r\nHost: " + servername + "\r\n\r\n");
+    }).then((r) => {
+      const expected = servername + " GET " + path + "\n";
+      if (r.status !== 200 || r.body !== expected) throw new Error("answer " + r.status + " " + JSON.stringify(r.body.slice(0, 80)));
+      if (r.close) throw new Error("answer said connection: close");
+    });
+  }
+}
+
+// Runs fn(i) for i in [0, count), at most concurrency at once; counts successes and error kinds.
+async function pool(count, fn) {
+  const errors = {};
+  let ok = 0, next = 0;
+  async function lane() {
+    while (next < count) {
+      const i = next++;
+      try { await fn(i); ok += 1; } catch (e) { errors[e.message] = (errors[e.message] || 0) + 1; }
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  return { ok, errors };
+}
+
+(async () => {
+  const conns = Array.from({ length: n }, (_, i) => new Conn(i));
+  let t = Date.now();
+  const first = await pool(n, async (i) => { await conns[i].open(); await conns[i].request(1); });
+  console.log(JSON.stringify({ phase: "open", ...first, resumed: conns.filter((c) => c.s.isSessionReused()).length, ms: Date.now() - t }));
+  await new Promise((r) => process.stdin.once("data", r));
+  t = Date.now();
+  const second = await pool(n, (i) => conns[i].request(2));
+  const stillOpen = conns.filter((c) => !c.gone).length;
+  console.log(JSON.stringify({ phase: "done", ...second, stillOpen, ms: Date.now() - t }));
+  for (const c of conns) c.s.destroy();
+  process.exit(0);
+})().catch((e) => { console.error(e); process.exit(1); });
+`;
+
+interface Round {
+  phase: string;
+  ok: number;
+  errors: Record<string, number>;
+  ms: number;
+  resumed?: number;
+  stillOpen?: number;
+}
+
+// 25 source addresses: the connections of one pod are limited per source address, and SO_REUSEPORT
+// spreads each source's connections over the serving threads by hash, each thread holding its share of
+// the cap (512 / threads). 5,000 / 25 = 200 per source stays well below that share on either thread.
+const SOURCES = Array.from({ length: 25 }, (_, i) => `10.88.1.${101 + i}`);
+const CONCURRENCY = 200;
+// Allows every request, its hook running on each as in production.
+const FILTER = `export default { request(flow) { flow.request.headers["x-memory-test"] = "seen"; } };\n`;
+
+/** "0-3,8" (a cpuset list) → [0, 1, 2, 3, 8]. */
+function cpuList(text: string): number[] {
+  return text.split(",").flatMap((part) => {
+    const [a, b] = part.split("-").map(Number);
+    return Array.from({ length: (b ?? a!) - a! + 1 }, (_, k) => a! + k);
+  });
+}
+
+/**
+ * The proxy's CPUs, two of those this test may use (a pod whose proxy may use 2 CPUs): --workers auto
+ * plans one thread per CPU, each costing memory, so the plan, and what the limit leaves for connections,
+ * must not depend on the size of the machine the test runs on.
+ */
+const CPUS = cpuList(/^Cpus_allowed_list:\s+(\S+)$/m.exec(readFileSync("/proc/self/status", "utf8"))![1]!).slice(0, 2).join(",");
+/** The control's limit: above the idle proxy (about 75 MiB charged), far below 5,000 connections. */
+const SMALL_LIMIT_BYTES = 150 * MIB;
+
+interface Measure {
+  rss: number;
+  usage: number;
+  peak: number;
+}
+
+describe("tproxy within the chart's memory limit (memory cgroup, 1,000 and 5,000 keep-alive HTTPS connections)", function () {
+  this.timeout(90_000);
+  const limit = chartMemoryLimit();
+  const cgroups: MemoryCgroup[] = [];
+  let world: ProxyWorld;
+  let ca: { cert: string; key: string };
+  let filterDir: string;
+  let cgroup: MemoryCgroup;
+  let proxy: Proc;
+  const at: Record<string, Measure> = {};
+
+  /** Makes a memory cgroup for one proxy; skips the suite where the machine has none. */
+  function newCgroup(ctx: Mocha.Context, suffix: string, bytes: number): MemoryCgroup {
+    const made = createMemoryCgroup(`tpm-${process.pid}-${suffix}`, bytes);
+    if (typeof made === "string") {
+      console.log(`      skipped: ${made}`);
+      ctx.skip();
+    }
+    cgroups.push(made as MemoryCgroup);
+    return made as MemoryCgroup;
+  }
+
+  /**
+   * Starts `tproxy run` in the node namespace inside `cg` from its first instruction (so every thread it
+   * starts is charged there), on CPUS, with as many open files as this machine allows. The shell joins
+   * the cgroup before `ip netns exec`, which gives the proxy a sysfs of the namespace's own, without
+   * /sys/fs/cgroup: it is mounted again there, as a container runtime does, so --workers auto reads the limit.
+   */
+  async function startProxyIn(cg: MemoryCgroup, args: string[]): Promise<Proc> {
+    const joinCgroup = 'echo $$ > "$1" && ulimit -n "$(ulimit -Hn)" && shift && exec "$@"';
+    const mountCgroup = `${cg.mount} && exec "$@"`;
+    const p = new Proc(spawn("sh", ["-c", joinCgroup, "sh", cg.procs, "taskset", "-c", CPUS, "ip", "netns", "exec", world.node.name, "sh", "-c", mountCgroup, "sh",
+      process.execPath, TPROXY_CLI, "run", "--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, ...args],
+    { stdio: ["ignore", "pipe", "pipe"] }));
+    await p.waitForLine(/tproxy listening/, 30_000);
+    await waitFor("/readyz 200", async () => (await readyz(world)).status === 200, 10_000, 100);
+    return p;
+  }
+
+  /** The pod's many-connection client (CLIENT), with as many open files as this machine allows. */
+  function startClient(n: number): Proc {
+    return new Proc(world.pod.spawn("sh", ["-c", 'ulimit -n "$(ulimit -Hn)" && exec "$@"', "sh",
+      process.execPath, "-e", CLIENT, ca.cert, "storage.googleapis.com", STORAGE_IP, String(n), String(CONCURRENCY), SOURCES.join(",")], { stdio: ["pipe", "pipe", "pipe"] }));
+  }
+
+  /** The proxy's state and its own account of what went wrong, for a failure message. */
+  function proxyWarnings(): string {
+    const c = proxy.child;
+    const state = c.exitCode === null && c.signalCode === null ? "running" : `ended (${c.signalCode ?? `exit ${c.exitCode}`})`;
+    const lines = proxy.lines.filter((l) => /\b(WARN|ERROR)\b/.test(l));
+    return `; the proxy: ${state}, OOM kills in its cgroup ${cgroup.oomKills()}${lines.length === 0 ? "" : `, logged:\n${lines.slice(0, 10).join("\n")}`}`;
+  }
+
+  /** What the proxy holds now, printed: the numbers behind the chart's sizing. */
+  function measure(label: string): Measure {
+    const m = { rss: rssBytes(proxy.child.pid!), usage: cgroup.usage(), peak: cgroup.peak() };
+    console.log(`      ${label}: proxy RSS ${fmtMiB(m.rss)}, cgroup usage ${fmtMiB(m.usage)}, cgroup peak ${fmtMiB(m.peak)} (limit ${limit.text}, cgroup v${cgroup.version})`);
+    return m;
+  }
+
+  /** n connections from the pod, each answering once; checked at the proxy while all are open; then each answering again. */
+  async function holdConnections(n: number): Promise<void> {
+    cgroup.resetPeak();
+    const client = startClient(n);
+    try {
+      const open = JSON.parse(await client.waitForLine(/"phase":"open"/, 60_000)) as Round;
+      expect({ ok: open.ok, errors: open.errors }, `opening ${n} connections${proxyWarnings()}`).to.deep.equal({ ok: n, errors: {} });
+      // All open at the proxy at once (the serving threads' gauges, summed by the supervisor).
+      let gauge = 0;
+      await waitFor(`tproxy_open_connections to reach ${n}`, async () => (gauge = metric(await metricsOf(world), "tproxy_open_connections", { mode: "transparent" })) === n, 5_000, 200)
+        .catch((e: Error) => { throw new Error(`${e.message}; last value ${gauge}`); });
+      at[String(n)] = measure(`${n} open (opened in ${open.ms} ms, ${open.resumed} TLS sessions resumed)`);
+      client.child.stdin!.write("go\n");
+      const done = JSON.parse(await client.waitForLine(/"phase":"done"/, 60_000)) as Round;
+      const idle = `the first connection sat idle about ${open.ms} ms before it; the proxy closes one idle for 30 s`;
+      expect({ ok: done.ok, errors: done.errors, stillOpen: done.stillOpen }, `the second request on each of ${n} connections (${idle})${proxyWarnings()}`).to.deep.equal({ ok: n, errors: {}, stillOpen: n });
+      console.log(`      ${n}, after the second request on each: cgroup peak ${fmtMiB(cgroup.peak())}`);
+    } finally {
+      await client.stop("SIGKILL");
+    }
+    expect(proxy.child.exitCode, "the proxy exited").to.equal(null);
+    expect(proxy.child.signalCode, "the proxy was killed").to.equal(null);
+    expect(cgroup.oomKills(), "OOM kills in the proxy's cgroup").to.equal(0);
+  }
+
+  before(async function () {
+    cgroup = newCgroup(this, "chart", limit.bytes);
+    world = await ProxyWorld.create("tpm");
+    ca = await world.makeProxyCa();
+    filterDir = join(world.dir, "filter");
+    writeConfigMap(filterDir, { "filter.ts": FILTER });
+    // The pod's extra source addresses, and the node's REDIRECT for each, as podwatch adds it for POD_IP.
+    const podIf = (await world.pod.must("ip", ["-o", "-4", "addr", "show"])).split("\n").find((l) => l.includes(` ${POD_IP}/`))?.split(/\s+/)[1];
+    if (!podIf) throw new Error(`no interface with ${POD_IP} in the pod namespace`);
+    for (const source of SOURCES) {
+      await world.pod.must("ip", ["addr", "add", `${source}/24`, "dev", podIf]);
+      await world.node.must("iptables", ["-t", "nat", "-A", "PREROUTING", "-s", source, "-p", "tcp", "-m", "multiport", "--dports", "80,443", "-j", "REDIRECT", "--to-ports", "8080"]);
+    }
+    proxy = await startProxyIn(cgroup, ["--workers", "auto"]); // the chart's default
+  });
+
+  after(async () => {
+    await proxy?.stop("SIGKILL"); // first: a cgroup that holds processes cannot be removed
+    await world?.close();
+    for (const cg of cgroups) cg.remove();
+  });
+
+  it(`runs inside a cgroup limited to the chart's ${limit.text}, and --workers auto plans from that limit`, () => {
+    expect(threadCgroups(proxy.child.pid!, cgroup.version), "the cgroup of every proxy thread").to.satisfy((paths: string[]) => paths.every((p) => p === cgroup.path));
+    const plan = proxy.lines.find((l) => l.includes("--workers auto:"));
+    console.log(`      ${plan?.replace(/^\S+ /, "")}`);
+    expect(plan).to.match(new RegExp(`--workers auto: \\d+ workers?: .*memory limit ${limit.bytes / MIB} MiB`));
+    expect(openFilesLimit(proxy.child.pid!), "the proxy's open-files limit").to.be.at.least(5000 + 1000);
+    at.idle = measure("idle");
+  });
+
+  it(`holds 1,000 keep-alive HTTPS connections from ${SOURCES.length} pod addresses, each answering twice`, async () => {
+    await holdConnections(1000);
+  });
+
+  it("holds 5,000, still ready, with no OOM kill in its cgroup", async () => {
+    await holdConnections(5000);
+    expect((await readyz(world)).status).to.equal(200);
+    const perConnection = (at["5000"]!.rss - at["1000"]!.rss) / 4000;
+    const perConnectionCharged = (at["5000"]!.usage - at["1000"]!.usage) / 4000;
+    console.log(`      per connection, 1,000 → 5,000: RSS ${(perConnection / KIB).toFixed(1)} KiB, cgroup usage ${(perConnectionCharged / KIB).toFixed(1)} KiB`);
+  });
+
+  it(`control: the same 5,000 in a cgroup of ${SMALL_LIMIT_BYTES / MIB} MiB with --workers 2: the kernel kills the proxy`, async function () {
+    await proxy.stop("SIGKILL");
+    cgroup = newCgroup(this, "small", SMALL_LIMIT_BYTES);
+    proxy = await startProxyIn(cgroup, ["--workers", "2"]);
+    const client = startClient(5000);
+    try {
+      const open = JSON.parse(await client.waitForLine(/"phase":"open"/, 60_000)) as Round;
+      console.log(`      ${SMALL_LIMIT_BYTES / MIB} MiB: ${open.ok} of 5000 opened; ${JSON.stringify(open.errors)}`);
+      expect(open.ok).to.be.below(5000);
+    } finally {
+      await client.stop("SIGKILL");
+    }
+    await waitFor("the proxy to end", () => proxy.child.exitCode !== null || proxy.child.signalCode !== null, 10_000);
+    expect(proxy.child.signalCode).to.equal("SIGKILL");
+    expect(cgroup.oomKills(), "OOM kills in the small cgroup").to.be.at.least(1);
+  });
+});
