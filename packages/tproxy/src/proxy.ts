@@ -17,6 +17,7 @@ import { FilterHost, type FilterVersion, type HookWatch } from "./filter/host.ts
 import type { CompiledFilter } from "./filter/compile.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
 import { boundsFor } from "./net/bounds.ts";
+import { ClientCounts } from "./net/client-counts.ts";
 import { listen } from "./net/listen.ts";
 import { Interceptor } from "./server/interceptor.ts";
 import { AddressPolicy } from "./policy/address-policy.ts";
@@ -43,6 +44,8 @@ export interface ServeOptions {
   leafKeyPem?: string;
   /** Where minted certificates are announced to the other serving threads. */
   certificateShare?: CertificateShare;
+  /** Connections per source address, counted in memory every serving thread shares. */
+  clientCounts?: SharedArrayBuffer;
 }
 
 export interface ProxyAddresses {
@@ -134,7 +137,7 @@ export class TproxyServer {
 
     const inner = this.#pipelineServer(interceptor);
     this.#inner = inner;
-    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: boundsFor(config), connectPorts: new Set(config.allowPorts) };
+    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: boundsFor(config), connectPorts: new Set(config.allowPorts), clientCounts: new ClientCounts(this.#options.clientCounts) };
 
     this.#transparent = createTransparentServer(deps);
     const shared = { reusePort: this.#options.reusePort ?? false };

@@ -15,6 +15,7 @@ export interface ThreadData {
   config: RunConfig;
   ticketKeys: Uint8Array;
   leafKeyPem: string;
+  clientCounts: SharedArrayBuffer;
   watch: SharedArrayBuffer;
   filter: CompiledFilter | undefined;
 }
@@ -59,6 +60,7 @@ const server = new TproxyServer(data.config, logging, {
   reusePort: true,
   ticketKeys: Buffer.from(data.ticketKeys),
   leafKeyPem: data.leafKeyPem,
+  clientCounts: data.clientCounts,
   certificateShare: certificates as unknown as CertificateShare,
   supervised: { watch, initialFilter: data.filter, onState: (state) => send({ type: "state", state }) },
 });

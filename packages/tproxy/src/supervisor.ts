@@ -21,6 +21,7 @@ import { FilterLoadError } from "./errors.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, clock } from "./filter/host.ts";
 import { FilterReloader } from "./filter/reloader.ts";
+import { ClientCounts } from "./net/client-counts.ts";
 import { listen } from "./net/listen.ts";
 import { createAdminServer } from "./observe/admin.ts";
 import type { Logging } from "./observe/log.ts";
@@ -74,6 +75,8 @@ export class Supervisor {
   readonly #retired: MetricJson[] = [];
   readonly #ticketKeys = randomBytes(48);
   readonly #leafKeyPem = newLeafKeyPem();
+  /** Connections per source address, one count for all threads (--max-client-connections is per pod). */
+  readonly #clientCounts = new ClientCounts();
   readonly #threads = new Map<number, Thread>();
   readonly #backoff = new RestartBackoff();
   readonly #pending = new Map<number, (msg: FromThread) => void>();
@@ -131,7 +134,7 @@ export class Supervisor {
 
   #spawn(index: number): void {
     const watch = new HookWatch();
-    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, watch: watch.buffer, filter: this.#current };
+    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, clientCounts: this.#clientCounts.buffer, watch: watch.buffer, filter: this.#current };
     const worker = new Worker(THREAD_URL, {
       workerData: data,
       // Young-generation space is what grows with throughput in each isolate; bounded, throughput stays

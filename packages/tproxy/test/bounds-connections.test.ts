@@ -245,4 +245,27 @@ describe("tproxy connection bounds (loopback, real sockets)", function () {
       expect(await served("127.0.0.1", port, "/again", ca)).to.match(/served \/again$/);
     });
   });
+
+  describe("per-client connection cap over several serving threads", () => {
+    let proxy: Running;
+    before(async () => {
+      proxy = await startProxy(dir, ["--max-client-connections", "100", "--workers", "4"]);
+    });
+    after(() => stopProxy(proxy));
+
+    it("holds exactly the cap from one source however the kernel spreads its connections over the threads", async () => {
+      const port = proxy.transparent;
+      // The kernel hashes each connection to a thread: 100 connections do not split 25/25/25/25, so a share of
+      // the cap per thread would refuse some of them. One count for the process refuses none.
+      const open = await Promise.all(Array.from({ length: 100 }, () => connectFrom("127.0.0.1", port)));
+      const text = async () => metricsText(proxy);
+      await waitFor("100 connections held", async () => metric(await text(), "tproxy_open_connections", { mode: "transparent" }) === 100, EVENT_WAIT_MS);
+      expect(metric(await text(), "tproxy_rejected_connections_total", { reason: "client-limit" })).to.equal(0);
+      expect(open.filter((s) => s.destroyed)).to.deep.equal([]);
+      // The 101st is refused, whichever thread it reaches; another source is served.
+      for (let i = 0; i < 8; i += 1) expect(await closed(track(net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.1" })))).to.equal("");
+      expect(metric(await text(), "tproxy_rejected_connections_total", { reason: "client-limit" })).to.equal(8);
+      expect(await served("127.0.0.2", port, "/other", ca)).to.match(/served \/other$/);
+    });
+  });
 });

@@ -11,6 +11,7 @@ import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { ProxyMetrics } from "../observe/metrics.ts";
+import { ClientCounts } from "./client-counts.ts";
 
 export interface ConnectionBounds {
   /** From accept until the first bytes are sniffed and, for TLS, the handshake is done, in ms (0: off). Default 10000. */
@@ -21,7 +22,7 @@ export interface ConnectionBounds {
   readonly idleTimeoutMs: number;
   /** From the first byte of a request until its whole body has arrived, in ms (0: off). Default 300000. */
   readonly requestTimeoutMs: number;
-  /** Connections one source address may hold open in this process at once (0: no cap). Default 512. */
+  /** Connections one source address may hold open at once, over all serving threads (0: no cap). Default 512. */
   readonly maxClientConnections: number;
 }
 
@@ -33,18 +34,14 @@ export const DEFAULT_BOUNDS: ConnectionBounds = Object.freeze({
   maxClientConnections: 512,
 });
 
-/**
- * The bounds one proxy process applies. Workers share the ports through SO_REUSEPORT, which spreads one
- * source's connections evenly over them by hash, so each worker takes its share of the per-client cap.
- */
-export function boundsFor(config: ConnectionBounds & { readonly workers: number }): ConnectionBounds {
-  const cap = config.maxClientConnections;
+/** The bounds of the configuration. */
+export function boundsFor(config: ConnectionBounds): ConnectionBounds {
   return Object.freeze({
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     headerTimeoutMs: config.headerTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
-    maxClientConnections: cap > 0 && config.workers > 1 ? Math.ceil(cap / config.workers) : cap,
+    maxClientConnections: config.maxClientConnections,
   });
 }
 
@@ -114,13 +111,15 @@ export class ConnectionGuard {
   readonly #notices: Notices;
   readonly #all = new Set<Tracked>();
   readonly #byStream = new WeakMap<Duplex, Tracked>();
-  readonly #perClient = new Map<string, number>();
+  readonly #perClient: ClientCounts;
   readonly #watched = new WeakSet<http.Server>();
   readonly #sweepMs: number;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(bounds: ConnectionBounds, log: Logger, metrics: ProxyMetrics) {
+  /** `counts`: where connections per source are counted; shared by the serving threads of a process. */
+  constructor(bounds: ConnectionBounds, log: Logger, metrics: ProxyMetrics, counts: ClientCounts = new ClientCounts()) {
     this.bounds = bounds;
+    this.#perClient = counts;
     this.#metrics = metrics;
     this.#notices = new Notices(log);
     // A deadline is noticed within a quarter of the shortest bound (at most 1 s late).
@@ -128,9 +127,9 @@ export class ConnectionGuard {
     this.#sweepMs = Math.min(1000, Math.max(10, Math.floor(Math.min(4000, ...enabled) / 4)));
   }
 
-  /** Connections open now from `client`. */
+  /** Connections open now from `client`, over all serving threads. */
   openFrom(client: string): number {
-    return this.#perClient.get(client) ?? 0;
+    return this.#perClient.open(client);
   }
 
   /**
@@ -138,23 +137,19 @@ export class ConnectionGuard {
    * connection, when that source already holds the maximum.
    */
   admit(raw: net.Socket, client: string, phase: "handshake" | "idle"): boolean {
-    const open = this.#perClient.get(client) ?? 0;
     const max = this.bounds.maxClientConnections;
-    if (max > 0 && open >= max) {
+    if (this.#perClient.acquire(client, max) === false) {
       this.#metrics.rejectedConnections.inc({ reason: "client-limit" });
-      this.#notices.note("per-client connection limit", client, `${open} open, limit ${max}`);
+      this.#notices.note("per-client connection limit", client, `${max} open, limit ${max}`);
       raw.resetAndDestroy();
       return false;
     }
-    this.#perClient.set(client, open + 1);
     const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined };
     this.#all.add(t);
     this.#byStream.set(raw, t);
     raw.once("close", () => {
       this.#all.delete(t);
-      const n = (this.#perClient.get(client) ?? 1) - 1;
-      if (n > 0) this.#perClient.set(client, n);
-      else this.#perClient.delete(client);
+      this.#perClient.release(client);
       if (this.#all.size === 0) this.#stopSweep();
     });
     this.#startSweep();

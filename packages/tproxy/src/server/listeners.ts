@@ -9,6 +9,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { LeafCertificates } from "../certs/leaf-cache.ts";
 import { ConnectionGuard, DEFAULT_BOUNDS, type ConnectionBounds } from "../net/bounds.ts";
+import type { ClientCounts } from "../net/client-counts.ts";
 import { originalDestination } from "../net/original-dst.ts";
 import { sniff, type Sniffed } from "../net/sniff.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
@@ -26,6 +27,8 @@ export interface HandOffDeps {
   bounds?: ConnectionBounds;
   /** Ports a CONNECT tunnel may name (standard mode, `--allow-port`); default 80 and 443. */
   connectPorts?: ReadonlySet<number>;
+  /** Connections per source address, counted over all serving threads (default: this proxy's own). */
+  clientCounts?: ClientCounts;
 }
 
 const guards = new WeakMap<HandOffDeps, ConnectionGuard>();
@@ -34,7 +37,7 @@ const guards = new WeakMap<HandOffDeps, ConnectionGuard>();
 export function guardOf(deps: HandOffDeps): ConnectionGuard {
   let guard = guards.get(deps);
   if (!guard) {
-    guard = new ConnectionGuard(deps.bounds ?? DEFAULT_BOUNDS, deps.log, deps.metrics);
+    guard = new ConnectionGuard(deps.bounds ?? DEFAULT_BOUNDS, deps.log, deps.metrics, deps.clientCounts);
     guard.watch(deps.inner);
     guards.set(deps, guard);
   }
