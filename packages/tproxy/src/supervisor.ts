@@ -230,8 +230,9 @@ export class Supervisor {
   }
 
   /**
-   * FilterReloader's target: every thread evaluates the version; only if all succeed is it put in force,
-   * in all of them; otherwise the version is refused and the previous one stays everywhere.
+   * FilterReloader's target: every thread evaluates the version; only if all that answered succeed (and at
+   * least one did) is it put in force, in all of them; otherwise it is refused and the previous one stays
+   * everywhere.
    */
   async load(compiled: CompiledFilter): Promise<void> {
     const threads = [...this.#threads.values()].filter((t) => !t.killed);
@@ -241,7 +242,10 @@ export class Supervisor {
       ids.set(t, id);
       return { type: "prepare", id, filter: compiled };
     }, timeout)));
-    const failure = answers.find((a) => a?.error !== undefined)?.error ?? (answers.some((a) => a === undefined) ? "a serving thread did not answer" : undefined);
+    // A thread that was replaced meanwhile has no say (its replacement starts with the version in force, and
+    // is brought up to date below); one that evaluated the version and failed refuses it for all.
+    let failure = answers.find((a) => a?.error !== undefined)?.error;
+    if (failure === undefined && !answers.some((a) => a !== undefined)) failure = "no serving thread evaluated it (they were replaced meanwhile; see the lines above)";
     for (const [t, id] of ids) t.worker.postMessage({ type: failure === undefined ? "commit" : "discard", id } satisfies ToThread);
     if (failure !== undefined) throw new FilterLoadError(failure);
     this.#current = compiled;

@@ -161,6 +161,17 @@ describe("tproxy --workers 2 (serving threads, network namespaces)", function ()
     expect(metric(after, "tproxy_worker_restarts_total", { reason: "exited" }) - metric(before, "tproxy_worker_restarts_total", { reason: "exited" })).to.equal(1);
   });
 
+  it("refuses a version whose top-level code never finishes: its threads are replaced, the version in force stays", async () => {
+    const from = proxy.lines.length;
+    writeConfigMap(dir, { "filter.ts": "for (;;) {}\nexport default { request() {} };\n" });
+    await lineAfter(proxy, from, /filter not loaded, previous version stays in force: no serving thread evaluated it/, 20_000);
+    await waitFor("/readyz 200 with the version in force", async () => (await readyz(world)).status === 200, 10_000);
+    expect(await readyz(world)).to.deep.equal({ status: 200, body: `ready filter=${sourceHash(GOOD)}\n` });
+    expect(await status("https://www.google.com/still-judged")).to.equal(418);
+    expect(await status("https://storage.googleapis.com/still-judged")).to.equal(200);
+    writeConfigMap(dir, { "filter.ts": GOOD });
+  });
+
   it("on SIGTERM answers /readyz 503 while requests in flight complete on both threads, then exits 0", async () => {
     let done = 0;
     // Plain HTTP: no earlier request in this suite used port 80 upstream, so connections there are these.
