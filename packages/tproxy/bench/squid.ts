@@ -83,7 +83,8 @@ http_port 127.0.0.1:3128
 https_port ${SQUID_HTTPS_PORT} intercept ssl-bump name=bumped tls-cert=${s.caCert} tls-key=${s.caKey} generate-host-certificates=on
 sslcrtd_program ${CERTGEN} -s ${db} -M 4MB
 
-# Peek at the TLS client hello (for SNI), then bump: Squid terminates TLS with a certificate it mints.
+# Peek at the TLS client hello (for SNI), then bump: Squid connects to the server, then gives the client
+# a certificate it mints (mimicking the server's names) from its CA.
 acl step1 at_step SslBump1
 ssl_bump peek step1
 ssl_bump bump all
