@@ -230,6 +230,16 @@ async function stopProxy(name: ProxyName): Promise<void> {
   await new Promise((r) => p.once("exit", r));
 }
 
+/** The ENV lines of the proxy's image (docker/tproxy.Dockerfile), e.g. { NODE_OPTIONS: "...", MALLOC_ARENA_MAX: "2" }. */
+function imageEnv(): Record<string, string> {
+  const text = readFileSync(join(REPO, "docker/tproxy.Dockerfile"), "utf8").replace(/\\\n\s*/g, " ");
+  const env: Record<string, string> = {};
+  for (const line of text.split("\n").filter((l) => l.startsWith("ENV "))) {
+    for (const m of line.slice(4).matchAll(/([A-Z_][A-Z0-9_]*)=("[^"]*"|\S+)/g)) env[m[1]!] = m[2]!.replace(/^"|"$/g, "");
+  }
+  return env;
+}
+
 async function startProxy(name: ProxyName): Promise<void> {
   await stopProxy(name);
   let child: ChildProcess;
@@ -242,7 +252,8 @@ async function startProxy(name: ProxyName): Promise<void> {
     // of the namespace over /sys, hiding /sys/fs/cgroup.
     const inNode = ["ip", "netns", "exec", node.name, process.execPath, ...args];
     const [cmd, argv] = memcg ? inCgroup(memcg, inNode[0]!, inNode.slice(1)) : [inNode[0]!, inNode.slice(1)];
-    child = spawn(cmd, argv, { stdio: ["ignore", "ignore", "inherit"] });
+    // The environment the image gives the proxy (NODE_OPTIONS, MALLOC_ARENA_MAX), so the bench measures what runs.
+    child = spawn(cmd, argv, { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, ...imageEnv() } });
     await started(name, child, async () => (await node.run("curl", ["-s", "http://127.0.0.1:9090/readyz"])).stdout.startsWith("ready"), 15_000);
   } else if (name === "squid") {
     const conf = writeSquidConf(env.squid!);
