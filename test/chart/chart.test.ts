@@ -494,7 +494,7 @@ describe("helm chart charts/tproxy", function () {
       expect(unlimited.code, unlimited.stderr).to.equal(0);
       const { proxy } = daemonSetPod(parseManifests(unlimited.stdout));
       expect(flagValue(proxy.args!, "--workers")).to.equal("256");
-      expect(proxy.resources).to.deep.equal({ requests: { cpu: "100m", memory: "128Mi" } });
+      expect(proxy.resources).to.deep.equal({ requests: { cpu: "100m", memory: "160Mi" } });
     });
 
     it("reads the memory quantities Kubernetes writes (binary and decimal suffixes, plain bytes) and refuses others", async () => {

@@ -7,14 +7,15 @@ import { existsSync, readFileSync } from "node:fs";
 import { availableParallelism, totalmem } from "node:os";
 import { join, posix } from "node:path";
 
-// The memory cost model, from `npm run bench` measurements (packages/tproxy/bench): the resident memory
-// of the process with no worker, what each more worker adds, and what one open proxied connection adds.
+// The memory cost model, from `npm run bench` measurements (packages/tproxy/bench): what the memory cgroup
+// was charged with 1 and with 4 serving threads and 1,000 busy HTTPS connections (200 and 349 MiB peak), and
+// with 2 threads and 5,000 open ones (441-451 MiB, packages/tproxy/test/memory-limit.test.ts), rounded up.
 // charts/tproxy/files/sizing.yaml holds the same numbers for the chart's render-time check (a chart test
 // keeps the two equal).
-/** Resident memory of the proxy before its first worker (runtime, admin endpoints, filter thread), MiB. */
-export const BASE_MIB = 60;
-/** What each worker adds, MiB. */
-export const PER_WORKER_MIB = 30;
+/** Memory of the proxy before its first serving thread (runtime and code, the supervisor), MiB. */
+export const BASE_MIB = 90;
+/** What each serving thread adds under load (its JavaScript heap, young generation bounded to 8 MiB), MiB. */
+export const PER_WORKER_MIB = 50;
 /** What one open proxied connection adds (sockets, TLS state, buffers), KiB. */
 export const PER_CONNECTION_KIB = 64;
 /** Connections the proxy must be able to hold at once within its memory limit, over all workers. */
