@@ -4,7 +4,7 @@ import { Command, Option } from "commander";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
 import { createLogging } from "./observe/log.ts";
-import { cpuLimit, cpusAvailable, memoryLimit, planWorkers, type WorkerPlan } from "./resources.ts";
+import { connectionCapacity, cpuLimit, cpusAvailable, memoryLimit, planWorkers, type WorkerPlan } from "./resources.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 function fail(err: unknown): never {
@@ -40,6 +40,7 @@ program
   .addOption(new Option("--header-timeout <ms>", "a request head must arrive within this of its first byte (0: off)").env("TPROXY_HEADER_TIMEOUT").default("10000"))
   .addOption(new Option("--idle-timeout <ms>", "a client connection may wait this long for its next request (0: off)").env("TPROXY_IDLE_TIMEOUT").default("30000"))
   .addOption(new Option("--request-timeout <ms>", "a whole request, head and body, must arrive within this of its first byte (0: off)").env("TPROXY_REQUEST_TIMEOUT").default("300000"))
+  .addOption(new Option("--max-connections <n>", 'connections the proxy holds open at once from all sources; more are reset at once (0: no cap; "auto": what the container\'s memory limit holds at the measured cost per connection, none without a limit)').env("TPROXY_MAX_CONNECTIONS").default("auto"))
   .addOption(new Option("--max-client-connections <n>", "connections one source address may hold open at once; more are reset at once (0: no cap)").env("TPROXY_MAX_CLIENT_CONNECTIONS").default("512"))
   .addOption(new Option("--log-format <format>", "log lines as text (for people) or json").choices(["text", "json"]).env("TPROXY_LOG_FORMAT").default("text"))
   .addOption(new Option("--probe-address <ip>", "plain-HTTP requests redirected from this address:80 are answered by the proxy (sidecar-init's readiness probe)").env("TPROXY_PROBE_ADDRESS").default("192.0.2.1"))
@@ -64,12 +65,24 @@ Example:
     try {
       // "auto": one serving thread per CPU the container may use, no more than its memory limit holds.
       let plan: WorkerPlan | undefined;
-      const config = parseRunConfig(raw, () => {
-        plan = planWorkers({ cpus: cpusAvailable(), cpuLimit: cpuLimit(), memoryBytes: memoryLimit() });
-        return plan.workers;
-      });
+      // "auto": no more connections than the memory limit holds once the threads are paid for.
+      let capacity: string | undefined;
+      const config = parseRunConfig(
+        raw,
+        () => {
+          plan = planWorkers({ cpus: cpusAvailable(), cpuLimit: cpuLimit(), memoryBytes: memoryLimit() });
+          return plan.workers;
+        },
+        (workers) => {
+          const limit = memoryLimit();
+          const n = connectionCapacity(limit, workers);
+          capacity = limit === undefined ? "no memory limit, no cap" : `${n} connections: what the memory limit ${Math.round(limit / 2 ** 20)} MiB holds with ${workers} serving threads`;
+          return n;
+        },
+      );
       const logging = createLogging(config.logFormat);
       if (plan) logging.log[plan.belowMinimum ? "warn" : "info"]({ workers: plan.workers }, `--workers auto: ${plan.reason}`);
+      if (capacity) logging.log.info({ maxConnections: config.maxConnections }, `--max-connections auto: ${capacity}`);
       const { Supervisor } = await import("./supervisor.ts");
       supervisor = new Supervisor(config, logging);
       await supervisor.start();

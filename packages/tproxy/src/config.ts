@@ -46,8 +46,10 @@ export interface RunConfig {
   readonly idleTimeoutMs: number;
   /** Client connection: from a request's first byte to the end of its body, in ms (0: off). Default 300000. */
   readonly requestTimeoutMs: number;
-  /** Connections one source address may hold open at once, over all workers (0: no cap). Default 512. */
+  /** Connections one source address may hold open at once, over all serving threads (0: no cap). Default 512. */
   readonly maxClientConnections: number;
+  /** Connections the proxy holds open at once from all sources (0: no cap). Default "auto": what the memory limit holds. */
+  readonly maxConnections: number;
 }
 
 export interface RawRunOptions {
@@ -74,6 +76,7 @@ export interface RawRunOptions {
   idleTimeout?: string;
   requestTimeout?: string;
   maxClientConnections?: string;
+  maxConnections?: string;
 }
 
 /** A repeatable flag: each value (and an environment variable's value) may hold several, comma-separated. */
@@ -133,7 +136,11 @@ function workers(value: string | undefined, auto: () => number): number {
   return n;
 }
 
-export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = () => 1): RunConfig {
+/**
+ * `autoWorkers`: the count for `--workers auto`; `autoMaxConnections`: the cap for `--max-connections auto`
+ * given the worker count (0: none).
+ */
+export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = () => 1, autoMaxConnections: (workers: number) => number = () => 0): RunConfig {
   const onFilterError = raw.onFilterError ?? "deny";
   if (onFilterError !== "deny" && onFilterError !== "allow") throw new ConfigError(`--on-filter-error "${onFilterError}" must be deny or allow`);
   const logFormat = raw.logFormat ?? "text";
@@ -142,6 +149,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
   if (isIP(listenAddress) === 0) throw new ConfigError(`--listen-address "${listenAddress}" is not an IP address`);
   const probeAddress = raw.probeAddress ?? "192.0.2.1";
   if (isIP(probeAddress) === 0) throw new ConfigError(`--probe-address "${probeAddress}" is not an IP address`);
+  const workerCount = workers(raw.workers, autoWorkers);
   return Object.freeze({
     caCert: required("--ca-cert", raw.caCert),
     caKey: required("--ca-key", raw.caKey),
@@ -157,7 +165,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     logFormat,
     probeAddress,
     drainTimeoutMs: positiveInt("--drain-timeout", raw.drainTimeout, 25_000),
-    workers: workers(raw.workers, autoWorkers),
+    workers: workerCount,
     blockCidrs: Object.freeze(cidrs("--block-cidr", raw.blockCidr)),
     allowUpstreamCidrs: Object.freeze(cidrs("--allow-upstream-cidr", raw.allowUpstreamCidr)),
     allowPorts: Object.freeze(ports(raw.allowPort)),
@@ -166,5 +174,8 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     idleTimeoutMs: bound("--idle-timeout", raw.idleTimeout, 30_000, "milliseconds"),
     requestTimeoutMs: bound("--request-timeout", raw.requestTimeout, 300_000, "milliseconds"),
     maxClientConnections: bound("--max-client-connections", raw.maxClientConnections, 512, "connections", 1_000_000),
+    maxConnections: raw.maxConnections === undefined || raw.maxConnections === "" || raw.maxConnections === "auto"
+      ? autoMaxConnections(workerCount)
+      : bound("--max-connections", raw.maxConnections, 0, 'connections (or "auto")', 10_000_000),
   });
 }

@@ -213,6 +213,19 @@ export function memoryLimit(root = "/"): number | undefined {
   return smallest([fromNode, ...fromFiles]);
 }
 
+// ---- how many connections ----
+
+/**
+ * The connections a memory limit holds once the base and `workers` serving threads are paid for, at the
+ * measured cost per connection: the proxy refuses more (--max-connections auto) rather than be killed for
+ * its memory, which would cut every locked pod of the node. Undefined limit: 0 (no cap). At least 100.
+ */
+export function connectionCapacity(memoryBytes: number | undefined, workers: number, model: { baseMiB?: number; perWorkerMiB?: number; perConnectionKiB?: number } = {}): number {
+  if (memoryBytes === undefined) return 0;
+  const left = memoryBytes - ((model.baseMiB ?? BASE_MIB) + workers * (model.perWorkerMiB ?? PER_WORKER_MIB)) * MIB;
+  return Math.max(100, Math.floor(left / ((model.perConnectionKiB ?? PER_CONNECTION_KIB) * 1024)));
+}
+
 // ---- how many workers ----
 
 export interface WorkerPlanInput {

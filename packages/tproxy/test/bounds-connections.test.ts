@@ -268,4 +268,30 @@ describe("tproxy connection bounds (loopback, real sockets)", function () {
       expect(await served("127.0.0.2", port, "/other", ca)).to.match(/served \/other$/);
     });
   });
+
+  describe("connection cap of the whole proxy (--max-connections)", () => {
+    let proxy: Running;
+    before(async () => {
+      proxy = await startProxy(dir, ["--max-connections", "50", "--max-client-connections", "0", "--workers", "2"]);
+    });
+    after(() => stopProxy(proxy));
+
+    it("holds 50 connections from all sources together and resets the rest at once; freed room is usable again", async () => {
+      const port = proxy.transparent;
+      const text = async () => metricsText(proxy);
+      // 30 from each of two sources: no per-pod cap here, so only the proxy's own bound refuses.
+      const attempts = await Promise.all(Array.from({ length: 60 }, (_, i) => new Promise<net.Socket>((resolve) => {
+        const s = track(net.connect({ host: "127.0.0.1", port, localAddress: i % 2 ? "127.0.0.1" : "127.0.0.2" }));
+        s.once("connect", () => resolve(s));
+        s.once("close", () => resolve(s));
+      })));
+      await waitFor("10 refused by the proxy's cap", async () => metric(await text(), "tproxy_rejected_connections_total", { reason: "proxy-limit" }) === 10, EVENT_WAIT_MS);
+      await waitFor("50 held", async () => metric(await text(), "tproxy_open_connections", { mode: "transparent" }) === 50, EVENT_WAIT_MS);
+      expect(metric(await text(), "tproxy_rejected_connections_total", { reason: "client-limit" })).to.equal(0);
+      expect(proxy.lines.some((l) => l.includes("proxy connection limit (--max-connections)"))).to.equal(true);
+      for (const sock of attempts.filter((x) => !x.destroyed).slice(0, 5)) sock.destroy();
+      await waitFor("room freed", async () => metric(await text(), "tproxy_open_connections", { mode: "transparent" }) === 45, EVENT_WAIT_MS);
+      expect(await served("127.0.0.2", port, "/room", ca)).to.match(/served \/room$/);
+    });
+  });
 });

@@ -419,14 +419,33 @@ describe("tproxy within the chart's memory limit (memory cgroup, 1,000 and 5,000
     console.log(`      per connection, 1,000 → 5,000: RSS ${(perConnection / KIB).toFixed(1)} KiB, cgroup usage ${(perConnectionCharged / KIB).toFixed(1)} KiB`);
   });
 
-  it(`control: the same 5,000 in a cgroup of ${SMALL_LIMIT_BYTES / MIB} MiB with --workers 2: the kernel kills the proxy`, async function () {
+  it(`with its connection cap (auto) in a cgroup of ${SMALL_LIMIT_BYTES / MIB} MiB: refuses what the limit cannot hold, and is never killed`, async function () {
     await proxy.stop("SIGKILL");
-    cgroup = newCgroup(this, "small", SMALL_LIMIT_BYTES);
+    cgroup = newCgroup(this, "capped", SMALL_LIMIT_BYTES);
     proxy = await startProxyIn(cgroup, ["--workers", "2"]);
+    expect(proxy.lines.find((l) => l.includes("--max-connections auto:"))).to.match(/--max-connections auto: \d+ connections: what the memory limit 150 MiB holds with 2 serving threads/);
     const client = startClient(5000);
     try {
       const open = JSON.parse(await client.waitForLine(/"phase":"open"/, 60_000)) as Round;
-      console.log(`      ${SMALL_LIMIT_BYTES / MIB} MiB: ${open.ok} of 5000 opened; ${JSON.stringify(open.errors)}`);
+      console.log(`      ${SMALL_LIMIT_BYTES / MIB} MiB, capped: ${open.ok} of 5000 opened; ${JSON.stringify(open.errors)}`);
+      expect(open.ok).to.be.above(0).and.below(5000);
+    } finally {
+      await client.stop("SIGKILL");
+    }
+    expect(proxy.child.exitCode, "the proxy is still running").to.equal(null);
+    expect((await readyz(world)).status).to.equal(200);
+    expect(metric(await metricsOf(world), "tproxy_rejected_connections_total", { reason: "proxy-limit" })).to.be.above(0);
+    expect(cgroup.oomKills(), "OOM kills in the capped cgroup").to.equal(0);
+  });
+
+  it(`control: the same without the cap (--max-connections 0): the kernel kills the proxy`, async function () {
+    await proxy.stop("SIGKILL");
+    cgroup = newCgroup(this, "small", SMALL_LIMIT_BYTES);
+    proxy = await startProxyIn(cgroup, ["--workers", "2", "--max-connections", "0"]);
+    const client = startClient(5000);
+    try {
+      const open = JSON.parse(await client.waitForLine(/"phase":"open"/, 60_000)) as Round;
+      console.log(`      ${SMALL_LIMIT_BYTES / MIB} MiB, no cap: ${open.ok} of 5000 opened; ${JSON.stringify(open.errors)}`);
       expect(open.ok).to.be.below(5000);
     } finally {
       await client.stop("SIGKILL");

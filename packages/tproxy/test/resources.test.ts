@@ -9,7 +9,7 @@ import { pathToFileURL } from "node:url";
 import { run } from "../../../test/support/netns.ts";
 import {
   BASE_MIB, PER_CONNECTION_KIB, PER_WORKER_MIB, RESERVE_CONNECTIONS, cpuLimit, cpusAvailable, interpretMemoryLimit,
-  memoryLimit, parseMountinfo, parseProcCgroup, planWorkers,
+  memoryLimit, parseMountinfo, parseProcCgroup, planWorkers, connectionCapacity,
 } from "../src/resources.ts";
 
 const MIB = 1024 * 1024;
@@ -212,6 +212,18 @@ describe("resources: the container's limits and the worker plan", function () {
       // The no-limit values mean unlimited whatever the machine reports.
       expect(interpretMemoryLimit(2 ** 60, 2 ** 62)).to.equal(undefined);
       expect(interpretMemoryLimit(2 ** 59, 2 ** 62)).to.equal(2 ** 59);
+    });
+  });
+
+  describe("connectionCapacity (--max-connections auto)", () => {
+    const model = { baseMiB: 90, perWorkerMiB: 50, perConnectionKiB: 64 };
+    it("is what the limit holds once the base and the threads are paid for, at the cost per connection", () => {
+      expect(connectionCapacity(512 * MIB, 2, model)).to.equal(5152); // (512 - 190) MiB / 64 KiB
+      expect(connectionCapacity(1024 * MIB, 4, model)).to.equal(Math.floor((1024 - 290) * 16));
+    });
+    it("is no cap (0) without a memory limit, and at least 100 with one", () => {
+      expect(connectionCapacity(undefined, 2, model)).to.equal(0);
+      expect(connectionCapacity(150 * MIB, 2, model)).to.equal(100);
     });
   });
 

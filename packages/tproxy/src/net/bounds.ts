@@ -24,6 +24,8 @@ export interface ConnectionBounds {
   readonly requestTimeoutMs: number;
   /** Connections one source address may hold open at once, over all serving threads (0: no cap). Default 512. */
   readonly maxClientConnections: number;
+  /** Connections the proxy holds open at once from all sources (0: no cap): what its memory limit holds. Default 0. */
+  readonly maxConnections: number;
 }
 
 export const DEFAULT_BOUNDS: ConnectionBounds = Object.freeze({
@@ -32,6 +34,7 @@ export const DEFAULT_BOUNDS: ConnectionBounds = Object.freeze({
   idleTimeoutMs: 30_000,
   requestTimeoutMs: 300_000,
   maxClientConnections: 512,
+  maxConnections: 0,
 });
 
 /** The bounds of the configuration. */
@@ -42,6 +45,7 @@ export function boundsFor(config: ConnectionBounds): ConnectionBounds {
     idleTimeoutMs: config.idleTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
     maxClientConnections: config.maxClientConnections,
+    maxConnections: config.maxConnections,
   });
 }
 
@@ -137,8 +141,17 @@ export class ConnectionGuard {
    * connection, when that source already holds the maximum.
    */
   admit(raw: net.Socket, client: string, phase: "handshake" | "idle"): boolean {
+    // First the proxy's own bound (what its memory limit holds), then the pod's share of it.
+    const total = this.bounds.maxConnections;
+    if (!this.#perClient.acquireTotal(total)) {
+      this.#metrics.rejectedConnections.inc({ reason: "proxy-limit" });
+      this.#notices.note("proxy connection limit (--max-connections)", client, `${total} open in all, limit ${total}`);
+      raw.resetAndDestroy();
+      return false;
+    }
     const max = this.bounds.maxClientConnections;
     if (this.#perClient.acquire(client, max) === false) {
+      this.#perClient.releaseTotal();
       this.#metrics.rejectedConnections.inc({ reason: "client-limit" });
       this.#notices.note("per-client connection limit", client, `${max} open, limit ${max}`);
       raw.resetAndDestroy();
@@ -150,6 +163,7 @@ export class ConnectionGuard {
     raw.once("close", () => {
       this.#all.delete(t);
       this.#perClient.release(client);
+      this.#perClient.releaseTotal();
       if (this.#all.size === 0) this.#stopSweep();
     });
     this.#startSweep();

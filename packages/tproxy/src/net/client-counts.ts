@@ -31,9 +31,32 @@ export class ClientCounts {
   readonly buffer: SharedArrayBuffer;
   readonly #cells: Int32Array;
 
-  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(ROWS * SLOTS * 4)) {
+  /** The last cell: connections open in all, from every source. */
+  readonly #total: number = ROWS * SLOTS;
+
+  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer((ROWS * SLOTS + 1) * 4)) {
     this.buffer = buffer;
     this.#cells = new Int32Array(buffer);
+  }
+
+  /** Connections open now, from every source, over all threads. */
+  get total(): number {
+    return Atomics.load(this.#cells, this.#total);
+  }
+
+  /** Counts one more connection in all unless `max` are open (0: no cap). False: nothing counted. */
+  acquireTotal(max: number): boolean {
+    const n = Atomics.add(this.#cells, this.#total, 1) + 1;
+    if (max > 0 && n > max) {
+      Atomics.sub(this.#cells, this.#total, 1);
+      return false;
+    }
+    return true;
+  }
+
+  /** A connection counted by acquireTotal() has closed. */
+  releaseTotal(): void {
+    Atomics.sub(this.#cells, this.#total, 1);
   }
 
   #slots(client: string): number[] {
