@@ -46,6 +46,7 @@ describe("tproxy run config", () => {
       idleTimeoutMs: 30_000,
       requestTimeoutMs: 300_000,
       maxClientConnections: 512,
+      maxConnections: 0,
     });
     expect(Object.isFrozen(c)).to.equal(true);
   });
@@ -72,6 +73,17 @@ describe("tproxy run config", () => {
     expect(parse({ workers: "256" }).workers).to.equal(256);
     expect(parse({ workers: "auto" }, () => 7).workers).to.equal(7);
     expect(parse({}, () => 5).workers).to.equal(5);
+  });
+
+  it("takes --max-connections as a number, or auto (the default) from what the memory limit holds for the worker count", () => {
+    const capacity = (workers: number) => 1000 * workers;
+    expect(parseRunConfig({ ...base, workers: "3" }, undefined, capacity).maxConnections).to.equal(3000);
+    expect(parseRunConfig({ ...base, workers: "3", maxConnections: "auto" }, undefined, capacity).maxConnections).to.equal(3000);
+    expect(parseRunConfig({ ...base, maxConnections: "" }, () => 2, capacity).maxConnections).to.equal(2000);
+    expect(parseRunConfig({ ...base, maxConnections: "0" }, undefined, capacity).maxConnections).to.equal(0);
+    expect(parseRunConfig({ ...base, maxConnections: "10000000" }, undefined, capacity).maxConnections).to.equal(10_000_000);
+    expect(message({ maxConnections: "10000001" })).to.equal('--max-connections "10000001" must be a whole number of connections (or "auto") from 0 (off) to 10000000');
+    expect(message({ maxConnections: "-1" })).to.equal('--max-connections "-1" must be a whole number of connections (or "auto") from 0 (off) to 10000000');
   });
 
   const refused: Array<[RawRunOptions, string]> = [
