@@ -80,7 +80,18 @@ function value(v: unknown): string {
 /** One request as a text line. */
 export function formatRequest(r: RequestRecord, time = Date.now()): string {
   const reason = r.reason ? ` (${r.reason})` : "";
-  return `${new Date(time).toISOString()} ${r.client} ${r.method} ${r.url} -> ${r.status} ${r.bytes}b ${r.ms}ms ${r.decision}${reason}\n`;
+  return `${isoTime(time)} ${r.client} ${r.method} ${r.url} -> ${r.status} ${r.bytes}b ${r.ms}ms ${r.decision}${reason}\n`;
+}
+
+// Many request lines share their millisecond under load: format each millisecond once.
+let lastTime = -1;
+let lastIso = "";
+function isoTime(time: number): string {
+  if (time !== lastTime) {
+    lastTime = time;
+    lastIso = new Date(time).toISOString();
+  }
+  return lastIso;
 }
 
 /** Formats one pino JSON record as text. */

@@ -19,8 +19,10 @@ export interface MetricJson {
 
 function keyOf(labels: Record<string, string | undefined> | undefined): string {
   if (!labels) return "";
+  const names = Object.keys(labels);
+  if (names.length > 1) names.sort();
   let k = "";
-  for (const name of Object.keys(labels).sort()) k += `${name}\u0000${labels[name] ?? ""}\u0001`;
+  for (const name of names) k += `${name}\u0000${labels[name] ?? ""}\u0001`;
   return k;
 }
 

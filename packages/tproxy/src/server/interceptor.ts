@@ -85,9 +85,13 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "pro
 
 function forwardableHeaders(headers: Headers | IncomingHttpHeaders): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
-  const connectionTokens = String(headers.connection ?? "").toLowerCase().split(",").map((t) => t.trim());
-  for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || connectionTokens.includes(k)) continue;
+  // Headers named by Connection are hop-by-hop too (most requests name none, or only keep-alive/close).
+  const connection = headers.connection;
+  const named = connection === undefined ? undefined : new Set(String(connection).toLowerCase().split(",").map((t) => t.trim()));
+  // Own keys only: a filter's headers object comes from its own context, whose prototype it may have changed.
+  for (const k of Object.keys(headers)) {
+    const v = headers[k];
+    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k)) continue;
     out[k] = v;
   }
   return out;
