@@ -447,7 +447,7 @@ function squidLogSince(from: number): string[] {
   return from === 0 ? lines : lines.slice(from).filter((l) => /WARNING|ERROR|FATAL/i.test(l));
 }
 
-/** Restarts a proxy that died since the last run (an OOM kill of tproxy's primary, say), counting it. */
+/** Restarts a proxy that died since the last run (an OOM kill of tproxy, say), counting it. */
 async function ensureRunning(name: ProxyName): Promise<void> {
   const p = proxies[name];
   if (p && p.exitCode === null && p.signalCode === null) return;
@@ -516,7 +516,7 @@ interface NodeCost {
   cpuSecondsPer1000Requests: Record<string, Partial<Record<ProxyName, number>>>;
   /** The tproxy path's memory cgroup over the whole run (every case, the 1,000-connection one last). */
   tproxyMemoryCgroup:
-    | { cgroupVersion: 1 | 2; limitMiB: number; peakMiB?: number; oomKills?: number; primaryRestarts: number; tproxyArgs: string[] }
+    | { cgroupVersion: 1 | 2; limitMiB: number; peakMiB?: number; oomKills?: number; restarts: number; tproxyArgs: string[] }
     | { unavailable: string };
 }
 
@@ -542,7 +542,7 @@ function nodeCost(results: Results): NodeCost {
     tproxyMemoryCgroup = {
       cgroupVersion: memcg.version, limitMiB: memcg.limitBytes / 2 ** 20,
       peakMiB: st.peakBytes === undefined ? undefined : st.peakBytes / 2 ** 20,
-      oomKills: st.oomKills, primaryRestarts: unexpectedExits.tproxy ?? 0, tproxyArgs: TPROXY_ARGS,
+      oomKills: st.oomKills, restarts: unexpectedExits.tproxy ?? 0, tproxyArgs: TPROXY_ARGS,
     };
   }
   return {
@@ -618,7 +618,7 @@ function markdown(results: Results, cost: NodeCost): string {
       `${m.tproxyArgs.length ? `with \`${m.tproxyArgs.join(" ")}\` (BENCH_TPROXY_ARGS) added to` : "in"} its chart-default configuration ` +
       `(${cliDefaults(["--workers", "--max-client-connections"])}; ${cpus().length} cores), through every case above, ` +
       `the 1,000-connection one last: peak usage **${fmt(m.peakMiB)} MiB** (the cgroup's own count: process memory, page cache and kernel memory such as socket buffers), ` +
-      `**${fmt(m.oomKills)} OOM kills** (processes the kernel killed in the group; the bench found the tproxy process it started dead and restarted it ${fmt(m.primaryRestarts)} times).`;
+      `**${fmt(m.oomKills)} OOM kills** (processes the kernel killed in the group; the bench found the tproxy process it started dead and restarted it ${fmt(m.restarts)} times).`;
 
   return `${throughput}
 
@@ -632,7 +632,7 @@ ${resources}
 
 ## What a node costs
 
-Memory, summed over each proxy's processes (tproxy: primary and workers; Squid: squid and its certificate helpers; mitmproxy: one process):
+Memory, summed over each proxy's processes (tproxy: one process, its supervisor and serving threads; Squid: squid and its certificate helpers; mitmproxy: one process):
 
 ${rss}
 
