@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import type { Logging } from "./observe/log.ts";
 import type { RunConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
-import { loadCa } from "./certs/ca.ts";
+import { caFromPem, loadCa } from "./certs/ca.ts";
 import { LeafCertificates, type CertificateShare } from "./certs/leaf-cache.ts";
 import { FilterHost, type FilterVersion, type HookWatch } from "./filter/host.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
@@ -76,6 +76,7 @@ export class TproxyServer {
   readonly #log: Logger;
   readonly #logging: Logging;
   #filters: FilterHost | undefined;
+  #leafs: LeafCertificates | undefined;
   #interceptor: Interceptor | undefined;
   #transparent: NetServer | undefined;
   #standard: http.Server | undefined;
@@ -95,6 +96,7 @@ export class TproxyServer {
     const config = this.config;
     const ca = await loadCa(config.caCert, config.caKey);
     const leafs = new LeafCertificates(ca, { ticketKeys: this.#options.ticketKeys, leafKeyPem: this.#options.leafKeyPem, share: this.#options.certificateShare });
+    this.#leafs = leafs;
     // One TLS context for every upstream connection: given only `ca`, Node would parse the whole
     // root store again for each new connection.
     const upstreamContext = createSecureContext({ ca: await upstreamTrust(config) });
@@ -161,6 +163,13 @@ export class TproxyServer {
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
     interceptor.attach(server);
     return server;
+  }
+
+  /** Signs with another CA from now on (the supervisor saw the mounted CA change). Throws CertificateError. */
+  reloadCa(certPem: string, keyPem: string): void {
+    if (!this.#leafs) throw new Error("reloadCa before start");
+    this.#leafs.setCa(caFromPem(certPem, keyPem));
+    this.metrics.certCacheEntries.set(0);
   }
 
   /** Evaluates a filter version given by the supervisor, without putting it in force. Throws FilterLoadError. */

@@ -27,6 +27,7 @@ export type ToThread =
   | { type: "discard"; id: number }
   | { type: "load"; filter: CompiledFilter }
   | { type: "metrics"; id: number }
+  | { type: "ca"; certPem: string; keyPem: string }
   | { type: "drain" };
 
 /** Thread → supervisor. */
@@ -98,6 +99,13 @@ port.on("message", (msg: ToThread) => {
       return;
     case "metrics":
       send({ type: "metrics", id: msg.id, metrics: server.metrics.toJSON() });
+      return;
+    case "ca":
+      try {
+        server.reloadCa(msg.certPem, msg.keyPem);
+      } catch (err) {
+        logging.log.error({ err: (err as Error).message }, "the new CA did not load in this thread; it signs with the previous one");
+      }
       return;
     case "drain":
       server.stop().then(() => {

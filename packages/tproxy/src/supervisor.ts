@@ -11,11 +11,12 @@
 // deadline of the filter code it is running and a heartbeat in shared memory (HookWatch); a thread past
 // twice its hook budget, or silent for too long, is terminated (its connections are reset, nothing is
 // forwarded) and replaced. A thread that dies for any reason is replaced, with a back-off.
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { RunConfig } from "./config.ts";
 import { readCaFiles } from "./certs/check.ts";
+import { VolumeWatch } from "./util/volume-watch.ts";
 import { newLeafKeyPem } from "./certs/leaf-cache.ts";
 import { FilterLoadError } from "./errors.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
@@ -84,6 +85,9 @@ export class Supervisor {
   #current: CompiledFilter | undefined;
   #reloader: FilterReloader | undefined;
   #stopping = false;
+  /** The CA in force (hash of certificate and key), and the watch on its mounted files. */
+  #caHash: string | undefined;
+  #caWatch: VolumeWatch | undefined;
   #watchdog: NodeJS.Timeout | undefined;
 
   constructor(config: RunConfig, logging: Logging) {
@@ -100,7 +104,9 @@ export class Supervisor {
   async start(): Promise<{ metrics: number }> {
     const config = this.#config;
     // Fail at start, once, with one clear line, rather than in every thread.
-    await readCaFiles(config.caCert, config.caKey);
+    const ca = await readCaFiles(config.caCert, config.caKey);
+    this.#caHash = caHash(ca.certPem, ca.keyPem);
+    this.metrics.caExpiry.set(Math.floor(ca.notAfter.getTime() / 1000));
     const admin = createAdminServer({
       metrics: async () => ({ contentType: CONTENT_TYPE, body: await this.#scrape() }),
       readiness: () => this.#readiness(),
@@ -123,6 +129,7 @@ export class Supervisor {
       onError: () => this.metrics.filterReloads.inc({ result: "error" }),
     });
     await this.#reloader.start();
+    this.#caWatch = await VolumeWatch.start([config.caCert, config.caKey], "CA", this.#log, () => { void this.#checkCa(); });
     const tick = Math.max(10, Math.min(100, Math.floor(config.filterTimeoutMs / 4)));
     this.#watchdog = setInterval(() => this.#patrol(), tick);
     this.#watchdog.unref();
@@ -253,6 +260,31 @@ export class Supervisor {
     for (const t of this.#threads.values()) if (!ids.has(t)) t.worker.postMessage({ type: "load", filter: compiled } satisfies ToThread);
   }
 
+  /**
+   * The mounted CA changed (the kubelet swapped the Secret volume's `..data`): check the new pair and hand
+   * it to every thread, which signs with it from its next new connection on. A pair that does not check
+   * (half written, key of another certificate, expired) is logged and the CA in force stays.
+   */
+  async #checkCa(): Promise<void> {
+    let files;
+    try {
+      files = await readCaFiles(this.#config.caCert, this.#config.caKey);
+    } catch (err) {
+      const hash = `error:${(err as Error).message}`;
+      if (hash === this.#caHash) return;
+      this.metrics.caReloads.inc({ result: "error" });
+      this.#log.error({ err: (err as Error).message }, "the mounted CA changed but cannot be used; the CA in force stays");
+      return;
+    }
+    const hash = caHash(files.certPem, files.keyPem);
+    if (hash === this.#caHash) return;
+    this.#caHash = hash;
+    this.metrics.caReloads.inc({ result: "success" });
+    this.metrics.caExpiry.set(Math.floor(files.notAfter.getTime() / 1000));
+    for (const t of this.#threads.values()) t.worker.postMessage({ type: "ca", certPem: files.certPem, keyPem: files.keyPem } satisfies ToThread);
+    this.#log.info({ notAfter: files.notAfter.toISOString(), fingerprint: hash.slice(0, 16) }, "CA reloaded: new connections get certificates it signs");
+  }
+
   async #scrape(): Promise<string> {
     const parts = await Promise.all([...this.#threads.values()].map((t) => this.#ask<Extract<FromThread, { type: "metrics" }>>(t, (id) => ({ type: "metrics", id }), 2000)));
     return render(this.#process, [this.metrics.toJSON(), this.#retired, ...parts.filter((p) => p !== undefined).map((p) => p.metrics)]);
@@ -277,6 +309,7 @@ export class Supervisor {
     this.#log.info({ signal }, "draining serving threads");
     clearInterval(this.#watchdog);
     void this.#reloader?.close();
+    void this.#caWatch?.close();
     if (this.#threads.size === 0) return this.#finish();
     for (const t of this.#threads.values()) t.worker.postMessage({ type: "drain" } satisfies ToThread);
     // Threads that do not finish draining in time are ended with the process.
@@ -290,4 +323,8 @@ export class Supervisor {
     this.#logging.flush();
     process.exit(0);
   }
+}
+
+function caHash(certPem: string, keyPem: string): string {
+  return createHash("sha256").update(certPem).update("\0").update(keyPem).digest("hex");
 }

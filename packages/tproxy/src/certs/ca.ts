@@ -3,7 +3,7 @@ import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { writeFile, access } from "node:fs/promises";
 import { constants } from "node:fs";
 import { CertificateError } from "../errors.ts";
-import { readCaFiles } from "./check.ts";
+import { checkCaPem, readCaFiles } from "./check.ts";
 import { buildCertificate, subjectNameOf } from "./x509.ts";
 import type forge from "node-forge";
 
@@ -56,5 +56,11 @@ export async function writeCa(certPath: string, keyPath: string, options: Create
 /** Reads and checks a CA (see ./check.ts) and prepares it for signing leaf certificates. */
 export async function loadCa(certPath: string, keyPath: string): Promise<CertificateAuthority> {
   const { certPem, key, notAfter } = await readCaFiles(certPath, keyPath);
+  return { certPem, key, name: subjectNameOf(certPem), notAfter };
+}
+
+/** The same from PEM text already read (and checked) elsewhere: a reloaded CA handed to a serving thread. */
+export function caFromPem(certPem: string, keyPem: string): CertificateAuthority {
+  const { key, notAfter } = checkCaPem(certPem, keyPem, "CA certificate", "CA key");
   return { certPem, key, name: subjectNameOf(certPem), notAfter };
 }

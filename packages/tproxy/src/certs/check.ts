@@ -6,6 +6,7 @@ import { CertificateError } from "../errors.ts";
 
 export interface CaFiles {
   certPem: string;
+  keyPem: string;
   key: KeyObject;
   notAfter: Date;
 }
@@ -16,6 +17,11 @@ export async function readCaFiles(certPath: string, keyPath: string): Promise<Ca
     readFile(certPath, "utf8").catch((err: unknown) => { throw new CertificateError(`cannot read CA certificate ${certPath}: ${(err as Error).message}`); }),
     readFile(keyPath, "utf8").catch((err: unknown) => { throw new CertificateError(`cannot read CA key ${keyPath}: ${(err as Error).message}`); }),
   ]);
+  return checkCaPem(certPem, keyPem, certPath, keyPath);
+}
+
+/** Checks a CA given as PEM text (`certPath`/`keyPath` name it in messages). */
+export function checkCaPem(certPem: string, keyPem: string, certPath: string, keyPath: string): CaFiles {
   let x509: X509Certificate;
   let key: KeyObject;
   try {
@@ -35,5 +41,5 @@ export async function readCaFiles(certPath: string, keyPath: string): Promise<Ca
   if (key.asymmetricKeyType !== "rsa" && key.asymmetricKeyType !== "ec") {
     throw new CertificateError(`CA key type ${key.asymmetricKeyType} is not supported: use RSA or EC`);
   }
-  return { certPem, key, notAfter };
+  return { certPem, keyPem, key, notAfter };
 }

@@ -28,6 +28,8 @@ export interface SharedLeaf {
   name: string;
   cert: string;
   renewAt: number;
+  /** The CA that signed it (its certificate, PEM): a leaf of a CA no longer in force is not taken. */
+  ca: string;
 }
 
 /** The channel the threads announce minted certificates on (a BroadcastChannel in the proxy). */
@@ -47,7 +49,7 @@ interface Entry {
 }
 
 export class LeafCertificates {
-  readonly #ca: CertificateAuthority;
+  #ca: CertificateAuthority;
   readonly #publicKey: KeyObject;
   readonly #privateKeyPem: string;
   readonly #entries = new Map<string, Entry>();
@@ -72,12 +74,27 @@ export class LeafCertificates {
     this.#share = options.share;
     if (this.#share) {
       this.#share.onmessage = ({ data }) => {
-        if (this.#entries.has(data.name)) return;
+        if (this.#entries.has(data.name) || data.ca !== this.#ca.certPem) return;
         this.#heard.delete(data.name);
         this.#heard.set(data.name, data);
         if (this.#heard.size > this.#max) this.#heard.delete(this.#heard.keys().next().value!);
       };
     }
+  }
+
+  /**
+   * Signs with `ca` from now on (the CA was rotated): every certificate of the old one is forgotten, so
+   * the next connection to each name gets one the pods' new trust bundle accepts.
+   */
+  setCa(ca: CertificateAuthority): void {
+    this.#ca = ca;
+    this.#entries.clear();
+    this.#heard.clear();
+  }
+
+  /** The CA certificate (PEM) leaves are signed with now. */
+  get caPem(): string {
+    return this.#ca.certPem;
   }
 
   get size(): number {
@@ -136,7 +153,7 @@ export class LeafCertificates {
   #mint(name: string, now: number): Entry {
     const cert = this.#mintPem(name, now);
     const renewAt = now + this.#validityMs / 2;
-    this.#share?.postMessage({ name, cert, renewAt });
+    this.#share?.postMessage({ name, cert, renewAt, ca: this.#ca.certPem });
     return { context: this.#context(cert), renewAt };
   }
 

@@ -2,7 +2,7 @@
 // Signing natively keeps RSA/ECDSA private-key operations out of JavaScript (forge's RSA signing is
 // tens of milliseconds per certificate), and lets the subject key be any type Node supports (the leaf
 // key is ECDSA P-256, which forge cannot encode by itself).
-import { createPublicKey, randomBytes, sign, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, randomBytes, sign, type KeyObject } from "node:crypto";
 import { isIP } from "node:net";
 import forge from "node-forge";
 
@@ -50,6 +50,20 @@ function signatureAlgorithm(key: KeyObject): { oid: string; node: forge.asn1.Asn
   throw new TypeError(`unsupported signing key type "${type}": use an RSA or EC key`);
 }
 
+/**
+ * A key's identifier: SHA-1 of its SubjectPublicKeyInfo. A CA carries it as its subjectKeyIdentifier and
+ * every leaf as its authorityKeyIdentifier, so that a client trusting two CAs of the same name (the old
+ * and the new during a rotation) picks the one that signed the leaf.
+ */
+export function keyIdentifier(key: KeyObject): Buffer {
+  const publicKey = key.type === "public" ? key : createPublicKey(key);
+  return createHash("sha1").update(publicKey.export({ type: "spki", format: "der" })).digest();
+}
+
+function octets(bytes: Buffer): forge.asn1.Asn1 {
+  return asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OCTETSTRING, false, bytes.toString("binary"));
+}
+
 function ipToBytes(ip: string): string {
   if (isIP(ip) === 4) return String.fromCharCode(...ip.split(".").map(Number));
   // IPv6: expand "::" and write 16 bytes.
@@ -82,6 +96,8 @@ export function buildCertificate(spec: CertificateSpec): string {
   if (spec.isCA) {
     extensions.push({ name: "basicConstraints", cA: true, critical: true });
     extensions.push({ name: "keyUsage", keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true });
+    // subjectKeyIdentifier: OCTET STRING keyIdentifier
+    extensions.push({ id: "2.5.29.14", value: asn1.toDer(octets(keyIdentifier(spec.subjectKey))).getBytes() });
   } else {
     extensions.push({ name: "basicConstraints", cA: false });
     extensions.push({ name: "keyUsage", digitalSignature: true, keyEncipherment: spec.subjectKey.asymmetricKeyType === "rsa", critical: true });
@@ -90,6 +106,9 @@ export function buildCertificate(spec: CertificateSpec): string {
       name: "subjectAltName",
       altNames: (spec.altNames ?? [spec.commonName]).map((n) => (isIP(n) ? { type: 7, ip: n } : { type: 2, value: n })),
     });
+    // authorityKeyIdentifier: SEQUENCE { [0] IMPLICIT keyIdentifier }
+    const keyId = asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, false, keyIdentifier(spec.issuerKey).toString("binary"));
+    extensions.push({ id: "2.5.29.35", value: asn1.toDer(asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [keyId])).getBytes() });
   }
   cert.setExtensions(extensions);
 

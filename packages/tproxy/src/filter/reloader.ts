@@ -1,15 +1,9 @@
-// Watches the filter file the way Kubernetes updates a ConfigMap volume and loads each new version.
-//
-// A ConfigMap mounted as a directory holds timestamped data directories, a `..data` symlink to the
-// current one, and `filter.ts -> ..data/filter.ts`. An update writes a new data directory and swaps
-// `..data` atomically (rename of `..data_tmp`), so the file's own path never changes and its inode
-// watch would miss it: the directory is watched, and any event there leads to re-reading the file
-// through its path and comparing hashes.
-import { dirname } from "node:path";
-import { watch, type FSWatcher } from "chokidar";
+// Watches the filter file the way Kubernetes updates a ConfigMap volume (util/volume-watch.ts) and loads
+// each new version: any event leads to re-reading the file through its path and comparing hashes.
 import type { Logger } from "pino";
 import { FilterLoadError } from "../errors.ts";
 import { compileFilter, hashFilterSource } from "./compile.ts";
+import { VolumeWatch } from "../util/volume-watch.ts";
 import type { CompiledFilter } from "./compile.ts";
 
 /** Where loaded versions go: a FilterHost, or the supervisor that hands them to every serving thread. */
@@ -28,9 +22,7 @@ export class FilterReloader {
   readonly #host: FilterTarget;
   readonly #log: Logger;
   readonly #events: ReloaderEvents;
-  #watcher: FSWatcher | undefined;
-  #poll: NodeJS.Timeout | undefined;
-  #debounce: NodeJS.Timeout | undefined;
+  #watch: VolumeWatch | undefined;
   #running: Promise<void> = Promise.resolve();
   /** Hash of the last source we tried (loaded or failed), so a broken file is reported once, not on every event. */
   #lastSeen: string | undefined;
@@ -45,21 +37,9 @@ export class FilterReloader {
   /** Loads the filter once (a failure leaves no filter: every request is denied), then watches it. */
   async start(options: { pollMs?: number } = {}): Promise<void> {
     await this.check();
-    this.#watcher = watch(dirname(this.#path), { ignoreInitial: true, depth: 0, followSymlinks: false, persistent: false });
-    this.#watcher.on("all", () => this.#schedule());
-    this.#watcher.on("error", (err) => this.#log.warn({ err }, "filter watch error"));
-    await new Promise<void>((resolve) => this.#watcher!.once("ready", () => resolve()));
+    this.#watch = await VolumeWatch.start([this.#path], "filter", this.#log, () => { void this.check(); }, options);
     // A swap between the first load and the watch becoming ready produced no event: look once more.
     await this.check();
-    // A safety net for missed events (some volume types do not deliver inotify events): a cheap re-hash.
-    this.#poll = setInterval(() => this.#schedule(), options.pollMs ?? 10_000);
-    this.#poll.unref();
-  }
-
-  #schedule(): void {
-    clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => { void this.check(); }, 100);
-    this.#debounce.unref();
   }
 
   /** Re-reads the filter and loads it if it changed. Serialised: one check at a time. */
@@ -91,8 +71,6 @@ export class FilterReloader {
   }
 
   async close(): Promise<void> {
-    clearTimeout(this.#debounce);
-    clearInterval(this.#poll);
-    await this.#watcher?.close();
+    await this.#watch?.close();
   }
 }

@@ -161,6 +161,8 @@ export class ProxyMetrics {
   readonly filterReloads = new Counter<"result">("tproxy_filter_reloads_total", "Filter loads, by result (success or error)");
   readonly filterErrors = new Counter<"kind">("tproxy_filter_errors_total", "Hook calls that failed, by kind (throw or timeout)");
   readonly workerRestarts = new Counter<"reason">("tproxy_worker_restarts_total", "Serving threads replaced, by reason: hook-stuck (a filter hook ran past twice its budget without yielding), stalled (no heartbeat), exited (the thread ended or crashed)");
+  readonly caReloads = new Counter<"result">("tproxy_ca_reloads_total", "CA changes seen on the mounted files, by result (success, or error: the previous CA stays)");
+  readonly caExpiry = new Gauge("tproxy_ca_expiry_timestamp_seconds", "When the CA in force expires (Unix time)", "max");
   readonly filterInfo = new Gauge<"hash">("tproxy_filter_info", "The filter in force (value 1), by source hash", "max");
 
   setFilter(hash: string): void {
@@ -169,6 +171,6 @@ export class ProxyMetrics {
   }
 
   toJSON(): MetricJson[] {
-    return [this.requests, this.duration, this.openConnections, this.rejectedConnections, this.certCacheEntries, this.certCacheLookups, this.filterReloads, this.filterErrors, this.workerRestarts, this.filterInfo].map((m) => m.toJSON());
+    return [this.requests, this.duration, this.openConnections, this.rejectedConnections, this.certCacheEntries, this.certCacheLookups, this.filterReloads, this.filterErrors, this.workerRestarts, this.caReloads, this.caExpiry, this.filterInfo].map((m) => m.toJSON());
   }
 }
