@@ -17,7 +17,7 @@ import type { Logger } from "pino";
 import type { RunConfig } from "./config.ts";
 import { readCaFiles } from "./certs/check.ts";
 import { VolumeWatch } from "./util/volume-watch.ts";
-import { newLeafKeyPem } from "./certs/leaf-cache.ts";
+import { newLeafKeyPem } from "./certs/leaf-key.ts";
 import { FilterLoadError } from "./errors.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, clock } from "./filter/host.ts";

@@ -1,5 +1,5 @@
 // Reading and checking CA files with Node's crypto alone (no node-forge), so that a process that only
-// checks them (the primary of several workers) does not load the certificate-building code.
+// checks them (the supervisor, at start and when the mounted CA changes) does not load the certificate-building code.
 import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { CertificateError } from "../errors.ts";

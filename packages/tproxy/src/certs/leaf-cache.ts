@@ -3,7 +3,8 @@
 // as ready TLS contexts (least recently used evicted first). Serving threads share the key and the
 // certificates: what one thread mints it tells the others (a BroadcastChannel), which then only build a
 // TLS context from it when they first need it, instead of signing again.
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, randomBytes, type KeyObject } from "node:crypto";
+import { newLeafKeyPem } from "./leaf-key.ts";
 import { createSecureContext, type SecureContext } from "node:tls";
 import type { CertificateAuthority } from "./ca.ts";
 import { buildCertificate } from "./x509.ts";
@@ -38,10 +39,7 @@ export interface CertificateShare {
   onmessage: ((event: { data: SharedLeaf }) => void) | null;
 }
 
-/** A new leaf key, as PKCS#8 PEM (the supervisor makes one for all its threads). */
-export function newLeafKeyPem(): string {
-  return generateKeyPairSync("ec", { namedCurve: "prime256v1" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
-}
+
 
 interface Entry {
   context: SecureContext;

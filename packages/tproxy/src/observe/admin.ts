@@ -1,4 +1,4 @@
-// The admin endpoints, served by a single proxy process or by the primary of several workers:
+// The admin endpoints, served by the supervisor (supervisor.ts) for all its serving threads:
 // /metrics (Prometheus), /healthz (alive), /readyz (ready to filter).
 import http from "node:http";
 

@@ -202,7 +202,7 @@ export class Interceptor {
   async #filter(state: RequestState, target: Target, headers: Headers): Promise<FilterOutcome> {
     state.url = target.url;
     const conn = state.conn;
-    // Not copied: nothing here writes to them, and the filter thread gets its own copy by postMessage.
+    // Not copied: nothing here writes to them, and the filter's flow gets its own copy (filter/host.ts).
     state.flow = {
       id: state.id,
       client: conn.client,
