@@ -9,7 +9,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 # node-gyp builds the SO_ORIGINAL_DST addon against the headers the base image ships (no download).
-ENV npm_config_nodedir=/usr/local
+# node-gyp's own variable for its --nodedir: npm_config_nodedir is not an npm setting, and npm warns
+# about unknown npm_config_* variables.
+ENV npm_package_config_node_gyp_nodedir=/usr/local
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
 COPY packages/tproxy/package.json packages/tproxy/tsconfig.json packages/tproxy/binding.gyp packages/tproxy/
@@ -19,20 +21,25 @@ COPY packages/podwatch/package.json packages/podwatch/tsconfig.json packages/pod
 COPY packages/podwatch/src packages/podwatch/src
 COPY packages/sidecar-init/package.json packages/sidecar-init/tsconfig.json packages/sidecar-init/
 COPY packages/sidecar-init/src packages/sidecar-init/src
+COPY packages/sidecar-init/bin packages/sidecar-init/bin
 COPY docker/assemble.sh docker/assemble.sh
+# All packages build together (one tsc --build); then node_modules is installed again with only this
+# image's package's production dependencies (the root's dev tools and the other packages' dependencies
+# stay out). --ignore-scripts: the addon is already built (packages/tproxy/build) and nothing else runs.
 RUN npm ci --no-audit --no-fund \
  && npm run build \
- && npm prune --omit=dev --no-audit --no-fund \
- && sh docker/assemble.sh /out
+ && rm -rf node_modules packages/*/node_modules \
+ && npm ci --omit=dev --workspace @tproxy/sidecar-init --include-workspace-root=false --ignore-scripts --no-audit --no-fund \
+ && sh docker/assemble.sh /out sidecar-init
 
-# ---- runtime: production node_modules, dist/ and the addon binary; no compilers ----
+# ---- runtime: this package's production node_modules, bin/, dist/ (and the addon); no compilers ----
 FROM node:24-bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables \
+ && apt-get install -y --no-install-recommends iptables ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /out/ /app/
 ENV NODE_ENV=production
-RUN ln -s /app/packages/sidecar-init/dist/cli.js /usr/local/bin/tproxy-sidecar-init \
+RUN ln -s /app/packages/sidecar-init/bin/tproxy-sidecar-init.js /usr/local/bin/tproxy-sidecar-init \
  && tproxy-sidecar-init --help >/dev/null
 ENTRYPOINT ["tproxy-sidecar-init"]

@@ -150,9 +150,32 @@ describe("docker/ images", function () {
           expect(st).to.have.length(2);
           const build = st[0]!.body.filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
           expect(build).to.match(/\bpython3\b/).and.match(/\bmake\b/).and.match(/\bg\+\+/);
-          expect(st[0]!.body.some((i) => i.op === "ENV" && i.args === "npm_config_nodedir=/usr/local")).to.equal(true);
+          // node-gyp's own variable (npm warns about npm_config_* names it does not know).
+          expect(st[0]!.body.some((i) => i.op === "ENV" && i.args === "npm_package_config_node_gyp_nodedir=/usr/local")).to.equal(true);
+          expect(ins.some((i) => i.args.includes("npm_config_")), "no npm_config_* variables").to.equal(false);
         }
       });
+
+      if (file !== "example-app.Dockerfile") {
+        const pkg = file.replace(/\.Dockerfile$/, "");
+        it(`carries only @tproxy/${pkg}'s production dependencies, and the public CAs`, () => {
+          const build = st[0]!.body.filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
+          // The full install (for tsc and the addon) is thrown away after the build; the one that reaches
+          // the image is this workspace's production dependencies alone, and assemble.sh takes this package.
+          const steps = build.split(/\s*&&\s*/);
+          const at = (re: RegExp) => steps.findIndex((c) => re.test(c));
+          const lean = at(/^npm ci .*--omit=dev/);
+          expect(lean, "a production npm ci").to.be.greaterThan(-1);
+          expect(steps[lean]!.split(/\s+/)).to.include.members(["--omit=dev", "--workspace", `@tproxy/${pkg}`, "--include-workspace-root=false", "--ignore-scripts"]);
+          expect(at(/^rm -rf node_modules packages\/\*\/node_modules$/), "the full node_modules removed first").to.be.within(at(/^npm run build$/), lean);
+          expect(at(/^npm prune/), "npm prune keeps every workspace's dependencies").to.equal(-1);
+          expect(steps.slice(lean + 1).join("\n")).to.match(new RegExp(`^sh docker/assemble\\.sh /out ${pkg}$`, "m"));
+          expect(steps.slice(lean + 1).some((c) => /^npm (ci|install|i)\b/.test(c)), "nothing installed after it").to.equal(false);
+          const final = st.at(-1)!.body.filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
+          const apt = [...final.matchAll(/apt-get install -y --no-install-recommends ([^&]+)/g)].flatMap((m) => m[1]!.trim().split(/\s+/));
+          expect(apt, "ca-certificates in the runtime image (/etc/ssl/certs)").to.include("ca-certificates");
+        });
+      }
 
       it("runs only commands that name real scripts, files and packages", () => {
         const runs = ins.filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
@@ -186,18 +209,19 @@ describe("docker/ images", function () {
     }
   });
 
-  it("assembles production files only: node_modules, package.json + dist of each package, the addon", async () => {
+  it("assembles one package's production files only: node_modules, its package.json, bin and dist, the addon for tproxy", async () => {
     const src = mkdtempSync(join(tmpdir(), "tproxy-assemble-"));
     try {
-      const put = (p: string, text = "x") => {
+      const put = (p: string, text = "x", mode = 0o644) => {
         mkdirSync(join(src, p, ".."), { recursive: true });
-        writeFileSync(join(src, p), text);
+        writeFileSync(join(src, p), text, { mode });
       };
       put("package.json", "{}");
       put("node_modules/pino/index.js");
       for (const pkg of ["tproxy", "podwatch", "sidecar-init"]) {
         put(`packages/${pkg}/package.json`, "{}");
-        put(`packages/${pkg}/dist/cli.js`, "#!/usr/bin/env node\n");
+        put(`packages/${pkg}/bin/${pkg}.js`, "#!/usr/bin/env node\nimport '../dist/cli.js';\n", 0o755);
+        put(`packages/${pkg}/dist/cli.js`);
         put(`packages/${pkg}/src/cli.ts`);
         put(`packages/${pkg}/test/a.test.ts`);
       }
@@ -205,22 +229,35 @@ describe("docker/ images", function () {
       put("packages/tproxy/build/Release/original_dst.node");
       put("packages/tproxy/build/Release/obj.target/original_dst.o");
       put("packages/tproxy/native/original_dst.c");
-      await pexec("sh", [join(DOCKER, "assemble.sh"), join(src, "out")], { cwd: src });
-      const out = join(src, "out");
-      const files = (await pexec("find", [".", "-type", "f"], { cwd: out })).stdout.split("\n").filter(Boolean).sort();
-      expect(files).to.deep.equal([
+      const assemble = async (pkg: string) => {
+        const out = join(src, `out-${pkg}`);
+        await pexec("sh", [join(DOCKER, "assemble.sh"), out, pkg], { cwd: src });
+        return { out, files: (await pexec("find", [".", "-type", "f"], { cwd: out })).stdout.split("\n").filter(Boolean).sort() };
+      };
+      const tproxy = await assemble("tproxy");
+      expect(tproxy.files).to.deep.equal([
         "./node_modules/pino/index.js",
         "./package.json",
-        "./packages/podwatch/dist/cli.js",
-        "./packages/podwatch/package.json",
-        "./packages/sidecar-init/dist/cli.js",
-        "./packages/sidecar-init/package.json",
+        "./packages/tproxy/bin/tproxy.js",
         "./packages/tproxy/build/Release/original_dst.node",
         "./packages/tproxy/dist/cli.js",
         "./packages/tproxy/node_modules/chokidar/index.js",
         "./packages/tproxy/package.json",
       ]);
-      expect(statSync(join(out, "packages/podwatch/dist/cli.js")).mode & 0o111).to.equal(0o111);
+      const podwatch = await assemble("podwatch");
+      expect(podwatch.files).to.deep.equal([
+        "./node_modules/pino/index.js",
+        "./package.json",
+        "./packages/podwatch/bin/podwatch.js",
+        "./packages/podwatch/dist/cli.js",
+        "./packages/podwatch/package.json",
+      ]);
+      expect(statSync(join(podwatch.out, "packages/podwatch/bin/podwatch.js")).mode & 0o111).to.equal(0o111);
+      const unknown = await pexec("sh", [join(DOCKER, "assemble.sh"), join(src, "out-x"), "nope"], { cwd: src }).then(
+        () => "",
+        (e: { stderr: string }) => e.stderr,
+      );
+      expect(unknown).to.equal("assemble.sh: no package packages/nope\n");
     } finally {
       rmSync(src, { recursive: true, force: true });
     }

@@ -7,7 +7,7 @@
 // Ctrl-C, an error, or the end: everything it made is removed. A crashed run's leftovers are removed
 // at the next start.
 import { existsSync, readFileSync } from "node:fs";
-import { hasCommand } from "../support/netns.ts";
+import { aptLine, missingPrerequisites, packagesOf, readPrerequisites } from "../support/prerequisites.ts";
 import { BUCKET_URL, CHART_FILTER, LOCKED_IP, TutorialWorld } from "../support/tutorial-world.ts";
 
 const PREFIX = "tpdemo";
@@ -30,11 +30,11 @@ function preflight(): void {
     process.stderr.write("tproxy demo: needs root (it creates network namespaces and iptables rules): run it with sudo or as root.\n");
     process.exit(1);
   }
-  for (const tool of ["ip", "iptables", "ip6tables", "iptables-save", "curl", "ping"]) {
-    if (!hasCommand(tool)) {
-      process.stderr.write(`tproxy demo: "${tool}" is missing: apt-get install -y iptables iproute2 curl iputils-ping\n`);
-      process.exit(1);
-    }
+  // `npm start` ran test/support/preflight.ts already; this covers `node test/demo/run-demo.ts` run by hand.
+  const missing = missingPrerequisites(readPrerequisites());
+  if (missing.length > 0) {
+    process.stderr.write(`tproxy demo: missing ${missing.map((p) => p.what).join(", ")}: ${aptLine(packagesOf(missing))}\n`);
+    process.exit(1);
   }
   for (const dist of ["packages/tproxy/dist/cli.js", "packages/podwatch/dist/cli.js", "packages/sidecar-init/dist/cli.js"]) {
     if (!existsSync(new URL(`../../${dist}`, import.meta.url))) {

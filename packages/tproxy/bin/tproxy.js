@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// The package's bin. A committed file rather than dist/cli.js itself: npm links bins during `npm ci`,
+// before the root `prepare` script has built dist/, and a link to a missing target is skipped or left
+// without its executable bit. The import runs the command line.
+import "../dist/cli.js";
