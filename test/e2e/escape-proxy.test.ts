@@ -183,8 +183,9 @@ describe("escape attempts through the proxy (locked pod, four kinds of filter)",
         expect(r.status, host).to.equal(421);
         await logged(from, /-> 421 \d+b \S+ denied \(misdirected\)/);
       }
-      // Control: the listener is there (the unlocked pod reaches the metrics port directly).
-      expect((await curl(world.app, [`http://${NODE_APP_SIDE}:9090/metrics`])).status).to.equal(200);
+      // Control: the listener is there, on the node's loopback (a pod cannot reach it directly at all).
+      expect(await world.node.must("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9090/metrics"])).to.equal("200");
+      expect((await curl(world.app, [`http://${NODE_APP_SIDE}:9090/metrics`])).status).to.equal(0);
     });
 
     it("controls: the unlocked pod reaches the node's service and the metadata server directly", async () => {

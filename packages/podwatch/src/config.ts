@@ -1,4 +1,5 @@
 // Command-line flags and environment → one frozen, validated configuration.
+import { isIP } from "node:net";
 import { canonicalIp } from "./desired.ts";
 import { ConfigError } from "./errors.ts";
 
@@ -6,6 +7,8 @@ export const DEFAULT_ANNOTATION = "initializer.kubernetes.io/tproxy";
 export const DEFAULT_PROXY_PORT = 8080;
 export const DEFAULT_RESYNC = "60s";
 export const DEFAULT_METRICS_PORT = 9091;
+/** The node's loopback: the kubelet's probes reach it (host: 127.0.0.1), pods and other hosts do not. */
+export const DEFAULT_METRICS_ADDRESS = "127.0.0.1";
 /** The name the chart's init container snippet gives the lock. */
 export const DEFAULT_INIT_CONTAINER = "tproxy";
 
@@ -32,6 +35,8 @@ export interface PodwatchConfig {
   readonly resyncMs: number;
   /** Port of `/healthz` and `/metrics`; default 9091 (0 picks a free one). */
   readonly metricsPort: number;
+  /** Address `/healthz` and `/metrics` listen on; default 127.0.0.1 (the node's loopback: podwatch runs in its network). */
+  readonly metricsAddress: string;
 }
 
 /** Raw values as commander hands them over (strings from flags or environment). */
@@ -45,6 +50,7 @@ export interface RawOptions {
   proxyPort?: string | number;
   resync?: string;
   metricsPort?: string | number;
+  metricsAddress?: string;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -90,7 +96,13 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
     proxyPort: parsePort("--proxy-port", raw.proxyPort ?? DEFAULT_PROXY_PORT, 1),
     resyncMs: parseDuration("--resync", raw.resync ?? DEFAULT_RESYNC),
     metricsPort: parsePort("--metrics-port", raw.metricsPort ?? DEFAULT_METRICS_PORT, 0),
+    metricsAddress: parseAddress("--metrics-address", raw.metricsAddress ?? DEFAULT_METRICS_ADDRESS),
   });
+}
+
+function parseAddress(flag: string, value: string): string {
+  if (isIP(value.trim()) === 0) throw new ConfigError(`${flag} ${JSON.stringify(value)} is not an IP address (e.g. 127.0.0.1, or 0.0.0.0 for every address)`);
+  return value.trim();
 }
 
 function validAnnotationKey(key: string): boolean {

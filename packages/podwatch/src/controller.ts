@@ -83,7 +83,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
 
   let server: StatusServer | undefined;
   if (!deps.noStatusServer) {
-    server = await startStatusServer({ port: config.metricsPort, registry: metrics.registry, health });
+    server = await startStatusServer({ port: config.metricsPort, host: config.metricsAddress, registry: metrics.registry, health });
     log.info({ port: server.port }, "serving /healthz and /metrics");
   }
   log.info(

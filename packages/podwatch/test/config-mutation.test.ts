@@ -34,6 +34,8 @@ describe("podwatch config edges", () => {
     refuses({ proxyPort: "65536" }, '--proxy-port "65536" is not a port (expected an integer 1-65535)');
     refuses({ metricsPort: "65536" }, '--metrics-port "65536" is not a port (expected an integer 0-65535)');
     refuses({ metricsPort: "x" }, "--metrics-port");
+    refuses({ metricsAddress: "localhost" }, '--metrics-address "localhost" is not an IP address (e.g. 127.0.0.1, or 0.0.0.0 for every address)');
+    expect(parse({ metricsAddress: "0.0.0.0" }).metricsAddress).to.equal("0.0.0.0");
   });
 
   it("parses durations with fractions and blanks, from 100ms up, and refuses trailing garbage", () => {

@@ -15,6 +15,7 @@ describe("podwatch config", () => {
       proxyPort: 8080,
       resyncMs: 60_000,
       metricsPort: 9091,
+      metricsAddress: "127.0.0.1",
     });
     expect(Object.isFrozen(c)).to.equal(true);
   });

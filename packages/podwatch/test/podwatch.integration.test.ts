@@ -306,7 +306,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     const help = await must(process.execPath, [CLI, "--help"]);
     const listed = [...help.matchAll(/env:\s+([A-Z][A-Z_]+)\)/g)].map((m) => m[1]).sort();
     expect(listed).to.deep.equal([
-      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_INIT_CONTAINER", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
+      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_INIT_CONTAINER", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
     ]);
 
     const other = await otherNode();
@@ -323,10 +323,13 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
         TPROXY_PROXY_PORT: "3129",
         TPROXY_RESYNC: "500ms",
         TPROXY_METRICS_PORT: "19391",
+        TPROXY_METRICS_ADDRESS: "0.0.0.0",
       },
     });
     try {
       expect(fromEnv.statusPort).to.equal(19391);
+      // Every address, as the variable says (the default is the node's loopback only).
+      expect(await other.node.must("ss", ["-Hltn", "sport", "=", ":19391"])).to.include("0.0.0.0:19391");
       expect((await health(fromEnv)).status).to.match(/^(200|503)$/);
       const custom = { "example.com/locked": "true" };
       api.createPod({ name: "yes", namespace: "env-a", nodeName: "node-env", annotations: custom, podIP: "10.246.0.1" });

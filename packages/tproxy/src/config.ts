@@ -17,6 +17,8 @@ export interface RunConfig {
   readonly metricsPort: number;
   /** Address the listeners bind to. Default "::" (all IPv4 and IPv6 addresses). */
   readonly listenAddress: string;
+  /** Address of the admin endpoints (/metrics, /healthz, /readyz). Default 127.0.0.1: the node's loopback. */
+  readonly metricsAddress: string;
   /** Extra CA bundle trusted for upstream servers, besides the system roots. */
   readonly upstreamCa: string | undefined;
   /** Skip upstream certificate verification (off; for debugging only). */
@@ -60,6 +62,7 @@ export interface RawRunOptions {
   standardPort?: string;
   metricsPort?: string;
   listenAddress?: string;
+  metricsAddress?: string;
   upstreamCa?: string;
   insecureUpstream?: boolean;
   onFilterError?: string;
@@ -147,6 +150,8 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
   if (logFormat !== "text" && logFormat !== "json") throw new ConfigError(`--log-format "${logFormat}" must be text or json`);
   const listenAddress = raw.listenAddress ?? "::";
   if (isIP(listenAddress) === 0) throw new ConfigError(`--listen-address "${listenAddress}" is not an IP address`);
+  const metricsAddress = raw.metricsAddress ?? "127.0.0.1";
+  if (isIP(metricsAddress) === 0) throw new ConfigError(`--metrics-address "${metricsAddress}" is not an IP address`);
   const probeAddress = raw.probeAddress ?? "192.0.2.1";
   if (isIP(probeAddress) === 0) throw new ConfigError(`--probe-address "${probeAddress}" is not an IP address`);
   const workerCount = workers(raw.workers, autoWorkers);
@@ -158,6 +163,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     standardPort: port("--standard-port", raw.standardPort, undefined),
     metricsPort: port("--metrics-port", raw.metricsPort, 9090),
     listenAddress,
+    metricsAddress,
     upstreamCa: raw.upstreamCa === "" ? undefined : raw.upstreamCa,
     insecureUpstream: raw.insecureUpstream ?? false,
     onFilterError,

@@ -111,7 +111,7 @@ export class Supervisor {
       metrics: async () => ({ contentType: CONTENT_TYPE, body: await this.#scrape() }),
       readiness: () => this.#readiness(),
     });
-    const metricsPort = await listen(admin, config.metricsPort, config.listenAddress);
+    const metricsPort = await listen(admin, config.metricsPort, config.metricsAddress);
     this.#admin = admin;
     // Threads only once the admin port is ours: a start that fails, fails before any thread runs. The
     // first binds the ports; the others (and every replacement) bind the same ones, also when the

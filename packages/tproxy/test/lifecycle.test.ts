@@ -183,6 +183,24 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
     });
   });
 
+  it("serves /metrics, /healthz and /readyz on the node's loopback only; --metrics-address 0.0.0.0 opens them (control)", async () => {
+    const dir = configMap({ "filter.ts": GOOD });
+    const admin = async () => (await world.pod.run("curl", ["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", `http://${NODE_POD_SIDE}:9090/metrics`])).stdout;
+    const closedProxy = await start(dir);
+    try {
+      expect((await readyz(world)).status, "the kubelet's probe (host 127.0.0.1) is answered").to.equal(200);
+      expect(await admin(), "a pod cannot read the metrics").to.equal("000");
+    } finally {
+      await closedProxy.stop();
+    }
+    const open = await start(dir, ["--metrics-address", "0.0.0.0"]);
+    try {
+      expect(await admin()).to.equal("200");
+    } finally {
+      await open.stop();
+    }
+  });
+
   it("answers /readyz 503 while draining on SIGTERM, and the request in flight still completes", async () => {
     const proxy = await start(configMap({ "filter.ts": GOOD }));
     expect((await readyz(world)).status).to.equal(200);
