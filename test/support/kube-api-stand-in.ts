@@ -245,7 +245,7 @@ export class KubeApiStandIn {
   readonly token = `stand-in-${randomUUID()}`;
   /** Requests served, by kind; tests use them to see lists and watch (re)connections. */
   readonly stats = { lists: 0, watches: 0, gets: 0, rejected: 0 };
-  /** Every request's method and path (with query), in order: tests see what a client asked for. */
+  /** Method and path (with query) of every request let in (refused ones are counted in stats.rejected), in order. */
   readonly requests: string[] = [];
 
   readonly #opts: StandInOptions;
