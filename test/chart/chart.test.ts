@@ -57,9 +57,9 @@ function envOf(c: Container): Record<string, EnvVar> {
   return Object.fromEntries((c.env ?? []).map((e) => [e.name, e]));
 }
 
-/** NOTES.txt as `helm install --dry-run=client` prints it (no cluster needed). */
+/** NOTES.txt as `helm install --dry-run=client` prints it (no cluster: the CA is supplied, the test CA unless the values give one). */
 async function notes(opts: RenderOptions = {}): Promise<string> {
-  const out = await mustHelm(["install", ...renderArgs(opts), "--dry-run=client"]);
+  const out = await mustHelm(["install", ...renderArgs(withCa({ ...opts, kubeconfig: undefined })), "--dry-run=client"]);
   const i = out.indexOf("\nNOTES:\n");
   if (i < 0) throw new Error("helm install --dry-run printed no NOTES");
   return out.slice(i + "\nNOTES:\n".length);
@@ -77,13 +77,27 @@ function snippetOf(text: string): PodTemplate {
 
 let tmp: string;
 let testCa: { cert: string; key: string };
+/** The cluster the chart is rendered against where it makes its own CA (a fresh install: no CA Secret yet). */
+let cluster: KubeApiStandIn;
+
+/** Renders against the cluster stand-in (`helm template --dry-run=server`), so the chart may generate its CA. */
+function onCluster(opts: RenderOptions = {}): RenderOptions {
+  return { ...opts, kubeconfig: cluster.kubeconfigPath };
+}
+
+/** The options with a CA Secret named (ca.existingSecret, ca.cert: the test CA) unless they name a CA already (for renders without a cluster). */
+function withCa(opts: RenderOptions): RenderOptions {
+  const set = opts.set ?? {};
+  if ("ca.cert" in set || "ca.existingSecret" in set) return opts;
+  return { ...opts, set: { ...set, "ca.existingSecret": "tproxy-ca", "ca.cert": testCa.cert } };
+}
 
 // The variants the chart is rendered with in every check below.
 const VARIANTS: Record<string, () => RenderOptions> = {
-  default: () => ({}),
-  "standard mode": () => ({ set: { "proxy.standardMode.enabled": true } }),
+  default: () => onCluster(),
+  "standard mode": () => onCluster({ set: { "proxy.standardMode.enabled": true } }),
   "existing CA secret": () => ({ set: { "ca.existingSecret": "corp-proxy-ca", "ca.cert": testCa.cert } }),
-  "blocked CIDR + DNS": () => ({ set: { "lock.blockCidrs": ["10.96.0.0/12", "fd00:10:96::/112"], "lock.allowDns": ["10.96.0.10"] } }),
+  "blocked CIDR + DNS": () => onCluster({ set: { "lock.blockCidrs": ["10.96.0.0/12", "fd00:10:96::/112"], "lock.allowDns": ["10.96.0.10"] } }),
   "namespaces, legacy iptables, upstream CA, supplied CA": () => ({
     set: {
       "podwatch.namespaces": ["team-a", "team-b"],
@@ -108,12 +122,17 @@ describe("helm chart charts/tproxy", function () {
       "-keyout", join(tmp, "ca.key"), "-out", join(tmp, "ca.crt"),
     ]);
     testCa = { cert: readFileSync(join(tmp, "ca.crt"), "utf8"), key: readFileSync(join(tmp, "ca.key"), "utf8") };
+    cluster = await KubeApiStandIn.start({ anonymous: true });
   });
-  after(() => rmSync(tmp, { recursive: true, force: true }));
+  after(async () => {
+    await cluster?.close();
+    rmSync(tmp, { recursive: true, force: true });
+  });
 
   it("passes helm lint --strict with the default values and every variant", async () => {
     for (const [name, variant] of Object.entries(VARIANTS)) {
-      const opts = variant();
+      // helm lint renders without a cluster; Helm's lint reports the chart's `fail` (no CA) as INFO only.
+      const opts = { ...variant(), kubeconfig: undefined };
       const [, chart, ...flags] = renderArgs(opts);
       const r = await helm(["lint", "--strict", chart!, ...flags]);
       expect(r.code, `${name}: ${r.stdout}${r.stderr}`).to.equal(0);
@@ -334,7 +353,7 @@ describe("helm chart charts/tproxy", function () {
     });
 
     it("names the images the examples use, from values.yaml", async () => {
-      const objs = await template();
+      const objs = await template(onCluster());
       const testPod = objs.find((o) => o.kind === "Pod")!;
       const appImage = (testPod["spec"] as PodSpec).containers[0]!.image;
       for (const file of ["debian-app.yaml", "debian-app-locked-manual.yaml"]) {
@@ -344,16 +363,146 @@ describe("helm chart charts/tproxy", function () {
         await validateObject(ex as unknown as K8sObject);
       }
       expect(appImage).to.equal("tproxy/example-app:0.1.0");
-      const custom = await template({ set: { "images.registry": "registry.example.com/platform", "images.tag": "1.2.3", "images.tproxy.digest": `sha256:${"a".repeat(64)}` } });
+      const custom = await template(onCluster({ set: { "images.registry": "registry.example.com/platform", "images.tag": "1.2.3", "images.tproxy.digest": `sha256:${"a".repeat(64)}` } }));
       const { podwatch, proxy } = daemonSetPod(custom);
       expect(podwatch.image).to.equal("registry.example.com/platform/tproxy/podwatch:1.2.3");
       expect(proxy.image).to.equal(`registry.example.com/platform/tproxy/tproxy@sha256:${"a".repeat(64)}`);
     });
   });
 
+  describe("the CA: made once, kept, never silently replaced", () => {
+    const NS = "tproxy-system";
+    const text = (o: K8sObject, key: string) => Buffer.from((o["data"] as Record<string, string>)[key]!, "base64").toString();
+    const bundleOf = (objs: K8sObject[]) => (one(objs, "ConfigMap", "-root-certs")["data"] as Record<string, string>)["ca-certificates.crt"]!;
+    const mountedSecret = (objs: K8sObject[]) => daemonSetPod(objs).tpl.spec.volumes!.find((v) => v.secret !== undefined)!.secret!.secretName;
+    /** A cluster stand-in of its own, closed after `use`. */
+    const withCluster = async <T>(use: (api: KubeApiStandIn) => Promise<T>): Promise<T> => {
+      const api = await KubeApiStandIn.start({ anonymous: true });
+      try {
+        return await use(api);
+      } finally {
+        await api.close();
+      }
+    };
+
+    it("refuses to generate a CA where it cannot read the cluster (helm template, --dry-run=client), and says how to supply one", async () => {
+      const how = [
+        "no CA supplied, and this render cannot read the cluster (helm template, --dry-run=client, Argo CD or another GitOps tool)",
+        "Make the CA once: `tproxy ca create --cert ca.crt --key ca.key`, then `kubectl create secret tls tproxy-ca --cert=ca.crt --key=ca.key --namespace tproxy-system` and set ca.existingSecret=tproxy-ca",
+        "or set ca.cert and ca.key",
+      ];
+      const runs = {
+        "helm template": await helm(["template", ...renderArgs()]),
+        "helm template --is-upgrade": await helm(["template", ...renderArgs(), "--is-upgrade"]),
+        "helm install --dry-run=client": await helm(["install", ...renderArgs(), "--dry-run=client"]),
+      };
+      for (const [what, r] of Object.entries(runs)) {
+        expect(r.code, what).to.not.equal(0);
+        for (const part of how) expect(`${r.stderr}${r.stdout}`, what).to.include(part);
+      }
+    });
+
+    it("renders without a cluster when the CA is supplied: ca.cert + ca.key in its Secret, ca.existingSecret mounted, the ConfigMap publishing that certificate", async () => {
+      const pair = await template({ set: { "ca.cert": testCa.cert, "ca.key": testCa.key } });
+      const secret = one(pair, "Secret", "-ca");
+      expect(text(secret, "tls.crt")).to.equal(testCa.cert);
+      expect(text(secret, "tls.key")).to.equal(testCa.key);
+      expect(bundleOf(pair).trim()).to.equal(testCa.cert.trim());
+      expect(mountedSecret(pair)).to.equal(secret.metadata.name);
+
+      const existing = await template({ set: { "ca.existingSecret": "corp-proxy-ca", "ca.cert": testCa.cert } });
+      expect(existing.filter((o) => o.kind === "Secret")).to.deep.equal([]);
+      expect(mountedSecret(existing)).to.equal("corp-proxy-ca");
+      expect(bundleOf(existing).trim()).to.equal(testCa.cert.trim());
+
+      const bare = await helm(["template", ...renderArgs({ set: { "ca.existingSecret": "corp-proxy-ca" } })]);
+      expect(bare.code).to.not.equal(0);
+      expect(bare.stderr).to.include('ca.existingSecret "corp-proxy-ca": Secret not found, since this render cannot read the cluster (helm template, --dry-run=client, GitOps); also set ca.cert');
+    });
+
+    it("generates a CA on a fresh install that can read the cluster, keeps it on uninstall (helm.sh/resource-policy: keep) and publishes it", async () => {
+      await withCluster(async (api) => {
+        const objs = await template({ kubeconfig: api.kubeconfigPath });
+        const secret = one(objs, "Secret", "-ca");
+        expect(secret.metadata.annotations).to.deep.equal({ "helm.sh/resource-policy": "keep" });
+        const cert = text(secret, "tls.crt");
+        expect(bundleOf(objs).trim()).to.equal(cert.trim());
+        writeFileSync(join(tmp, "generated.crt"), cert);
+        const shown = (await pexec("openssl", ["x509", "-in", join(tmp, "generated.crt"), "-noout", "-subject", "-ext", "basicConstraints"])).stdout;
+        expect(shown).to.match(/CN ?= ?tproxy CA/).and.include("CA:TRUE");
+        // The render asked the cluster: whether it can read it at all, and for a CA Secret of a previous install.
+        expect(api.requests).to.include("GET /api/v1/namespaces/kube-system");
+        expect(api.requests).to.include(`GET /api/v1/namespaces/${NS}/secrets/tproxy-ca`);
+      });
+    });
+
+    it("reuses the CA Secret it finds, byte for byte, on install (after uninstall kept it) and on upgrade", async () => {
+      await withCluster(async (api) => {
+        // As a previous install left it (helm.sh/resource-policy: keep): owned by release tproxy, which Helm
+        // checks before it adopts an existing object.
+        api.putSecret(NS, "tproxy-ca", { "tls.crt": testCa.cert, "tls.key": testCa.key }, {
+          type: "kubernetes.io/tls",
+          labels: { "app.kubernetes.io/managed-by": "Helm" },
+          annotations: { "meta.helm.sh/release-name": "tproxy", "meta.helm.sh/release-namespace": NS, "helm.sh/resource-policy": "keep" },
+        });
+        for (const upgrade of [false, true]) {
+          const objs = await template({ kubeconfig: api.kubeconfigPath, upgrade });
+          const secret = one(objs, "Secret", "-ca");
+          expect(text(secret, "tls.crt"), `upgrade=${upgrade}`).to.equal(testCa.cert);
+          expect(text(secret, "tls.key"), `upgrade=${upgrade}`).to.equal(testCa.key);
+          expect(bundleOf(objs).trim()).to.equal(testCa.cert.trim());
+          expect(secret.metadata.annotations?.["helm.sh/resource-policy"]).to.equal("keep");
+        }
+      });
+    });
+
+    it("fails an upgrade whose CA Secret is gone, asking to restore it, instead of generating a CA", async () => {
+      await withCluster(async (api) => {
+        const r = await helm(["template", ...renderArgs({ kubeconfig: api.kubeconfigPath, upgrade: true })]);
+        expect(r.code).to.not.equal(0);
+        expect(r.stderr).to.include(
+          'the CA Secret "tproxy-ca" is gone from namespace "tproxy-system", but this is an upgrade of release "tproxy": restore it (`kubectl create secret tls tproxy-ca --cert=ca.crt --key=ca.key --namespace tproxy-system` from the CA\'s files), or set ca.existingSecret or ca.cert and ca.key; refusing to make a new CA that locked pods do not trust',
+        );
+        expect(r.stdout).not.to.include("BEGIN CERTIFICATE");
+        // The same upgrade with the CA supplied goes through.
+        const supplied = await template({ kubeconfig: api.kubeconfigPath, upgrade: true, set: { "ca.cert": testCa.cert, "ca.key": testCa.key } });
+        expect(text(one(supplied, "Secret", "-ca"), "tls.crt")).to.equal(testCa.cert);
+      });
+    });
+
+    it("publishes the tls.crt of ca.existingSecret read from the cluster, and fails naming the Secret when the cluster has none", async () => {
+      await withCluster(async (api) => {
+        api.putSecret(NS, "corp-proxy-ca", { "tls.crt": testCa.cert, "tls.key": testCa.key }, { type: "kubernetes.io/tls" });
+        const objs = await template({ kubeconfig: api.kubeconfigPath, set: { "ca.existingSecret": "corp-proxy-ca" } });
+        expect(objs.filter((o) => o.kind === "Secret")).to.deep.equal([]);
+        expect(bundleOf(objs)).to.equal(`${testCa.cert.trim()}\n`);
+        const missing = await helm(["template", ...renderArgs({ kubeconfig: api.kubeconfigPath, set: { "ca.existingSecret": "nope" } })]);
+        expect(missing.code).to.not.equal(0);
+        expect(missing.stderr).to.include('ca.existingSecret "nope": Secret not found in namespace "tproxy-system"; create it first (`tproxy ca create --cert ca.crt --key ca.key`, then `kubectl create secret tls nope --cert=ca.crt --key=ca.key --namespace tproxy-system`)');
+      });
+    });
+
+    it("trusts the old and the new CA during a rotation: rootCerts.extraBundle beside the CA in the root-certs ConfigMap", async () => {
+      await withCluster(async (api) => {
+        const objs = await template({ kubeconfig: api.kubeconfigPath, set: { "rootCerts.extraBundle": testCa.cert } });
+        const generated = text(one(objs, "Secret", "-ca"), "tls.crt");
+        expect(generated).to.not.equal(testCa.cert);
+        expect(bundleOf(objs)).to.equal(`${generated.trim()}\n${testCa.cert.trim()}\n`);
+      });
+    });
+
+    it("explains in the chart README how the CA is made, kept, supplied for GitOps and rotated", () => {
+      const readme = readFileSync(join(CHART_DIR, "README.md"), "utf8");
+      const section = readme.slice(readme.indexOf("## The CA"), readme.indexOf("## Sizing"));
+      for (const part of ["helm.sh/resource-policy: keep", "tproxy ca create", "kubectl create secret tls", "ca.existingSecret", "kube-system", "rootCerts.extraBundle", "### Rotating the CA"]) {
+        expect(section, part).to.include(part);
+      }
+    });
+  });
+
   describe("the filter", () => {
     it("ships files/filter.ts byte for byte in the filter ConfigMap", async () => {
-      const cm = one(await template(), "ConfigMap", "-filter");
+      const cm = one(await template(onCluster()), "ConfigMap", "-filter");
       expect((cm["data"] as Record<string, string>)["filter.ts"]).to.equal(readFileSync(join(CHART_DIR, "files/filter.ts"), "utf8"));
     });
 
@@ -429,7 +578,7 @@ describe("helm chart charts/tproxy", function () {
     const sizing = () => parseYaml(readFileSync(join(CHART_DIR, "files/sizing.yaml"), "utf8")) as Sizing;
     /** What the proxy plans for a limit with unbounded CPUs: the most workers the limit holds at these costs. */
     const holds = (bytes: number, costs: Sizing = sizing()) => planWorkers({ cpus: 1_000_000, memoryBytes: bytes, ...costs }).workers;
-    const render = (set: Record<string, unknown>, chartDir?: string) => helm(["template", ...renderArgs({ set, ...(chartDir ? { chartDir } : {}) })]);
+    const render = (set: Record<string, unknown>, chartDir?: string) => helm(["template", ...renderArgs(onCluster({ set, ...(chartDir ? { chartDir } : {}) }))]);
     const defaultLimit = () => (parseYaml(readFileSync(join(CHART_DIR, "values.yaml"), "utf8")) as { proxy: { resources: { limits: { memory: string } } } }).proxy.resources.limits.memory;
 
     it("holds the costs the proxy has built in (packages/tproxy/src/resources.ts)", () => {
@@ -574,7 +723,7 @@ describe("helm chart charts/tproxy", function () {
 
   describe("the rendered command lines against the real binaries", () => {
     it("passes only flags that tproxy run and tproxy-podwatch document", async () => {
-      const { podwatch, proxy } = daemonSetPod(await template({ set: { "proxy.standardMode.enabled": true, "proxy.upstreamCa": testCa.cert } }));
+      const { podwatch, proxy } = daemonSetPod(await template(onCluster({ set: { "proxy.standardMode.enabled": true, "proxy.upstreamCa": testCa.cert } })));
       const node = process.execPath;
       const tproxyHelp = (await pexec(node, [join(REPO_ROOT, "packages/tproxy/dist/cli.js"), "run", "--help"])).stdout;
       const podwatchHelp = (await pexec(node, [join(REPO_ROOT, "packages/podwatch/dist/cli.js"), "--help"])).stdout;
@@ -640,7 +789,7 @@ describe("helm chart charts/tproxy", function () {
 
     it("starts the real podwatch with the rendered arguments and env against the API stand-in, and it becomes healthy", async function () {
       this.timeout(60_000);
-      const { podwatch } = daemonSetPod(await template());
+      const { podwatch } = daemonSetPod(await template(onCluster()));
       const ns = await Netns.create(uniqueName("tch"));
       const api = await KubeApiStandIn.start();
       try {
@@ -669,7 +818,7 @@ describe("helm chart charts/tproxy", function () {
 
     it("starts the real proxy with the rendered arguments, generated CA and filter, and it becomes ready", async function () {
       this.timeout(60_000);
-      const objs = await template();
+      const objs = await template(onCluster());
       const { proxy } = daemonSetPod(objs);
       const root = join(tmp, "etc-tproxy");
       const secret = one(objs, "Secret", "-ca")["data"] as Record<string, string>;

@@ -13,6 +13,7 @@ import { join, matchesGlob } from "node:path";
 import { promisify } from "node:util";
 import { parse as parseYaml } from "yaml";
 import { REPO_ROOT, one, template } from "../support/helm.ts";
+import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
 import { Netns, removeStale, uniqueName } from "../support/netns.ts";
 
 const pexec = promisify(execFile);
@@ -94,7 +95,9 @@ describe("docker/ images", function () {
       expect(readFileSync(join(DOCKER, `${file}.Dockerfile`), "utf8")).to.include(`-t tproxy/${file}:0.1.0 .`);
     }
 
-    const objs = await template();
+    // Rendered as against a cluster (the stand-in) where the chart may generate its CA.
+    const api = await KubeApiStandIn.start({ anonymous: true });
+    const objs = await template({ kubeconfig: api.kubeconfigPath }).finally(() => api.close());
     const ds = one(objs, "DaemonSet")["spec"] as { template: { spec: { containers: { name: string; command: string[]; securityContext: { runAsUser: number } }[] } } };
     const cmd = (name: string) => ds.template.spec.containers.find((c) => c.name === name)!;
     const testPod = one(objs, "Pod")["spec"] as { initContainers: { command: string[] }[] };

@@ -3,6 +3,7 @@
 import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import { one, template } from "../support/helm.ts";
+import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
 import { waitFor, type RunResult } from "../support/netns.ts";
 import { BUCKET_URL, CHART_FILTER, DNS_IP, GOOGLE_IP, LOCKED_IP, METADATA_IP, SERVICE_CIDR, SERVICE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
 
@@ -64,7 +65,9 @@ describe("the tutorial, end to end (namespaces; Kubernetes API stand-in)", funct
 
     before(async () => {
       // Rendered by Helm with the values this world matches (the tutorial's URLs, host and status are the defaults).
-      const objs = await template({ set: { "lock.blockCidrs": [SERVICE_CIDR], "lock.allowDns": [DNS_IP] } });
+      // As against a cluster (the stand-in), where the chart may generate its CA.
+      const api = await KubeApiStandIn.start({ anonymous: true });
+      const objs = await template({ set: { "lock.blockCidrs": [SERVICE_CIDR], "lock.allowDns": [DNS_IP] }, kubeconfig: api.kubeconfigPath }).finally(() => api.close());
       const spec = one(objs, "Pod", "-test-isolation")["spec"] as { containers: Array<{ command: string[]; args: string[] }> };
       expect(spec.containers[0]!.command).to.deep.equal(["/bin/bash", "-c"]);
       expect(spec.containers[0]!.args).to.have.length(1);

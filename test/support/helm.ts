@@ -161,6 +161,14 @@ export interface RenderOptions {
   namespace?: string;
   chartDir?: string;
   extraArgs?: string[];
+  /**
+   * Render as against a cluster (`--dry-run=server`, so the chart's `lookup` asks it): the kubeconfig of a
+   * KubeApiStandIn started with `anonymous: true` (client-go sends no token over plain HTTP). OpenAPI
+   * validation is off: the stand-in serves no OpenAPI document (validateObject checks the objects).
+   */
+  kubeconfig?: string;
+  /** With `kubeconfig`: render as an upgrade of an installed release (`.Release.IsUpgrade`). */
+  upgrade?: boolean;
 }
 
 export function renderArgs(opts: RenderOptions = {}): string[] {
@@ -169,6 +177,8 @@ export function renderArgs(opts: RenderOptions = {}): string[] {
   for (const [k, v] of Object.entries(opts.setFile ?? {})) args.push("--set-file", `${k}=${v}`);
   for (const f of opts.valuesFiles ?? []) args.push("--values", f);
   args.push(...(opts.extraArgs ?? []));
+  if (opts.kubeconfig !== undefined) args.push("--dry-run=server", "--disable-openapi-validation", "--kubeconfig", opts.kubeconfig);
+  if (opts.upgrade) args.push("--is-upgrade");
   return args;
 }
 

@@ -13,6 +13,12 @@
 // apiserver's watch cache does: watches from an older resourceVersion get 410 Gone).
 // Tests drive it: createPod / updatePod / setPodIP / deletePod, compact / force410, stop / restart.
 //
+// For Helm's `lookup` (what `helm template --dry-run=server` and `helm install` do against a cluster) it
+// also serves, read-only: API discovery (`/api`, `/apis`, and the resource lists of the groups the chart
+// renders), and GET by name of Namespaces and Secrets (404 NotFound when absent). It starts with the
+// namespaces every cluster has (default, kube-system, kube-public); tests add Secrets with putSecret.
+// Nothing else about Secrets or Namespaces (list, watch, create through the API) is served.
+//
 //   const api = await KubeApiStandIn.start();
 //   api.kubeconfigPath                     // KUBECONFIG for a client on this network namespace
 //   const inNode = await api.exposeIn(ns); // same API reachable from inside a network namespace
@@ -93,6 +99,11 @@ export interface StandInOptions {
   bookmarkIntervalMs?: number;
   /** Events kept for watches resuming from an older resourceVersion; older ones are compacted. Default 100 000. */
   historyLimit?: number;
+  /**
+   * Serve requests that carry no token too (kube-apiserver's anonymous access, wide open). client-go
+   * (Helm) does not send a bearer token to a plain-HTTP server, so Helm can only reach the stand-in so.
+   */
+  anonymous?: boolean;
 }
 
 /** Where a client inside a network namespace reaches the stand-in. */
@@ -148,6 +159,44 @@ const SUPPORTED_FIELDS: Record<string, (p: Pod) => string> = {
 
 const ALL: Selector = { matches: () => true };
 
+/** A resource of a discovery document: name, kind, whether namespaced, and the usual verbs. */
+function resource(name: string, kind: string, namespaced = true): object {
+  return { name, singularName: kind.toLowerCase(), namespaced, kind, verbs: ["create", "delete", "get", "list", "patch", "update", "watch"] };
+}
+
+/** API discovery for the kinds the chart renders and looks up (what Helm's REST mapper asks for). */
+const DISCOVERY: Record<string, object> = {
+  "/api": { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress: "127.0.0.1" }] },
+  "/apis": {
+    kind: "APIGroupList",
+    apiVersion: "v1",
+    groups: ["apps", "rbac.authorization.k8s.io"].map((name) => ({
+      name,
+      versions: [{ groupVersion: `${name}/v1`, version: "v1" }],
+      preferredVersion: { groupVersion: `${name}/v1`, version: "v1" },
+    })),
+  },
+  "/api/v1": {
+    kind: "APIResourceList",
+    apiVersion: "v1",
+    groupVersion: "v1",
+    resources: [
+      resource("configmaps", "ConfigMap"),
+      resource("namespaces", "Namespace", false),
+      resource("pods", "Pod"),
+      resource("secrets", "Secret"),
+      resource("serviceaccounts", "ServiceAccount"),
+    ],
+  },
+  "/apis/apps/v1": { kind: "APIResourceList", apiVersion: "v1", groupVersion: "apps/v1", resources: [resource("daemonsets", "DaemonSet")] },
+  "/apis/rbac.authorization.k8s.io/v1": {
+    kind: "APIResourceList",
+    apiVersion: "v1",
+    groupVersion: "rbac.authorization.k8s.io/v1",
+    resources: [resource("clusterrolebindings", "ClusterRoleBinding", false), resource("clusterroles", "ClusterRole", false), resource("rolebindings", "RoleBinding"), resource("roles", "Role")],
+  },
+};
+
 function parseFieldSelector(text: string | null): Selector {
   if (!text) return ALL;
   const terms = text.split(",").filter((t) => t !== "").map((term) => {
@@ -196,10 +245,15 @@ export class KubeApiStandIn {
   readonly token = `stand-in-${randomUUID()}`;
   /** Requests served, by kind; tests use them to see lists and watch (re)connections. */
   readonly stats = { lists: 0, watches: 0, gets: 0, rejected: 0 };
+  /** Method and path (with query) of every request let in (refused ones are counted in stats.rejected), in order. */
+  readonly requests: string[] = [];
 
   readonly #opts: StandInOptions;
   readonly #dir: string;
   readonly #pods = new Map<string, Pod>();
+  /** Secrets by `namespace/name`, Namespaces by name: served to GET by name only (Helm's lookup). */
+  readonly #secrets = new Map<string, object>();
+  readonly #namespaces = new Map<string, object>();
   readonly #watches = new Set<OpenWatch>();
   readonly #bridges = new Set<ChildProcess>();
   /** Graceful deletions under way: the timer that ends each one. */
@@ -215,6 +269,7 @@ export class KubeApiStandIn {
   private constructor(opts: StandInOptions) {
     this.#opts = opts;
     this.#dir = mkdtempSync(join(tmpdir(), "kube-stand-in-"));
+    for (const ns of ["default", "kube-system", "kube-public"]) this.createNamespace(ns);
   }
 
   /** Starts the stand-in on 127.0.0.1 (and on a unix socket, for `exposeIn`). */
@@ -392,6 +447,48 @@ export class KubeApiStandIn {
 
   listPods(): Pod[] {
     return [...this.#pods.values()].map(clone);
+  }
+
+  // ---- namespaces and secrets, for Helm's lookup ----
+
+  /** Creates a Namespace (the stand-in starts with default, kube-system and kube-public). */
+  createNamespace(name: string): void {
+    this.#rv += 1;
+    this.#namespaces.set(name, {
+      kind: "Namespace",
+      apiVersion: "v1",
+      metadata: { name, uid: randomUUID(), resourceVersion: String(this.#rv), creationTimestamp: rfc3339() },
+      spec: { finalizers: ["kubernetes"] },
+      status: { phase: "Active" },
+    });
+  }
+
+  deleteNamespace(name: string): void {
+    this.#namespaces.delete(name);
+  }
+
+  /** Stores a Secret; `data` values are given as text and served base64-encoded, as the API does. */
+  putSecret(namespace: string, name: string, data: Record<string, string | Buffer>, opts: { type?: string; annotations?: Record<string, string>; labels?: Record<string, string> } = {}): void {
+    this.#rv += 1;
+    this.#secrets.set(`${namespace}/${name}`, {
+      kind: "Secret",
+      apiVersion: "v1",
+      type: opts.type ?? "Opaque",
+      metadata: {
+        name,
+        namespace,
+        uid: randomUUID(),
+        resourceVersion: String(this.#rv),
+        creationTimestamp: rfc3339(),
+        ...(opts.annotations ? { annotations: { ...opts.annotations } } : {}),
+        ...(opts.labels ? { labels: { ...opts.labels } } : {}),
+      },
+      data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString("base64")])),
+    });
+  }
+
+  deleteSecret(namespace: string, name: string): void {
+    this.#secrets.delete(`${namespace}/${name}`);
   }
 
   // ---- faults ----
@@ -573,17 +670,40 @@ export class KubeApiStandIn {
       res.end(JSON.stringify(statusBody(status, reason, message)));
     };
     try {
-      if (req.headers.authorization !== `Bearer ${this.token}`) {
+      const anonymous = this.#opts.anonymous === true && req.headers.authorization === undefined;
+      if (!anonymous && req.headers.authorization !== `Bearer ${this.token}`) {
         this.stats.rejected += 1;
         return fail(401, "Unauthorized", "Unauthorized");
       }
       const url = new URL(req.url ?? "/", "http://stand-in");
+      this.requests.push(`${req.method} ${url.pathname}${url.search}`);
       if (req.method !== "GET") return fail(405, "MethodNotAllowed", `the stand-in serves GET only, not ${req.method}`);
       if (url.pathname === "/version") {
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ major: "1", minor: "33", gitVersion: "v1.33.0-stand-in" }));
         return;
       }
+      const discovery = DISCOVERY[url.pathname];
+      if (discovery !== undefined) {
+        // The legacy (unaggregated) discovery documents; clients that ask for aggregated discovery
+        // (apidiscovery.k8s.io/v2) accept these too, as they do from an older apiserver.
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(discovery));
+        return;
+      }
       let m: RegExpExecArray | null;
+      if ((m = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(url.pathname))) {
+        const name = decodeURIComponent(m[1] ?? "");
+        const ns = this.#namespaces.get(name);
+        if (!ns) return fail(404, "NotFound", `namespaces "${name}" not found`);
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(ns));
+        return;
+      }
+      if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/secrets\/([^/]+)$/.exec(url.pathname))) {
+        const name = decodeURIComponent(m[2] ?? "");
+        const secret = this.#secrets.get(`${decodeURIComponent(m[1] ?? "")}/${name}`);
+        if (!secret) return fail(404, "NotFound", `secrets "${name}" not found`);
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(secret));
+        return;
+      }
       let namespace: string | undefined;
       if (url.pathname === "/api/v1/pods") namespace = undefined;
       else if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname))) namespace = decodeURIComponent(m[1] ?? "");
@@ -593,7 +713,7 @@ export class KubeApiStandIn {
         if (!pod) return fail(404, "NotFound", `pods "${decodeURIComponent(m[2] ?? "")}" not found`);
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ kind: "Pod", apiVersion: "v1", ...pod }));
         return;
-      } else return fail(404, "NotFound", `the server could not find the requested resource (stand-in serves pods only): ${url.pathname}`);
+      } else return fail(404, "NotFound", `the server could not find the requested resource (stand-in serves pods, and namespaces and secrets by name): ${url.pathname}`);
 
       const fields = parseFieldSelector(url.searchParams.get("fieldSelector"));
       const labels = parseLabelSelector(url.searchParams.get("labelSelector"));

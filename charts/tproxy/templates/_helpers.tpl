@@ -67,8 +67,9 @@ app.kubernetes.io/part-of: tproxy
 {{- end }}
 
 {{/*
-The CA pair as a dict {cert, key}: supplied values, else the Secret a previous release made (lookup),
-else a new CA. Memoised in .Values so every template that calls it sees the same pair in one render.
+The CA pair as a dict {cert, key}: supplied values, else the Secret this release made before (lookup),
+else a new CA, but only on an install that can see the cluster (tproxy.checkMayGenerateCa). Memoised in
+.Values so every template that calls it sees the same pair in one render.
 */}}
 {{- define "tproxy.caPair" -}}
 {{- if not (hasKey $.Values "__caPair") }}
@@ -80,6 +81,7 @@ else a new CA. Memoised in .Values so every template that calls it sees the same
 {{- if and $existing $existing.data (index $existing.data "tls.crt") (index $existing.data "tls.key") }}
 {{- $pair = dict "cert" (index $existing.data "tls.crt" | b64dec) "key" (index $existing.data "tls.key" | b64dec) }}
 {{- else }}
+{{- include "tproxy.checkMayGenerateCa" . }}
 {{- $ca := genCA .Values.ca.commonName (int .Values.ca.validityDays) }}
 {{- $pair = dict "cert" $ca.Cert "key" $ca.Key }}
 {{- end }}
@@ -87,6 +89,32 @@ else a new CA. Memoised in .Values so every template that calls it sees the same
 {{- $_ := set $.Values "__caPair" $pair }}
 {{- end }}
 {{- toJson (get $.Values "__caPair") }}
+{{- end }}
+
+{{/*
+Whether the cluster can be read: `lookup` returns an empty dict, never an error, when Helm renders
+without a cluster (helm template, --dry-run=client, helm lint, Argo CD and other GitOps tools), and
+kube-system exists in every cluster. So an empty lookup of it means: no cluster access. Prints "true" or "".
+*/}}
+{{- define "tproxy.clusterReadable" -}}
+{{- if lookup "v1" "Namespace" "" "kube-system" }}true{{ end }}
+{{- end }}
+
+{{/*
+Fails the render unless a new CA may be generated here. A CA must be made once and kept: locked pods
+trust the CA they mounted while each proxy signs with the CA it loaded, so a CA replaced behind their
+back is an HTTPS outage for every locked pod. Without cluster access every render would make another
+one; on an upgrade the Secret the install made is gone (deleted by hand?). Prints nothing.
+*/}}
+{{- define "tproxy.checkMayGenerateCa" -}}
+{{- $secret := include "tproxy.caSecretName" . }}
+{{- $ns := .Release.Namespace }}
+{{- if not (include "tproxy.clusterReadable" .) }}
+{{- fail (printf "no CA supplied, and this render cannot read the cluster (helm template, --dry-run=client, Argo CD or another GitOps tool), so it would make a new CA on every render that locked pods do not trust; refusing. Make the CA once: `tproxy ca create --cert ca.crt --key ca.key`, then `kubectl create secret tls %s --cert=ca.crt --key=ca.key --namespace %s` and set ca.existingSecret=%s (with ca.cert set to ca.crt's text, for renders that cannot read the Secret), or set ca.cert and ca.key" $secret $ns $secret) }}
+{{- end }}
+{{- if .Release.IsUpgrade }}
+{{- fail (printf "the CA Secret %q is gone from namespace %q, but this is an upgrade of release %q: restore it (`kubectl create secret tls %s --cert=ca.crt --key=ca.key --namespace %s` from the CA's files), or set ca.existingSecret or ca.cert and ca.key; refusing to make a new CA that locked pods do not trust" $secret $ns .Release.Name $secret $ns) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -100,8 +128,10 @@ ca.cert; rendering without either is an error, never an empty trust store.
 {{- index $existing.data "tls.crt" | b64dec }}
 {{- else if .Values.ca.cert }}
 {{- .Values.ca.cert }}
+{{- else if include "tproxy.clusterReadable" . }}
+{{- fail (printf "ca.existingSecret %q: Secret not found in namespace %q; create it first (`tproxy ca create --cert ca.crt --key ca.key`, then `kubectl create secret tls %s --cert=ca.crt --key=ca.key --namespace %s`)" .Values.ca.existingSecret .Release.Namespace .Values.ca.existingSecret .Release.Namespace) }}
 {{- else }}
-{{- fail (printf "ca.existingSecret %q: Secret not found in namespace %q (or rendered without a cluster); create it first, or also set ca.cert to its tls.crt" .Values.ca.existingSecret .Release.Namespace) }}
+{{- fail (printf "ca.existingSecret %q: Secret not found, since this render cannot read the cluster (helm template, --dry-run=client, GitOps); also set ca.cert to the Secret's tls.crt (the CA certificate made by `tproxy ca create`) so the root-certs ConfigMap can publish it" .Values.ca.existingSecret) }}
 {{- end }}
 {{- else }}
 {{- (include "tproxy.caPair" . | fromJson).cert }}

@@ -184,6 +184,31 @@ describe("Kubernetes API stand-in (through @kubernetes/client-node)", () => {
     expect(((await bad.json()) as { message: string }).message).to.include('"spec.foo" is not a known field selector');
   });
 
+  it("serves Namespaces and Secrets by name for Helm's lookup (404 when absent), and no token only when started anonymous", async () => {
+    const core = kc.makeApiClient(CoreV1Api);
+    expect((await core.readNamespace({ name: "kube-system" })).metadata?.name).to.equal("kube-system");
+    api.putSecret("ns-a", "ca", { "tls.crt": "CERT" }, { type: "kubernetes.io/tls", annotations: { "helm.sh/resource-policy": "keep" } });
+    const secret = await core.readNamespacedSecret({ namespace: "ns-a", name: "ca" });
+    expect(secret.type).to.equal("kubernetes.io/tls");
+    expect(Buffer.from(secret.data!["tls.crt"]!, "base64").toString()).to.equal("CERT");
+    expect(secret.metadata?.annotations).to.deep.equal({ "helm.sh/resource-policy": "keep" });
+    api.deleteSecret("ns-a", "ca");
+    const gone = await fetch(`${api.url}/api/v1/namespaces/ns-a/secrets/ca`, { headers: { authorization: `Bearer ${api.token}` } });
+    expect(gone.status).to.equal(404);
+    expect(((await gone.json()) as { reason: string }).reason).to.equal("NotFound");
+    const discovery = (await (await fetch(`${api.url}/api/v1`, { headers: { authorization: `Bearer ${api.token}` } })).json()) as { resources: { name: string; namespaced: boolean }[] };
+    expect(discovery.resources.find((r) => r.name === "namespaces")?.namespaced).to.equal(false);
+    expect((await fetch(`${api.url}/api/v1/namespaces/kube-system`)).status).to.equal(401);
+    const open = await KubeApiStandIn.start({ anonymous: true });
+    try {
+      expect((await fetch(`${open.url}/api/v1/namespaces/kube-system`)).status).to.equal(200);
+      expect((await fetch(`${open.url}/api/v1/namespaces/kube-system`, { headers: { authorization: "Bearer wrong" } })).status).to.equal(401);
+      expect(open.requests, "the refused request is not among those served").to.deep.equal(["GET /api/v1/namespaces/kube-system"]);
+    } finally {
+      await open.close();
+    }
+  });
+
   it("refuses connections while stopped and serves the same state on the same port after restart", async () => {
     api.createPod({ name: "kept" });
     const port = api.port;
