@@ -26,7 +26,7 @@ interface SecurityContext {
 interface Container {
   name: string; image: string; command?: string[]; args?: string[]; env?: EnvVar[]; volumeMounts?: Mount[];
   securityContext?: SecurityContext; ports?: { name: string; containerPort: number }[];
-  livenessProbe?: { httpGet?: { path: string; port: string } }; readinessProbe?: { httpGet?: { path: string; port: string } };
+  livenessProbe?: { httpGet?: { path: string; port: string; host?: string } }; readinessProbe?: { httpGet?: { path: string; port: string; host?: string } };
   resources?: unknown;
 }
 interface Volume { name: string; secret?: { secretName: string }; configMap?: { name: string; items?: unknown[] }; hostPath?: { path: string } }
@@ -204,6 +204,16 @@ describe("helm chart charts/tproxy", function () {
         expect(podwatch.livenessProbe?.httpGet?.path).to.equal("/healthz");
         expect(podwatch.ports?.find((p) => p.name === podwatch.livenessProbe?.httpGet?.port)?.containerPort).to.equal(9091);
         expect(podwatch.volumeMounts?.map((m) => m.mountPath)).to.include("/run/xtables.lock");
+      });
+
+      it("binds both admin endpoints to the node's loopback, and probes them there (host 127.0.0.1)", () => {
+        const { podwatch, proxy } = daemonSetPod(objs);
+        expect(flagValue(podwatch.args!, "--metrics-address")).to.equal("127.0.0.1");
+        expect(flagValue(proxy.args!, "--metrics-address")).to.equal("127.0.0.1");
+        for (const c of [podwatch, proxy]) {
+          expect(c.livenessProbe?.httpGet?.host, `${c.name} liveness`).to.equal("127.0.0.1");
+          expect(c.readinessProbe?.httpGet?.host, `${c.name} readiness`).to.equal("127.0.0.1");
+        }
       });
 
       it("mounts the filter as a directory (no subPath) and the CA into the proxy only", () => {
@@ -580,6 +590,16 @@ describe("helm chart charts/tproxy", function () {
     const holds = (bytes: number, costs: Sizing = sizing()) => planWorkers({ cpus: 1_000_000, memoryBytes: bytes, ...costs }).workers;
     const render = (set: Record<string, unknown>, chartDir?: string) => helm(["template", ...renderArgs(onCluster({ set, ...(chartDir ? { chartDir } : {}) }))]);
     const defaultLimit = () => (parseYaml(readFileSync(join(CHART_DIR, "values.yaml"), "utf8")) as { proxy: { resources: { limits: { memory: string } } } }).proxy.resources.limits.memory;
+
+    it("opens the admin endpoints to every address when asked (a Prometheus scraping the node), probing the pod's address", async () => {
+      const r = await render({ "proxy.metricsAddress": "0.0.0.0", "podwatch.metricsAddress": "0.0.0.0" });
+      expect(r.code, r.stderr).to.equal(0);
+      const { podwatch, proxy } = daemonSetPod(parseManifests(r.stdout));
+      for (const c of [podwatch, proxy]) {
+        expect(flagValue(c.args!, "--metrics-address")).to.equal("0.0.0.0");
+        expect(c.readinessProbe?.httpGet?.host).to.equal(undefined);
+      }
+    });
 
     it("holds the costs the proxy has built in (packages/tproxy/src/resources.ts)", () => {
       expect(sizing()).to.deep.equal({ baseMiB: BASE_MIB, perWorkerMiB: PER_WORKER_MIB, perConnectionKiB: PER_CONNECTION_KIB, reserveConnections: RESERVE_CONNECTIONS });

@@ -237,3 +237,14 @@ A numeric proxy.workers must fit; with `auto` the proxy picks what fits at run t
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The host of an admin endpoint's probe: the address it listens on (the node's loopback by default; the
+pods run on the host network, so the kubelet reaches it there), or none (the pod's IP, which is the
+node's) when it listens on every address.
+*/}}
+{{- define "tproxy.probeHost" -}}
+{{- if not (has . (list "0.0.0.0" "::")) -}}
+host: {{ . | quote }}
+{{- end -}}
+{{- end }}
