@@ -30,6 +30,7 @@ describe("tproxy run config", () => {
       standardPort: undefined,
       metricsPort: 9090,
       listenAddress: "::",
+      metricsAddress: "127.0.0.1",
       upstreamCa: undefined,
       insecureUpstream: false,
       onFilterError: "deny",
@@ -84,6 +85,11 @@ describe("tproxy run config", () => {
     expect(parseRunConfig({ ...base, maxConnections: "10000000" }, undefined, capacity).maxConnections).to.equal(10_000_000);
     expect(message({ maxConnections: "10000001" })).to.equal('--max-connections "10000001" must be a whole number of connections (or "auto") from 0 (off) to 10000000');
     expect(message({ maxConnections: "-1" })).to.equal('--max-connections "-1" must be a whole number of connections (or "auto") from 0 (off) to 10000000');
+  });
+
+  it("serves the admin endpoints on the loopback unless told otherwise", () => {
+    expect(parse({ metricsAddress: "0.0.0.0" }).metricsAddress).to.equal("0.0.0.0");
+    expect(message({ metricsAddress: "localhost" })).to.equal('--metrics-address "localhost" is not an IP address');
   });
 
   const refused: Array<[RawRunOptions, string]> = [
