@@ -27,12 +27,14 @@ interface Container {
   name: string; image: string; command?: string[]; args?: string[]; env?: EnvVar[]; volumeMounts?: Mount[];
   securityContext?: SecurityContext; ports?: { name: string; containerPort: number }[];
   livenessProbe?: { httpGet?: { path: string; port: string; host?: string } }; readinessProbe?: { httpGet?: { path: string; port: string; host?: string } };
+  startupProbe?: { httpGet?: { path: string; port: string; host?: string }; periodSeconds?: number; failureThreshold?: number };
   resources?: unknown;
 }
 interface Volume { name: string; secret?: { secretName: string }; configMap?: { name: string; items?: unknown[] }; hostPath?: { path: string } }
 interface PodSpec {
   hostNetwork?: boolean; dnsPolicy?: string; containers: Container[]; initContainers?: Container[]; volumes?: Volume[];
   securityContext?: { seccompProfile?: { type: string } }; serviceAccountName?: string;
+  priorityClassName?: string; tolerations?: Array<Record<string, string>>;
 }
 interface PodTemplate { metadata: { labels: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec }
 
@@ -590,6 +592,46 @@ describe("helm chart charts/tproxy", function () {
     const holds = (bytes: number, costs: Sizing = sizing()) => planWorkers({ cpus: 1_000_000, memoryBytes: bytes, ...costs }).workers;
     const render = (set: Record<string, unknown>, chartDir?: string) => helm(["template", ...renderArgs(onCluster({ set, ...(chartDir ? { chartDir } : {}) }))]);
     const defaultLimit = () => (parseYaml(readFileSync(join(CHART_DIR, "values.yaml"), "utf8")) as { proxy: { resources: { limits: { memory: string } } } }).proxy.resources.limits.memory;
+
+    it("runs on every node, at node-critical priority (with the quota that admits it outside kube-system), and gives each container a minute to start", async () => {
+      const r = await render({});
+      expect(r.code, r.stderr).to.equal(0);
+      const objs = parseManifests(r.stdout);
+      const { tpl, podwatch, proxy } = daemonSetPod(objs);
+      expect(tpl.spec.priorityClassName).to.equal("system-node-critical");
+      expect(tpl.spec.tolerations).to.deep.equal([{ operator: "Exists" }]);
+      const quota = one(objs, "ResourceQuota") as K8sObject & { spec: { scopeSelector: { matchExpressions: Array<{ scopeName: string; values: string[] }> } } };
+      expect(quota.metadata.namespace).to.equal("tproxy-system");
+      expect(quota.spec.scopeSelector.matchExpressions).to.deep.equal([{ operator: "In", scopeName: "PriorityClass", values: ["system-node-critical"] }]);
+      for (const c of [podwatch, proxy]) {
+        expect(c.startupProbe?.httpGet?.path, c.name).to.equal("/healthz");
+        expect(c.startupProbe?.httpGet?.host, c.name).to.equal("127.0.0.1");
+        expect((c.startupProbe?.periodSeconds ?? 0) * (c.startupProbe?.failureThreshold ?? 0), c.name).to.equal(60);
+      }
+      // No quota where none is needed: no class, or kube-system itself.
+      const none = await render({ "daemonset.priorityClassName": "" });
+      expect(parseManifests(none.stdout).filter((o) => o.kind === "ResourceQuota")).to.deep.equal([]);
+      expect(daemonSetPod(parseManifests(none.stdout)).tpl.spec.priorityClassName).to.equal(undefined);
+    });
+
+    it("passes extra arguments, environment and volumes to each container (escape hatches)", async () => {
+      const r = await render({
+        "proxy.extraArgs": ["--drain-timeout", "5000"], "proxy.extraEnv": [{ name: "LOG_LEVEL", value: "debug" }],
+        "proxy.extraVolumeMounts": [{ name: "creds", mountPath: "/etc/tproxy/creds", readOnly: true }],
+        "podwatch.extraArgs": ["--resync", "30s"], "podwatch.extraEnv": [{ name: "TPROXY_LOG_LEVEL", value: "debug" }],
+        "podwatch.extraVolumeMounts": [{ name: "creds", mountPath: "/creds" }],
+        "daemonset.extraVolumes": [{ name: "creds", secret: { secretName: "filter-creds" } }],
+      });
+      expect(r.code, r.stderr).to.equal(0);
+      const { tpl, podwatch, proxy } = daemonSetPod(parseManifests(r.stdout));
+      expect(proxy.args!.slice(-2)).to.deep.equal(["--drain-timeout", "5000"]);
+      expect(podwatch.args!.slice(-2)).to.deep.equal(["--resync", "30s"]);
+      expect(proxy.env).to.deep.equal([{ name: "LOG_LEVEL", value: "debug" }]);
+      expect(podwatch.env?.map((e) => e.name)).to.deep.equal(["NODE_NAME", "TPROXY_LOG_LEVEL"]);
+      expect(proxy.volumeMounts?.at(-1)).to.deep.equal({ name: "creds", mountPath: "/etc/tproxy/creds", readOnly: true });
+      expect(podwatch.volumeMounts?.at(-1)).to.deep.equal({ name: "creds", mountPath: "/creds" });
+      expect(tpl.spec.volumes?.at(-1)).to.deep.equal({ name: "creds", secret: { secretName: "filter-creds" } });
+    });
 
     it("opens the admin endpoints to every address when asked (a Prometheus scraping the node), probing the pod's address", async () => {
       const r = await render({ "proxy.metricsAddress": "0.0.0.0", "podwatch.metricsAddress": "0.0.0.0" });

@@ -184,6 +184,7 @@ const DISCOVERY: Record<string, object> = {
       resource("configmaps", "ConfigMap"),
       resource("namespaces", "Namespace", false),
       resource("pods", "Pod"),
+      resource("resourcequotas", "ResourceQuota"),
       resource("secrets", "Secret"),
       resource("serviceaccounts", "ServiceAccount"),
     ],
