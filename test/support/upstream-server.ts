@@ -62,6 +62,9 @@ function withWebSocket(server: http.Server): void {
 
 const plain = http.createServer(handler);
 const secure = https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, handler);
+// Kept-alive connections stay open as long as real servers keep them (nginx: 75 s), not Node's 5 s: a
+// server closing one just as the proxy reuses it fails that request (the proxy does not retry yet).
+for (const server of [plain, secure]) server.keepAliveTimeout = 75_000;
 withWebSocket(plain);
 withWebSocket(secure);
 plain.listen(Number(httpPort), address, () => {
