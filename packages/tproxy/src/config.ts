@@ -3,9 +3,11 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { parseCidr } from "./policy/address-policy.ts";
+import type { ConnectionBounds } from "./net/bounds.ts";
 import type { LogFormat } from "./observe/log.ts";
 
-export interface RunConfig {
+/** The bounds on client connections (net/bounds.ts) are part of the configuration, as they are. */
+export interface RunConfig extends ConnectionBounds {
   readonly caCert: string;
   readonly caKey: string;
   readonly filter: string;
@@ -40,18 +42,6 @@ export interface RunConfig {
   readonly allowUpstreamCidrs: readonly string[];
   /** Ports a standard-mode (explicit proxy) request may reach. Default 80 and 443. */
   readonly allowPorts: readonly number[];
-  /** Client connection: first bytes and TLS handshake, in ms (0: off). Default 10000. */
-  readonly handshakeTimeoutMs: number;
-  /** Client connection: from a request's first byte to the end of its head, in ms (0: off). Default 10000. */
-  readonly headerTimeoutMs: number;
-  /** Client connection: idle between requests, in ms (0: off). Default 30000. */
-  readonly idleTimeoutMs: number;
-  /** Client connection: from a request's first byte to the end of its body, in ms (0: off). Default 300000. */
-  readonly requestTimeoutMs: number;
-  /** Connections one source address may hold open at once, over all serving threads (0: no cap). Default 512. */
-  readonly maxClientConnections: number;
-  /** Connections the proxy holds open at once from all sources (0: no cap). Default "auto": what the memory limit holds. */
-  readonly maxConnections: number;
 }
 
 export interface RawRunOptions {

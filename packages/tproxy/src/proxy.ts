@@ -16,7 +16,6 @@ import { LeafCertificates, type CertificateShare } from "./certs/leaf-cache.ts";
 import { FilterHost, type FilterVersion, type HookWatch } from "./filter/host.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
-import { boundsFor } from "./net/bounds.ts";
 import { ClientCounts } from "./net/client-counts.ts";
 import { listen } from "./net/listen.ts";
 import { Interceptor } from "./server/interceptor.ts";
@@ -139,7 +138,7 @@ export class TproxyServer {
 
     const inner = this.#pipelineServer(interceptor);
     this.#inner = inner;
-    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: boundsFor(config), connectPorts: new Set(config.allowPorts), clientCounts: new ClientCounts(this.#options.clientCounts) };
+    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: config, connectPorts: new Set(config.allowPorts), clientCounts: new ClientCounts(this.#options.clientCounts) };
 
     this.#transparent = createTransparentServer(deps);
     const shared = { reusePort: this.#options.reusePort ?? false };

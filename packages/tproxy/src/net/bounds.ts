@@ -24,7 +24,7 @@ export interface ConnectionBounds {
   readonly requestTimeoutMs: number;
   /** Connections one source address may hold open at once, over all serving threads (0: no cap). Default 512. */
   readonly maxClientConnections: number;
-  /** Connections the proxy holds open at once from all sources (0: no cap): what its memory limit holds. Default 0. */
+  /** Connections the proxy holds open at once from all sources (0: no cap). `tproxy run`: what its memory limit holds (--max-connections auto). */
   readonly maxConnections: number;
 }
 
@@ -36,18 +36,6 @@ export const DEFAULT_BOUNDS: ConnectionBounds = Object.freeze({
   maxClientConnections: 512,
   maxConnections: 0,
 });
-
-/** The bounds of the configuration. */
-export function boundsFor(config: ConnectionBounds): ConnectionBounds {
-  return Object.freeze({
-    handshakeTimeoutMs: config.handshakeTimeoutMs,
-    headerTimeoutMs: config.headerTimeoutMs,
-    idleTimeoutMs: config.idleTimeoutMs,
-    requestTimeoutMs: config.requestTimeoutMs,
-    maxClientConnections: config.maxClientConnections,
-    maxConnections: config.maxConnections,
-  });
-}
 
 /** How often a rate-limited notice may be logged: one line, then one summary per window. */
 const NOTICE_WINDOW_MS = 10_000;
