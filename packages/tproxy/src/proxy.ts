@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import type { Logging } from "./observe/log.ts";
 import type { RunConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
-import { caFromPem, loadCa } from "./certs/ca.ts";
+import { caFromPem } from "./certs/ca.ts";
 import { LeafCertificates, type CertificateShare } from "./certs/leaf-cache.ts";
 import { FilterHost, type FilterVersion, type HookWatch } from "./filter/host.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
@@ -39,6 +39,8 @@ export interface ServeOptions {
   reusePort?: boolean;
   /** 48 bytes of TLS session-ticket keys shared by the serving threads (default: random). */
   ticketKeys?: Buffer;
+  /** The CA to sign with (PEM), as the supervisor read and checked it; a thread started later gets the one in force. */
+  ca: { certPem: string; keyPem: string };
   /** The leaf key shared by the serving threads (PKCS#8 PEM; default: a new one). */
   leafKeyPem?: string;
   /** Where minted certificates are announced to the other serving threads. */
@@ -93,7 +95,7 @@ export class TproxyServer {
 
   async start(): Promise<ProxyAddresses> {
     const config = this.config;
-    const ca = await loadCa(config.caCert, config.caKey);
+    const ca = caFromPem(this.#options.ca.certPem, this.#options.ca.keyPem);
     const leafs = new LeafCertificates(ca, { ticketKeys: this.#options.ticketKeys, leafKeyPem: this.#options.leafKeyPem, share: this.#options.certificateShare });
     this.#leafs = leafs;
     // One TLS context for every upstream connection: given only `ca`, Node would parse the whole

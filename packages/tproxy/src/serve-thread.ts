@@ -15,6 +15,8 @@ export interface ThreadData {
   config: RunConfig;
   ticketKeys: Uint8Array;
   leafKeyPem: string;
+  /** The CA in force, as the supervisor read and checked it. */
+  ca: { certPem: string; keyPem: string };
   clientCounts: SharedArrayBuffer;
   watch: SharedArrayBuffer;
   filter: CompiledFilter | undefined;
@@ -61,6 +63,7 @@ const server = new TproxyServer(data.config, logging, {
   reusePort: true,
   ticketKeys: Buffer.from(data.ticketKeys),
   leafKeyPem: data.leafKeyPem,
+  ca: data.ca,
   clientCounts: data.clientCounts,
   certificateShare: certificates as unknown as CertificateShare,
   supervised: { watch, initialFilter: data.filter, onState: (state) => send({ type: "state", state }) },

@@ -85,8 +85,10 @@ export class Supervisor {
   #current: CompiledFilter | undefined;
   #reloader: FilterReloader | undefined;
   #stopping = false;
-  /** The CA in force (hash of certificate and key), and the watch on its mounted files. */
-  #caHash: string | undefined;
+  /** The CA in force, read and checked here once and handed to every thread (a new one too). */
+  #ca: { certPem: string; keyPem: string } | undefined;
+  /** What the mounted CA files held when last read (a pair's hash, or why they cannot be used): each change is reported once. */
+  #caSeen: string | undefined;
   #caWatch: VolumeWatch | undefined;
   #watchdog: NodeJS.Timeout | undefined;
 
@@ -105,7 +107,8 @@ export class Supervisor {
     const config = this.#config;
     // Fail at start, once, with one clear line, rather than in every thread.
     const ca = await readCaFiles(config.caCert, config.caKey);
-    this.#caHash = caHash(ca.certPem, ca.keyPem);
+    this.#ca = { certPem: ca.certPem, keyPem: ca.keyPem };
+    this.#caSeen = caHash(ca.certPem, ca.keyPem);
     this.metrics.caExpiry.set(Math.floor(ca.notAfter.getTime() / 1000));
     const admin = createAdminServer({
       metrics: async () => ({ contentType: CONTENT_TYPE, body: await this.#scrape() }),
@@ -141,7 +144,7 @@ export class Supervisor {
 
   #spawn(index: number): void {
     const watch = new HookWatch();
-    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, clientCounts: this.#clientCounts.buffer, watch: watch.buffer, filter: this.#current };
+    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, ca: this.#ca!, clientCounts: this.#clientCounts.buffer, watch: watch.buffer, filter: this.#current };
     const worker = new Worker(THREAD_URL, {
       workerData: data,
       // Young-generation space is what grows with throughput in each isolate; bounded, throughput stays
@@ -270,18 +273,21 @@ export class Supervisor {
     try {
       files = await readCaFiles(this.#config.caCert, this.#config.caKey);
     } catch (err) {
-      const hash = `error:${(err as Error).message}`;
-      if (hash === this.#caHash) return;
+      const seen = `error:${(err as Error).message}`;
+      if (seen === this.#caSeen) return;
+      this.#caSeen = seen;
       this.metrics.caReloads.inc({ result: "error" });
       this.#log.error({ err: (err as Error).message }, "the mounted CA changed but cannot be used; the CA in force stays");
       return;
     }
     const hash = caHash(files.certPem, files.keyPem);
-    if (hash === this.#caHash) return;
-    this.#caHash = hash;
+    if (hash === this.#caSeen) return;
+    this.#caSeen = hash;
+    if (this.#ca && caHash(this.#ca.certPem, this.#ca.keyPem) === hash) return; // back to the pair in force after a broken one
+    this.#ca = { certPem: files.certPem, keyPem: files.keyPem };
     this.metrics.caReloads.inc({ result: "success" });
     this.metrics.caExpiry.set(Math.floor(files.notAfter.getTime() / 1000));
-    for (const t of this.#threads.values()) t.worker.postMessage({ type: "ca", certPem: files.certPem, keyPem: files.keyPem } satisfies ToThread);
+    for (const t of this.#threads.values()) t.worker.postMessage({ type: "ca", ...this.#ca } satisfies ToThread);
     this.#log.info({ notAfter: files.notAfter.toISOString(), fingerprint: hash.slice(0, 16) }, "CA reloaded: new connections get certificates it signs");
   }
 

@@ -7,9 +7,11 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { ProxyWorld, type Proc } from "../../../test/support/world.ts";
-import { lineAfter, metric, metricsOf } from "./helpers.ts";
+import { waitFor } from "../../../test/support/netns.ts";
+import { lineAfter, metric, metricsOf, readyz } from "./helpers.ts";
 
-const FILTER = `export default { request() {} };\n`;
+// /exit ends the serving thread that runs it (a thread to be replaced).
+const FILTER = `export default { request(flow) { if (flow.request.path === "/exit") process.exit(3); } };\n`;
 
 describe("tproxy CA rotation (mounted Secret swapped, network namespaces)", function () {
   this.timeout(60_000);
@@ -84,5 +86,21 @@ describe("tproxy CA rotation (mounted Secret swapped, network namespaces)", func
     await lineAfter(proxy, from, /the mounted CA changed but cannot be used; the CA in force stays .*does not belong to the certificate/, 5000);
     expect(await get("b", "/kept")).to.include({ code: 0, status: "200" });
     expect(metric(await metricsOf(world), "tproxy_ca_reloads_total", { result: "error" })).to.equal(1);
+    // Looked at again (another event in the volume), the same broken pair is not reported again.
+    writeFileSync(join(caDir, "unrelated"), "x");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(metric(await metricsOf(world), "tproxy_ca_reloads_total", { result: "error" })).to.equal(1);
+    expect(proxy.lines.slice(from).filter((l) => l.includes("cannot be used"))).to.have.length(1);
+  });
+
+  it("starts a replacement thread with the CA in force, not with the broken pair now on disk", async () => {
+    const from = proxy.lines.length;
+    await world.curl(["--cacert", pems.b.certPath, "-o", "/dev/null", "https://storage.googleapis.com/exit"]);
+    await lineAfter(proxy, from, /serving thread exited; starting another/);
+    await lineAfter(proxy, from, /serving thread listening/);
+    await waitFor("/readyz 200 with the new thread", async () => (await readyz(world)).status === 200);
+    // New connections reach both threads: every one is signed by the CA in force.
+    for (let i = 0; i < 8; i += 1) expect(await get("b", `/replaced/${i}`)).to.include({ code: 0, status: "200" });
+    expect(proxy.lines.slice(from).filter((l) => l.includes("could not start"))).to.deep.equal([]);
   });
 });
