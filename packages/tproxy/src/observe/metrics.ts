@@ -26,9 +26,12 @@ function keyOf(labels: Record<string, string | undefined> | undefined): string {
   return k;
 }
 
+/** A counter or a gauge: one number per label set, exposed in prom-client's JSON form. */
 abstract class Series<K extends string> {
   readonly name: string;
   readonly help: string;
+  protected abstract readonly type: "counter" | "gauge";
+  protected readonly aggregator: "sum" | "max" = "sum";
   protected readonly values = new Map<string, { labels: Labels<K>; value: number }>();
   constructor(name: string, help: string) {
     this.name = name;
@@ -47,22 +50,24 @@ abstract class Series<K extends string> {
   get(labels?: Labels<K>): number {
     return this.values.get(keyOf(labels))?.value ?? 0;
   }
+  toJSON(): MetricJson {
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: [...this.values.values()].map((s) => ({ labels: s.labels as Record<string, string>, value: s.value })) };
+  }
 }
 
 export class Counter<K extends string = never> extends Series<K> {
+  protected readonly type = "counter";
   inc(labels?: Labels<K>, by = 1): void {
     this.slot(labels).value += by;
-  }
-  toJSON(): MetricJson {
-    return { name: this.name, help: this.help, type: "counter", aggregator: "sum", values: [...this.values.values()].map((s) => ({ labels: s.labels as Record<string, string>, value: s.value })) };
   }
 }
 
 export class Gauge<K extends string = never> extends Series<K> {
-  readonly #aggregator: "sum" | "max";
+  protected readonly type = "gauge";
+  protected override readonly aggregator: "sum" | "max";
   constructor(name: string, help: string, aggregator: "sum" | "max" = "sum") {
     super(name, help);
-    this.#aggregator = aggregator;
+    this.aggregator = aggregator;
   }
   inc(labels?: Labels<K>, by = 1): void {
     this.slot(labels).value += by;
@@ -76,9 +81,6 @@ export class Gauge<K extends string = never> extends Series<K> {
   }
   reset(): void {
     this.values.clear();
-  }
-  toJSON(): MetricJson {
-    return { name: this.name, help: this.help, type: "gauge", aggregator: this.#aggregator, values: [...this.values.values()].map((s) => ({ labels: s.labels as Record<string, string>, value: s.value })) };
   }
 }
 
