@@ -64,6 +64,8 @@ Example:
   .action(async (raw: RawRunOptions) => {
     let supervisor: Supervisor;
     try {
+      // The container's memory limit, read once for both "auto"s below.
+      const limit = memoryLimit();
       // "auto": one serving thread per CPU the container may use, no more than its memory limit holds.
       let plan: WorkerPlan | undefined;
       // "auto": no more connections than the memory limit holds once the threads are paid for.
@@ -71,11 +73,10 @@ Example:
       const config = parseRunConfig(
         raw,
         () => {
-          plan = planWorkers({ cpus: cpusAvailable(), cpuLimit: cpuLimit(), memoryBytes: memoryLimit() });
+          plan = planWorkers({ cpus: cpusAvailable(), cpuLimit: cpuLimit(), memoryBytes: limit });
           return plan.workers;
         },
         (workers) => {
-          const limit = memoryLimit();
           const n = connectionCapacity(limit, workers);
           capacity = limit === undefined ? "no memory limit, no cap" : `${n} connections: what the memory limit ${Math.round(limit / 2 ** 20)} MiB holds with ${workers} serving threads`;
           return n;
