@@ -10,10 +10,9 @@ import { RestartBackoff, RESTART_RESET_MS } from "../src/supervisor.ts";
 import { FilterTimeoutError } from "../src/errors.ts";
 import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost, HookWatch, clock } from "../src/filter/host.ts";
-import type { FlowData } from "../src/filter/protocol.ts";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { ProxyWorld, type Proc } from "../../../test/support/world.ts";
-import { lineAfter, metric, metricsOf } from "./helpers.ts";
+import { flow, lineAfter, metric, metricsOf } from "./helpers.ts";
 
 // /busy/MS: a hook that holds its thread MS ms, then answers by itself.
 // /sleep/MS: a hook that waits MS ms without holding the thread, then lets the request pass.
@@ -36,13 +35,6 @@ export default {
 };
 `;
 
-const flow = (path: string): FlowData => ({
-  id: "t",
-  client: { address: "10.0.0.2", port: 1 },
-  destination: undefined,
-  sni: undefined,
-  request: { method: "GET", scheme: "https", host: "example.com", port: 443, path, url: `https://example.com${path}`, headers: { host: "example.com" } },
-});
 
 type Outcome = "ran" | "timeout" | "other";
 const outcome = (r: PromiseSettledResult<unknown>): Outcome =>

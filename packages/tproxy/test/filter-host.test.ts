@@ -4,16 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost } from "../src/filter/host.ts";
-import type { FlowData } from "../src/filter/protocol.ts";
 import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../src/errors.ts";
+import { flow } from "./helpers.ts";
 
-const flow = (path: string): FlowData => ({
-  id: "t",
-  client: { address: "10.0.0.2", port: 1 },
-  destination: undefined,
-  sni: undefined,
-  request: { method: "GET", scheme: "https", host: "example.com", port: 443, path, url: `https://example.com${path}`, headers: { host: "example.com" } },
-});
 
 describe("filter compile and host", function () {
   this.timeout(10_000);

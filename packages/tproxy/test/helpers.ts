@@ -2,6 +2,27 @@
 import { createHash } from "node:crypto";
 import { waitFor } from "../../../test/support/netns.ts";
 import type { Proc, ProxyWorld } from "../../../test/support/world.ts";
+import type { FlowData } from "../src/filter/protocol.ts";
+import type { ConnectionInfo } from "../src/server/target.ts";
+
+/** What a hook gets for a GET of https://example.com + `path` from a pod. */
+export const flow = (path: string): FlowData => ({
+  id: "t",
+  client: { address: "10.0.0.2", port: 1 },
+  destination: undefined,
+  sni: undefined,
+  request: { method: "GET", scheme: "https", host: "example.com", port: 443, path, url: `https://example.com${path}`, headers: { host: "example.com" } },
+});
+
+/** A transparent plain-HTTP connection from a pod to 203.0.113.7:80, with `over` changed. */
+export const conn = (over: Partial<ConnectionInfo> = {}): ConnectionInfo => ({
+  mode: "transparent",
+  tls: false,
+  client: { address: "10.0.0.2", port: 40000 },
+  destination: { address: "203.0.113.7", port: 80 },
+  sni: undefined,
+  ...over,
+});
 
 /** Sum of the samples of `name` whose labels include `labels` (0 when there is none). */
 export function metric(text: string, name: string, labels: Record<string, string> = {}): number {

@@ -2,15 +2,8 @@
 // a client gets back for each malformed form. Cases found by `npm run mutation`.
 import { expect } from "chai";
 import { resolveTarget, TargetError, type ConnectionInfo } from "../src/server/target.ts";
+import { conn } from "./helpers.ts";
 
-const conn = (over: Partial<ConnectionInfo> = {}): ConnectionInfo => ({
-  mode: "transparent",
-  tls: false,
-  client: { address: "10.0.0.2", port: 40000 },
-  destination: { address: "203.0.113.7", port: 80 },
-  sni: undefined,
-  ...over,
-});
 const standard = (over: Partial<ConnectionInfo> = {}) => conn({ mode: "standard", destination: undefined, ...over });
 
 function refusal(fn: () => unknown): { status: number; message: string } {

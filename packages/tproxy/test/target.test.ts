@@ -1,14 +1,7 @@
 import { expect } from "chai";
-import { resolveTarget, TargetError, type ConnectionInfo } from "../src/server/target.ts";
+import { resolveTarget, TargetError } from "../src/server/target.ts";
+import { conn } from "./helpers.ts";
 
-const conn = (over: Partial<ConnectionInfo> = {}): ConnectionInfo => ({
-  mode: "transparent",
-  tls: false,
-  client: { address: "10.0.0.2", port: 40000 },
-  destination: { address: "203.0.113.7", port: 80 },
-  sni: undefined,
-  ...over,
-});
 
 const fails = (f: () => unknown, status: number, reason: string) => expect(f).to.throw(TargetError).that.includes({ status, reason });
 
