@@ -90,11 +90,6 @@ export class LeafCertificates {
     this.#heard.clear();
   }
 
-  /** The CA certificate (PEM) leaves are signed with now. */
-  get caPem(): string {
-    return this.#ca.certPem;
-  }
-
   get size(): number {
     return this.#entries.size;
   }

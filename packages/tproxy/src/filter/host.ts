@@ -8,7 +8,6 @@
 // host publishes in shared memory (HookWatch) and replaces the whole serving thread when it passes.
 // Nothing is forwarded meanwhile: the stuck request, and the others of that thread, are reset, never let
 // through.
-import { EventEmitter } from "node:events";
 import { createRequire } from "node:module";
 import { Script, compileFunction, createContext, type Context } from "node:vm";
 import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.ts";
@@ -165,10 +164,8 @@ export function evaluateFilter(code: string, filename: string): { filter: Filter
   }
 }
 
-/**
- * Events: none of its own today (kept an EventEmitter for the proxy's wiring).
- */
-export class FilterHost extends EventEmitter {
+/** The filter versions of one serving thread, and their hooks run with a budget. */
+export class FilterHost {
   readonly timeoutMs: number;
   readonly #loadTimeoutMs: number;
   readonly #watch: HookWatch;
@@ -178,7 +175,6 @@ export class FilterHost extends EventEmitter {
   #closed = false;
 
   constructor(options: FilterHostOptions = {}) {
-    super();
     this.timeoutMs = options.timeoutMs ?? 100;
     this.#loadTimeoutMs = options.loadTimeoutMs ?? 2000;
     this.#watch = options.watch ?? new HookWatch();

@@ -119,11 +119,6 @@ export class ConnectionGuard {
     this.#sweepMs = Math.min(1000, Math.max(10, Math.floor(Math.min(4000, ...enabled) / 4)));
   }
 
-  /** Connections open now from `client`, over all serving threads. */
-  openFrom(client: string): number {
-    return this.#perClient.open(client);
-  }
-
   /**
    * Counts a newly accepted connection against its source address. Returns false, having reset the
    * connection, when that source already holds the maximum.

@@ -39,11 +39,6 @@ export class ClientCounts {
     this.#cells = new Int32Array(buffer);
   }
 
-  /** Connections open now, from every source, over all threads. */
-  get total(): number {
-    return Atomics.load(this.#cells, this.#total);
-  }
-
   /** Counts one more connection in all unless `max` are open (0: no cap). False: nothing counted. */
   acquireTotal(max: number): boolean {
     const n = Atomics.add(this.#cells, this.#total, 1) + 1;

@@ -46,10 +46,6 @@ abstract class Series<K extends string> {
     }
     return s;
   }
-  /** The value for these labels (0 when never set). */
-  get(labels?: Labels<K>): number {
-    return this.values.get(keyOf(labels))?.value ?? 0;
-  }
   toJSON(): MetricJson {
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: [...this.values.values()].map((s) => ({ labels: s.labels as Record<string, string>, value: s.value })) };
   }
@@ -106,10 +102,6 @@ export class Histogram<K extends string = never> {
     if (i >= 0) s.counts[i]! += 1;
     s.sum += value;
     s.count += 1;
-  }
-  /** Observations so far for these labels. */
-  count(labels: Labels<K>): number {
-    return this.#series.get(keyOf(labels))?.count ?? 0;
   }
   toJSON(): MetricJson {
     const values: MetricJson["values"] = [];
