@@ -175,10 +175,8 @@ export class Supervisor {
   #onMessage(thread: Thread, msg: FromThread): void {
     if (msg.type === "metrics") thread.metrics = msg.metrics;
     if (msg.type === "state") thread.state = msg.state;
-    else if (msg.type === "prepared" || msg.type === "metrics") {
-      const key = msg.id * 1000 + thread.index;
-      this.#pending.get(key)?.(msg);
-    }
+    // Answers carry the id of their question (ids are unique over all threads); a pushed report has id 0.
+    else if (msg.type === "prepared" || msg.type === "metrics") this.#pending.get(msg.id)?.(msg);
   }
 
   #onExit(thread: Thread, code: number): void {
@@ -223,17 +221,16 @@ export class Supervisor {
 
   #ask<T extends FromThread>(thread: Thread, make: (id: number) => ToThread, timeoutMs: number): Promise<T | undefined> {
     const id = this.#nextId++;
-    const key = id * 1000 + thread.index;
     return new Promise((resolve) => {
       const timer = setTimeout(() => done(undefined), timeoutMs);
       const onExit = (): void => done(undefined);
       const done = (msg: T | undefined): void => {
         clearTimeout(timer);
-        this.#pending.delete(key);
+        this.#pending.delete(id);
         thread.worker.off("exit", onExit);
         resolve(msg);
       };
-      this.#pending.set(key, (msg) => done(msg as T));
+      this.#pending.set(id, (msg) => done(msg as T));
       thread.worker.once("exit", onExit);
       thread.worker.postMessage(make(id));
     });
