@@ -1,7 +1,9 @@
 // A test upstream ("a server on the internet"): plain HTTP and HTTPS on one address, answering with its
 // own name so tests can tell which server the bytes came from. Run as a process inside a namespace:
 //   node test/support/upstream-server.ts NAME ADDRESS HTTP_PORT HTTPS_PORT CERT KEY
-// Routes: /bytes/N streams N bytes; /slow/MS answers after MS milliseconds; /headers echoes the request headers as JSON; anything else answers
+// Routes: /close-on-reuse closes a kept-alive connection instead of answering its second request
+// (a server whose idle timeout fired as the client reused it) and otherwise answers with the count of
+// such closes; /bytes/N streams N bytes; /slow/MS answers after MS milliseconds; /headers echoes the request headers as JSON; anything else answers
 // "NAME METHOD PATH". WebSocket upgrades are echoed back, prefixed with NAME.
 import http from "node:http";
 import https from "node:https";
@@ -16,9 +18,24 @@ if (!name || !address || !httpPort || !httpsPort || !cert || !key) {
 }
 
 const CHUNK = Buffer.alloc(64 * 1024, 0x61);
+/** Requests each connection has carried, and the connections closed by /close-on-reuse. */
+const served = new WeakMap<object, number>();
+let closedOnReuse = 0;
 
 function handler(req: http.IncomingMessage, res: http.ServerResponse): void {
   const path = req.url ?? "/";
+  const before = served.get(req.socket) ?? 0;
+  served.set(req.socket, before + 1);
+  if (path.startsWith("/close-on-reuse")) {
+    if (before > 0) {
+      closedOnReuse += 1;
+      req.socket.destroy();
+      return;
+    }
+    req.resume();
+    req.on("end", () => res.end(`${name} closed-on-reuse ${closedOnReuse}\n`));
+    return;
+  }
   const bytes = /^\/bytes\/(\d+)/.exec(path);
   res.setHeader("x-upstream", name!);
   if (bytes) {
@@ -63,7 +80,7 @@ function withWebSocket(server: http.Server): void {
 const plain = http.createServer(handler);
 const secure = https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, handler);
 // Kept-alive connections stay open as long as real servers keep them (nginx: 75 s), not Node's 5 s: a
-// server closing one just as the proxy reuses it fails that request (the proxy does not retry yet).
+// server closing one just as the proxy reuses it is what /close-on-reuse tests, on purpose.
 for (const server of [plain, secure]) server.keepAliveTimeout = 75_000;
 withWebSocket(plain);
 withWebSocket(secure);

@@ -295,17 +295,28 @@ export class Interceptor {
     return describeUpstreamError(err, target);
   }
 
-  #forward(state: RequestState, req: IncomingMessage, res: ServerResponse, target: Target, headers: Headers): void {
+  #forward(state: RequestState, req: IncomingMessage, res: ServerResponse, target: Target, headers: Headers, retry = false): void {
     const options = this.#upstreamOptions(target, state.method, forwardableHeaders(headers));
-    options.agent = target.scheme === "https" ? this.#opts.httpsAgent : this.#opts.httpAgent;
+    if (retry) this.#ownConnection(options, target);
+    else options.agent = target.scheme === "https" ? this.#opts.httpsAgent : this.#opts.httpAgent;
     const upstream = (target.scheme === "https" ? https : http).request(options);
+    let answered = false;
     upstream.on("response", (upRes) => {
+      answered = true;
       this.#respondFromUpstream(state, res, upRes).catch((err: unknown) => {
         upRes.destroy();
         this.#internalError(err, res);
       });
     });
     upstream.on("error", (err: NodeJS.ErrnoException) => {
+      // A kept-alive connection the server closed just as it was reused: nothing of the request was
+      // processed, and a bodiless safe request can be sent again, once, on a connection of its own
+      // (another pooled one may have been closed by the same server at the same moment).
+      if (!retry && !answered && upstream.reusedSocket && isStaleConnection(err) && canResend(state.method, req)) {
+        this.#log.debug({ id: state.id, url: target.url, code: err.code }, "kept-alive upstream connection was closed; retrying on a new one");
+        this.#forward(state, req, res, target, headers, true);
+        return;
+      }
       const { status, message } = this.#upstreamError(state, target, err);
       if (res.headersSent) {
         res.destroy();
@@ -313,11 +324,28 @@ export class Interceptor {
       }
       this.#answer(res, { status, body: message + "\n", headers: {} }, state);
     });
+    if (retry) {
+      // The request had no body and was read whole (the stream is destroyed once read): only the
+      // client's connection tells whether anyone still waits for the answer.
+      if (res.destroyed) upstream.destroy();
+      else upstream.end();
+      return;
+    }
     if (req.destroyed) {
       upstream.destroy();
       return;
     }
     relay(req, upstream);
+  }
+
+  /** Options for a connection outside the pools, with the TLS settings the https agent would give. */
+  #ownConnection(options: https.RequestOptions, target: Target): void {
+    options.agent = false;
+    if (target.scheme === "https") {
+      // tls.connect options that https.RequestOptions does not list.
+      Object.assign(options, { secureContext: this.#opts.upstreamTls.secureContext });
+      options.rejectUnauthorized = this.#opts.upstreamTls.rejectUnauthorized;
+    }
   }
 
   async #respondFromUpstream(state: RequestState, res: ServerResponse, upRes: IncomingMessage): Promise<void> {
@@ -417,12 +445,7 @@ export class Interceptor {
     out.connection = "Upgrade";
     out.upgrade = req.headers.upgrade;
     const options = this.#upstreamOptions(target, state.method, out);
-    options.agent = false;
-    if (target.scheme === "https") {
-      // tls.connect options that https.RequestOptions does not list.
-      Object.assign(options, { secureContext: this.#opts.upstreamTls.secureContext });
-      options.rejectUnauthorized = this.#opts.upstreamTls.rejectUnauthorized;
-    }
+    this.#ownConnection(options, target);
     const upstream = (target.scheme === "https" ? https : http).request(options);
     let done = false;
     socket.once("close", () => {
@@ -471,4 +494,16 @@ export class Interceptor {
     });
     upstream.end();
   }
+}
+
+/** Errors of a kept-alive connection that the server had closed: reset, or closed before any answer. */
+function isStaleConnection(err: NodeJS.ErrnoException): boolean {
+  return err.code === "ECONNRESET" || err.code === "EPIPE";
+}
+
+/** Safe methods (RFC 9110 9.2.1) without a body: sending one again cannot repeat an effect. */
+function canResend(method: string, req: IncomingMessage): boolean {
+  if (method !== "GET" && method !== "HEAD" && method !== "OPTIONS") return false;
+  const length = req.headers["content-length"];
+  return req.headers["transfer-encoding"] === undefined && (length === undefined || length === "0");
 }
