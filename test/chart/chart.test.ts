@@ -30,10 +30,13 @@ interface Container {
   startupProbe?: { httpGet?: { path: string; port: string; host?: string }; periodSeconds?: number; failureThreshold?: number };
   resources?: unknown;
 }
-interface Volume { name: string; secret?: { secretName: string }; configMap?: { name: string; items?: unknown[] }; hostPath?: { path: string } }
+interface Volume {
+  name: string; secret?: { secretName: string }; configMap?: { name: string; items?: unknown[] }; hostPath?: { path: string };
+  projected?: { sources: Array<{ serviceAccountToken?: { path: string }; configMap?: { items?: Array<{ path: string }> }; downwardAPI?: { items?: Array<{ path: string }> } }> };
+}
 interface PodSpec {
   hostNetwork?: boolean; dnsPolicy?: string; containers: Container[]; initContainers?: Container[]; volumes?: Volume[];
-  securityContext?: { seccompProfile?: { type: string } }; serviceAccountName?: string;
+  securityContext?: { seccompProfile?: { type: string } }; serviceAccountName?: string; automountServiceAccountToken?: boolean;
   priorityClassName?: string; tolerations?: Array<Record<string, string>>;
 }
 interface PodTemplate { metadata: { labels: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec }
@@ -252,6 +255,22 @@ describe("helm chart charts/tproxy", function () {
 
         expect(proxy.readinessProbe?.httpGet?.path).to.equal("/readyz");
         expect(proxy.livenessProbe?.httpGet?.path).to.equal("/healthz");
+      });
+
+      it("gives the API token to podwatch only: no automount, a projected token mounted into podwatch alone", () => {
+        const { tpl, podwatch, proxy } = daemonSetPod(objs);
+        expect(tpl.spec.automountServiceAccountToken).to.equal(false);
+        const saPath = "/var/run/secrets/kubernetes.io/serviceaccount";
+        const tokenVolumes = tpl.spec.volumes!.filter((v) => v.projected?.sources.some((s) => s.serviceAccountToken !== undefined));
+        expect(tokenVolumes.map((v) => v.name)).to.have.length(1);
+        expect(podwatch.volumeMounts!.find((m) => m.name === tokenVolumes[0]!.name)?.mountPath).to.equal(saPath);
+        for (const c of [proxy, ...(tpl.spec.initContainers ?? [])]) {
+          expect((c.volumeMounts ?? []).map((m) => m.name), c.name).not.to.include(tokenVolumes[0]!.name);
+          expect((c.volumeMounts ?? []).map((m) => m.mountPath), c.name).not.to.include(saPath);
+        }
+        // What client-node's in-cluster config reads: token, ca.crt and namespace, in that folder.
+        const paths = tokenVolumes[0]!.projected!.sources.flatMap((s) => [s.serviceAccountToken?.path, ...(s.configMap?.items ?? []).map((i) => i.path), ...(s.downwardAPI?.items ?? []).map((i) => i.path)]);
+        expect(paths.filter(Boolean).sort()).to.deep.equal(["ca.crt", "namespace", "token"]);
       });
 
       it("publishes the CA in the root-certs ConfigMap under ca-certificates.crt, in every listed namespace", () => {
