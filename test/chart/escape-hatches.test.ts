@@ -209,20 +209,24 @@ describe("helm chart charts/tproxy: escape hatches", function () {
       expect(await failure({ "filter.secret.name": "Not_A_Name" })).to.match(/filter\/secret\/name/);
     });
 
-    it("the real proxy, run with the rendered arguments, loads a filter importing a JSON file from filter.files, decides by it, and reloads when only that file changes", async function () {
+    it("the real proxy, run with the rendered arguments and mounts, loads a filter importing a JSON file from filter.files and reading filter.secret, decides by them, and reloads when only the file changes", async function () {
       this.timeout(90_000);
       const script = [
         'import type { Filter } from "@tproxy/tproxy/filter";',
+        'import { readFileSync } from "node:fs";',
+        'import { join } from "node:path";',
         'import rules from "./rules.json";',
+        "// The Secret is mounted beside the filter: /etc/tproxy/filter-secret next to /etc/tproxy/filter.",
+        'const token = readFileSync(join(__dirname, "../filter-secret/token"), "utf8").trim();',
         "export default {",
         "  request(flow) {",
         "    const denied = (rules.deny as string[]).includes(flow.request.host);",
-        '    flow.respond(denied ? 451 : 200, `${denied ? "denied" : "allowed"} by rules.json: ${flow.request.host}`);',
+        '    flow.respond(denied ? 451 : 200, `${denied ? "denied" : "allowed"} by rules.json: ${flow.request.host}`, { "x-token": token });',
         "  },",
         "} satisfies Filter;",
         "",
       ].join("\n");
-      const renderWith = (deny: string[]) => objects({ "proxy.standardMode.enabled": true, "filter.script": script, "filter.files": { "rules.json": JSON.stringify({ deny }) } });
+      const renderWith = (deny: string[]) => objects({ "proxy.standardMode.enabled": true, "filter.script": script, "filter.files": { "rules.json": JSON.stringify({ deny }) }, "filter.secret.name": "api-token" });
       const objs = await renderWith(["denied.example"]);
       const { proxy } = podOf(objs);
       const root = join(tmp, "etc-tproxy");
@@ -231,6 +235,11 @@ describe("helm chart charts/tproxy: escape hatches", function () {
       mkdirSync(join(root, "filter"), { recursive: true });
       writeFileSync(join(root, "ca/tls.crt"), Buffer.from(secret["tls.crt"]!, "base64"));
       writeFileSync(join(root, "ca/tls.key"), Buffer.from(secret["tls.key"]!, "base64"), { mode: 0o600 });
+      // The filter Secret where the rendered mount puts it, relative to the filter's mount.
+      const secretMount = proxy.volumeMounts?.find((m) => m.name === "filter-secret")?.mountPath ?? expect.fail("no filter-secret mount");
+      expect(secretMount).to.match(/^\/etc\/tproxy\//);
+      mkdirSync(join(root, secretMount.slice("/etc/tproxy/".length)), { recursive: true });
+      writeFileSync(join(root, secretMount.slice("/etc/tproxy/".length), "token"), "s3cret-token\n");
       const writeFilter = (cm: K8sObject) => {
         const data = cm["data"] as Record<string, string>;
         // As the kubelet's swap shows them: the imported file is in place when filter.ts changes.
@@ -250,13 +259,13 @@ describe("helm chart charts/tproxy: escape hatches", function () {
       try {
         await until(child, async () => (await fetch(`http://127.0.0.1:${metrics}/readyz`).then((r) => r.status, () => 0)) === 200, () => `proxy not ready:\n${output}`);
         const ask = (host: string) => viaProxy(standard, `http://${host}/`);
-        expect(await ask("denied.example"), output).to.deep.equal({ status: 451, body: "denied by rules.json: denied.example" });
-        expect(await ask("other.example"), output).to.deep.equal({ status: 200, body: "allowed by rules.json: other.example" });
+        expect(await ask("denied.example"), output).to.deep.equal({ status: 451, body: "denied by rules.json: denied.example", token: "s3cret-token" });
+        expect(await ask("other.example"), output).to.deep.equal({ status: 200, body: "allowed by rules.json: other.example", token: "s3cret-token" });
 
         // Only rules.json changes (filter.script as before): the checksum line in filter.ts makes the proxy reload.
         writeFilter(one(await renderWith(["other.example"]), "ConfigMap", "-filter"));
         await until(child, async () => (await ask("other.example")).status === 451, () => `the proxy kept the old rules.json:\n${output}`);
-        expect(await ask("denied.example")).to.deep.equal({ status: 200, body: "allowed by rules.json: denied.example" });
+        expect(await ask("denied.example")).to.deep.equal({ status: 200, body: "allowed by rules.json: denied.example", token: "s3cret-token" });
       } finally {
         child.kill("SIGTERM");
         if (child.exitCode === null) await once(child, "exit");
@@ -288,13 +297,13 @@ async function until(child: ChildProcess, ok: () => Promise<boolean>, why: () =>
 }
 
 /** An absolute-form request through the proxy's standard port, as a client with http_proxy set sends it. */
-function viaProxy(port: number, url: string): Promise<{ status: number; body: string }> {
+function viaProxy(port: number, url: string): Promise<{ status: number; body: string; token: string | undefined }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: "127.0.0.1", port, method: "GET", path: url, headers: { host: new URL(url).host } }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (body += c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, token: res.headers["x-token"] as string | undefined }));
     });
     req.on("error", reject);
     req.end();
