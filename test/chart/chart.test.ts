@@ -111,6 +111,14 @@ const VARIANTS: Record<string, () => RenderOptions> = {
     },
     releaseName: "edge",
   }),
+  // Without a cluster: the stand-in serves no PodMonitor kind, as a cluster without the Prometheus Operator.
+  "PodMonitor, filter files and Secret": () => ({
+    set: {
+      "podMonitor.enabled": true, "proxy.metricsAddress": "0.0.0.0", "podwatch.metricsAddress": "0.0.0.0",
+      "filter.files": { "allow-list.json": '["storage.googleapis.com"]' }, "filter.secret.name": "api-token",
+      "ca.cert": testCa.cert, "ca.key": testCa.key,
+    },
+  }),
 };
 
 describe("helm chart charts/tproxy", function () {
@@ -208,13 +216,14 @@ describe("helm chart charts/tproxy", function () {
         expect(podwatch.volumeMounts?.map((m) => m.mountPath)).to.include("/run/xtables.lock");
       });
 
-      it("binds both admin endpoints to the node's loopback, and probes them there (host 127.0.0.1)", () => {
+      it("binds both admin endpoints to the node's loopback (every address for the PodMonitor), and probes them there", () => {
         const { podwatch, proxy } = daemonSetPod(objs);
-        expect(flagValue(podwatch.args!, "--metrics-address")).to.equal("127.0.0.1");
-        expect(flagValue(proxy.args!, "--metrics-address")).to.equal("127.0.0.1");
+        const open = objs.some((o) => o.kind === "PodMonitor");
+        expect(flagValue(podwatch.args!, "--metrics-address")).to.equal(open ? "0.0.0.0" : "127.0.0.1");
+        expect(flagValue(proxy.args!, "--metrics-address")).to.equal(open ? "0.0.0.0" : "127.0.0.1");
         for (const c of [podwatch, proxy]) {
-          expect(c.livenessProbe?.httpGet?.host, `${c.name} liveness`).to.equal("127.0.0.1");
-          expect(c.readinessProbe?.httpGet?.host, `${c.name} readiness`).to.equal("127.0.0.1");
+          expect(c.livenessProbe?.httpGet?.host, `${c.name} liveness`).to.equal(open ? undefined : "127.0.0.1");
+          expect(c.readinessProbe?.httpGet?.host, `${c.name} readiness`).to.equal(open ? undefined : "127.0.0.1");
         }
       });
 
