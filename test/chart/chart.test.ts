@@ -8,7 +8,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { isMap, isScalar, parseDocument, parse as parseYaml, type YAMLMap } from "yaml";
+import { parse as parseYaml } from "yaml";
 import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
 import { Netns, uniqueName } from "../support/netns.ts";
 import { CHART_DIR, REPO_ROOT, helm, mustHelm, one, parseManifests, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
@@ -114,6 +114,14 @@ const VARIANTS: Record<string, () => RenderOptions> = {
     },
     releaseName: "edge",
   }),
+  // Without a cluster: the stand-in serves no PodMonitor kind, as a cluster without the Prometheus Operator.
+  "PodMonitor, filter files and Secret": () => ({
+    set: {
+      "podMonitor.enabled": true, "proxy.metricsAddress": "0.0.0.0", "podwatch.metricsAddress": "0.0.0.0",
+      "filter.files": { "allow-list.json": '["storage.googleapis.com"]' }, "filter.secret.name": "api-token",
+      "ca.cert": testCa.cert, "ca.key": testCa.key,
+    },
+  }),
 };
 
 describe("helm chart charts/tproxy", function () {
@@ -211,13 +219,14 @@ describe("helm chart charts/tproxy", function () {
         expect(podwatch.volumeMounts?.map((m) => m.mountPath)).to.include("/run/xtables.lock");
       });
 
-      it("binds both admin endpoints to the node's loopback, and probes them there (host 127.0.0.1)", () => {
+      it("binds both admin endpoints to the node's loopback (every address for the PodMonitor), and probes them there", () => {
         const { podwatch, proxy } = daemonSetPod(objs);
-        expect(flagValue(podwatch.args!, "--metrics-address")).to.equal("127.0.0.1");
-        expect(flagValue(proxy.args!, "--metrics-address")).to.equal("127.0.0.1");
+        const open = objs.some((o) => o.kind === "PodMonitor");
+        expect(flagValue(podwatch.args!, "--metrics-address")).to.equal(open ? "0.0.0.0" : "127.0.0.1");
+        expect(flagValue(proxy.args!, "--metrics-address")).to.equal(open ? "0.0.0.0" : "127.0.0.1");
         for (const c of [podwatch, proxy]) {
-          expect(c.livenessProbe?.httpGet?.host, `${c.name} liveness`).to.equal("127.0.0.1");
-          expect(c.readinessProbe?.httpGet?.host, `${c.name} readiness`).to.equal("127.0.0.1");
+          expect(c.livenessProbe?.httpGet?.host, `${c.name} liveness`).to.equal(open ? undefined : "127.0.0.1");
+          expect(c.readinessProbe?.httpGet?.host, `${c.name} readiness`).to.equal(open ? undefined : "127.0.0.1");
         }
       });
 
@@ -764,38 +773,74 @@ describe("helm chart charts/tproxy", function () {
     });
   });
 
-  describe("values.yaml and the chart README", () => {
-    /** Paths of the documented values: a key with a `# --` comment above it (its subtree is its value). */
-    function documentedPaths(): { documented: string[]; undocumented: string[] } {
-      const doc = parseDocument(readFileSync(join(CHART_DIR, "values.yaml"), "utf8"));
-      const documented: string[] = [];
-      const undocumented: string[] = [];
-      const walk = (map: YAMLMap, prefix: string) => {
-        for (const [i, pair] of map.items.entries()) {
-          const key = isScalar(pair.key) ? String(pair.key.value) : "?";
-          const path = prefix ? `${prefix}.${key}` : key;
-          // yaml attaches the comment above a map's first key to the map itself
-          const comment = `${i === 0 ? (map.commentBefore ?? "") : ""}\n${(isScalar(pair.key) ? pair.key.commentBefore : undefined) ?? ""}`;
-          const own = comment.split("\n").some((l) => l.trim().startsWith("--"));
-          if (own) documented.push(path);
-          else if (isMap(pair.value) && pair.value.items.length > 0) walk(pair.value, path);
-          else undocumented.push(path);
-        }
-      };
-      walk(doc.contents as YAMLMap, "");
-      return { documented, undocumented };
-    }
+  describe("values.yaml and the chart README: each value documented once (npm run chart:docs)", () => {
+    /** The keys values.yaml documents, in order: its `## @param <key>` lines. */
+    const documented = (text = readFileSync(join(CHART_DIR, "values.yaml"), "utf8")) => [...text.matchAll(/^\s*## @param (\S+)/gm)].map((m) => m[1]!);
+    /** A copy of the chart to regenerate the documentation in. */
+    const chartCopy = (name: string) => {
+      const dir = join(tmp, name);
+      rmSync(dir, { recursive: true, force: true });
+      cpSync(CHART_DIR, dir, { recursive: true });
+      return dir;
+    };
+    const chartDocs = (dir: string) => pexec(process.execPath, [join(REPO_ROOT, "test/support/chart-docs.ts"), dir]).then(
+      () => ({ code: 0, stdout: "", stderr: "" }),
+      (err: { code: number; stdout: string; stderr: string }) => err,
+    );
 
-    it("documents every value with a comment above it", () => {
-      const { documented, undocumented } = documentedPaths();
-      expect(undocumented).to.deep.equal([]);
-      expect(documented.length).to.be.greaterThan(40);
+    it("regenerates exactly the committed README tables and values.schema.json (they cannot drift from values.yaml)", async () => {
+      const dir = chartCopy("chart-docs-same");
+      const r = await chartDocs(dir);
+      expect(r.code, r.stderr).to.equal(0);
+      for (const f of ["README.md", "values.schema.json", "values.yaml"]) {
+        expect(readFileSync(join(dir, f), "utf8"), `${f}: run npm run chart:docs`).to.equal(readFileSync(join(CHART_DIR, f), "utf8"));
+      }
     });
 
-    it("lists exactly the documented values in the README's values table", () => {
+    it("carries a changed description into the README and the schema, keeping the schema's constraints", async () => {
+      const dir = chartCopy("chart-docs-changed");
+      const values = readFileSync(join(dir, "values.yaml"), "utf8");
+      writeFileSync(join(dir, "values.yaml"), values.replace("## @param proxy.onFilterError What a filter hook", "## @param proxy.onFilterError Changed: what a filter hook"));
+      const r = await chartDocs(dir);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(readFileSync(join(dir, "README.md"), "utf8")).to.match(/^\| `proxy.onFilterError` +\| Changed: what a filter hook/m);
+      const schema = JSON.parse(readFileSync(join(dir, "values.schema.json"), "utf8")) as { properties: { proxy: { properties: Record<string, { description: string; enum?: string[] }> } } };
+      expect(schema.properties.proxy.properties["onFilterError"]!.description).to.match(/^Changed: what a filter hook/);
+      expect(schema.properties.proxy.properties["onFilterError"]!.enum).to.deep.equal(["deny", "allow"]);
+    });
+
+    it("fails, naming the key, for a value without `## @param`, a `## @param` of no value, and a value the schema lacks", async () => {
+      const values = readFileSync(join(CHART_DIR, "values.yaml"), "utf8");
+      const undocumented = chartCopy("chart-docs-undocumented");
+      writeFileSync(join(undocumented, "values.yaml"), values.replace(/^ *## @param proxy\.logFormat .*\n/m, ""));
+      const a = await chartDocs(undocumented);
+      expect(a.code).to.not.equal(0);
+      expect(a.stderr).to.include("ERROR: Missing metadata for key: proxy.logFormat");
+
+      const stale = chartCopy("chart-docs-stale");
+      writeFileSync(join(stale, "values.yaml"), values.replace(/^( *)(## @param proxy\.logFormat .*\n)/m, "$1## @param proxy.logFormatOld Gone.\n$1$2"));
+      const b = await chartDocs(stale);
+      expect(b.code).to.not.equal(0);
+      expect(b.stderr).to.include("ERROR: Metadata provided for non existing key: proxy.logFormatOld");
+
+      const unschemed = chartCopy("chart-docs-unschemed");
+      writeFileSync(join(unschemed, "values.yaml"), values.replace(/^( *)## @param proxy\.logFormat /m, "$1## @param proxy.logStyle Style.\n$1logStyle: plain\n$1## @param proxy.logFormat "));
+      const c = await chartDocs(unschemed);
+      expect(c.code).to.not.equal(0);
+      expect(c.stderr).to.include("values.schema.json has no property for proxy.logStyle");
+    });
+
+    it("lists exactly the documented values in the README's Values tables, with their defaults", () => {
       const readme = readFileSync(join(CHART_DIR, "README.md"), "utf8");
-      const rows = [...readme.matchAll(/^\| `([A-Za-z0-9_.]+)` \|/gm)].map((m) => m[1]!);
-      expect(rows).to.deep.equal(documentedPaths().documented);
+      const section = readme.slice(readme.indexOf("\n## Values\n"), readme.indexOf("\n## Limits\n"));
+      const rows = [...section.matchAll(/^\| `([A-Za-z0-9_.]+)` +\|.*\| `(.*)` +\|$/gm)];
+      expect(rows.map((m) => m[1])).to.deep.equal(documented());
+      expect(documented().length).to.be.greaterThan(40);
+      // Values documented as a whole object or list show what values.yaml holds, not the generator's `{}`.
+      const cell = Object.fromEntries(rows.map((m) => [m[1]!, m[2]!]));
+      expect(cell["proxy.resources"]).to.equal('{"requests":{"cpu":"100m","memory":"160Mi"},"limits":{"memory":"512Mi"}}');
+      expect(cell["daemonset.tolerations"]).to.equal('[{"operator":"Exists"}]');
+      expect(cell["proxy.standardMode.allowPorts"]).to.equal("[80,443]");
       for (const step of ["helm install tproxy charts/tproxy", "helm upgrade tproxy", "helm uninstall tproxy", "helm test tproxy"]) {
         expect(readme).to.include(step);
       }

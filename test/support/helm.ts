@@ -217,6 +217,9 @@ const MODEL_MODULES: Record<string, string> = {
   v1: "kubernetes-models/v1",
   "apps/v1": "kubernetes-models/apps/v1",
   "rbac.authorization.k8s.io/v1": "kubernetes-models/rbac.authorization.k8s.io/v1",
+  // The PodMonitor: its schema comes from the Prometheus Operator's CRD; client-node has no attribute
+  // map for it, so the unknown-field walk below passes it (its tests compare its spec exactly).
+  "monitoring.coreos.com/v1": "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1",
 };
 
 interface ModelClass {
