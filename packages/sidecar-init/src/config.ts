@@ -2,6 +2,7 @@
 // ALLOW_DNS, BLOCK_SVC_CIDR and NODE_NAME among them), parsed once into a frozen, typed object.
 // A flag given on the command line wins over its variable; defaults apply when neither is set.
 import { isIP } from "node:net";
+import { PROBE_ADDRESS, REDIRECTED_PORTS } from "@tproxy/iptables";
 import { ConfigError } from "./errors.ts";
 
 export type Family = "ipv4" | "ipv6";
@@ -107,9 +108,9 @@ type Key = keyof RawOptions;
 export const DEFAULTS = Object.freeze({
   resolvConf: "/etc/resolv.conf",
   standardPort: 1080,
-  ports: Object.freeze([80, 443]) as readonly number[],
+  ports: REDIRECTED_PORTS,
   waitTimeoutMs: 60_000,
-  probeAddress: "192.0.2.1",
+  probeAddress: PROBE_ADDRESS,
   backend: "auto" as Backend,
   logLevel: "info" as LogLevel,
 });
