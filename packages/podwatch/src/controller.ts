@@ -1,9 +1,9 @@
 // Wires the parts: pod informers → coalescing reconciler → iptables; plus /healthz and /metrics.
 import { KubeConfig } from "@kubernetes/client-node";
+import { chooseTools, execRunner, ToolsMissing, type Chosen } from "@tproxy/iptables";
 import { pino, type Logger } from "pino";
 import { systemClock, type Clock } from "./clock.ts";
 import type { PodwatchConfig } from "./config.ts";
-import { chooseTools, execRunner, ToolsMissing } from "@tproxy/iptables";
 import { PodwatchError } from "./errors.ts";
 import { ExecIptables, type IptablesRunner } from "./iptables.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
@@ -113,7 +113,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
  * (the backend kube-proxy uses), called directly. Logs the choice and why.
  */
 async function nodeIptables(config: PodwatchConfig, log: Logger): Promise<ExecIptables> {
-  let chosen;
+  let chosen: Chosen;
   try {
     chosen = await chooseTools(config.iptablesBackend, execRunner({ timeoutMs: 30_000 }));
   } catch (err) {

@@ -2,12 +2,13 @@
 // ALLOW_DNS, BLOCK_SVC_CIDR and NODE_NAME among them), parsed once into a frozen, typed object.
 // A flag given on the command line wins over its variable; defaults apply when neither is set.
 import { isIP } from "node:net";
-import { PROBE_ADDRESS, REDIRECTED_PORTS } from "@tproxy/iptables";
+import { BACKEND_CHOICES, PROBE_ADDRESS, REDIRECTED_PORTS, type BackendChoice } from "@tproxy/iptables";
 import { ConfigError } from "./errors.ts";
 
 export type Family = "ipv4" | "ipv6";
-export type Backend = "auto" | "nft" | "legacy";
-export const BACKENDS: readonly Backend[] = ["auto", "nft", "legacy"];
+/** iptables backend: auto (follow the namespace, as podwatch follows the node), nft or legacy. */
+export type Backend = BackendChoice;
+export const BACKENDS: readonly Backend[] = BACKEND_CHOICES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 

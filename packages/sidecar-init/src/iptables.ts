@@ -3,11 +3,12 @@
 import {
   chooseTools as choose,
   execRunner as runner,
+  firstLine,
   IptablesFailure,
-  otherTools,
   restore as restoreTools,
   save,
   ToolsMissing,
+  type Chosen,
   type FamilyTools,
   type Runner,
   type Tools,
@@ -15,17 +16,13 @@ import {
 import type { Backend } from "./config.ts";
 import { CapabilityError, IptablesError, IptablesMissingError } from "./errors.ts";
 
-export { which, type FamilyTools, type Runner, type RunResult, type Tools } from "@tproxy/iptables";
+export { which, type Chosen, type FamilyTools, type Runner, type RunResult, type Tools } from "@tproxy/iptables";
+/** The other backend's programs, when installed: what `auto` falls back to. */
+export { otherTools as fallbackTools } from "@tproxy/iptables";
 
 export const execRunner: Runner = runner({ timeoutMs: 60_000 });
 
 const INSTALL_HINT = "the init container image needs the iptables package (iptables-restore and ip6tables-restore)";
-
-/** The programs and why they were chosen. */
-export interface Chosen {
-  readonly tools: Tools;
-  readonly reason: string;
-}
 
 /**
  * Picks the programs. `nft` and `legacy` demand their suffixed binaries. `auto` follows the backend the
@@ -49,15 +46,10 @@ export async function chooseTools(choice: Backend, run: Runner, path: string | u
   return (await chooseWithReason(choice, run, path)).tools;
 }
 
-/** The other backend's programs, when installed: the fallback of `auto`. */
-export function fallbackTools(tools: Tools, path: string | undefined = process.env["PATH"]): Tools | undefined {
-  return otherTools(tools, path);
-}
-
 /** This tool's error for a failed program: missing, refused (capabilities) or failed. */
 function translate(err: unknown, tool: string, doing: string): Error {
   if (!(err instanceof IptablesFailure)) return err as Error;
-  const detail = err.stderr.split("\n").map((l) => l.trim()).find((l) => l !== "") ?? "(no output)";
+  const detail = firstLine(err.stderr);
   switch (err.kind) {
     case "missing":
       return new IptablesMissingError(`cannot start ${tool}: ${detail}`, { cause: err });
