@@ -14,6 +14,8 @@ RUN apt-get update \
 ENV npm_package_config_node_gyp_nodedir=/usr/local
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
+COPY packages/iptables/package.json packages/iptables/tsconfig.json packages/iptables/
+COPY packages/iptables/src packages/iptables/src
 COPY packages/tproxy/package.json packages/tproxy/tsconfig.json packages/tproxy/binding.gyp packages/tproxy/
 COPY packages/tproxy/native packages/tproxy/native
 COPY packages/tproxy/src packages/tproxy/src
@@ -34,16 +36,11 @@ RUN npm ci --no-audit --no-fund \
 
 # ---- runtime: this package's production node_modules, bin/, dist/ (and the addon); no compilers ----
 FROM node:24-bookworm-slim
+# Debian's iptables ships both backends' programs (iptables-nft-save, iptables-legacy-restore, …):
+# podwatch runs those of the backend it detects (or is told) directly.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-# podwatch.iptablesBackend=legacy puts this folder first on PATH: the same names, the legacy backend.
-RUN mkdir -p /usr/local/lib/tproxy/iptables-legacy \
- && for f in iptables ip6tables; do \
-      ln -s "/usr/sbin/$f-legacy" "/usr/local/lib/tproxy/iptables-legacy/$f"; \
-      ln -s "/usr/sbin/$f-legacy-save" "/usr/local/lib/tproxy/iptables-legacy/$f-save"; \
-      ln -s "/usr/sbin/$f-legacy-restore" "/usr/local/lib/tproxy/iptables-legacy/$f-restore"; \
-    done
 WORKDIR /app
 COPY --from=build /out/ /app/
 ENV NODE_ENV=production

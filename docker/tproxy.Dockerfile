@@ -14,6 +14,8 @@ RUN apt-get update \
 ENV npm_package_config_node_gyp_nodedir=/usr/local
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
+COPY packages/iptables/package.json packages/iptables/tsconfig.json packages/iptables/
+COPY packages/iptables/src packages/iptables/src
 COPY packages/tproxy/package.json packages/tproxy/tsconfig.json packages/tproxy/binding.gyp packages/tproxy/
 COPY packages/tproxy/native packages/tproxy/native
 COPY packages/tproxy/src packages/tproxy/src

@@ -302,16 +302,18 @@ describe("helm chart charts/tproxy", function () {
         } else {
           expect(pArgs).not.to.include("--standard-port");
         }
+        // podwatch runs the chosen backend's suffixed programs itself: no PATH of its own for either.
+        expect(envOf(podwatch)["PATH"]).to.equal(undefined);
         if (name.startsWith("namespaces")) {
           expect(podwatch.args!.filter((_, i, a) => a[i - 1] === "--namespace")).to.deep.equal(["team-a", "team-b"]);
-          expect(envOf(podwatch)["PATH"]?.value).to.match(/^\/usr\/local\/lib\/tproxy\/iptables-legacy:/);
+          expect(flagValue(podwatch.args!, "--iptables-backend")).to.equal("legacy");
           expect(flagValue(pArgs, "--upstream-ca")).to.equal("/etc/tproxy/upstream-ca/ca-bundle.crt");
           expect(objs.filter((o) => o.kind === "Role").map((o) => o.metadata.namespace)).to.deep.equal(["team-a", "team-b"]);
           expect(objs.filter((o) => o.kind === "ClusterRole")).to.deep.equal([]);
           expect(one(objs, "DaemonSet").metadata.name).to.equal("edge-tproxy");
         } else {
           expect(podwatch.args).not.to.include("--namespace");
-          expect(envOf(podwatch)["PATH"]).to.equal(undefined);
+          expect(flagValue(podwatch.args!, "--iptables-backend")).to.equal("auto");
           const role = one(objs, "ClusterRole");
           expect(role["rules"]).to.deep.equal([{ apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] }]);
         }

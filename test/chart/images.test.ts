@@ -5,7 +5,7 @@
 import { expect } from "chai";
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -200,15 +200,39 @@ describe("docker/ images", function () {
     });
   }
 
-  it("links the legacy iptables names to binaries Debian's iptables package ships", () => {
+  it("podwatch runs the suffixed iptables programs Debian's iptables package ships, with no PATH trick", () => {
     const runs = parseDockerfile(readFileSync(join(DOCKER, "podwatch.Dockerfile"), "utf8")).filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
-    const dir = "/usr/local/lib/tproxy/iptables-legacy";
-    expect(runs).to.include(dir);
+    expect(runs).to.match(/apt-get install -y --no-install-recommends [^&]*\biptables\b/);
+    expect(runs).not.to.include("/usr/local/lib/tproxy/iptables-legacy");
     const ds = readFileSync(join(REPO_ROOT, "charts/tproxy/templates/daemonset.yaml"), "utf8");
-    expect(ds).to.include(`value: ${dir}:`);
-    // The same Debian package on this machine has the targets the links name.
+    expect(ds).not.to.match(/name: PATH\b/);
+    // The same Debian package on this machine has the programs podwatch and sidecar-init look up.
     for (const f of ["iptables", "ip6tables"]) {
-      for (const suffix of ["", "-save", "-restore"]) expect(existsSync(`/usr/sbin/${f}-legacy${suffix}`), `/usr/sbin/${f}-legacy${suffix}`).to.equal(true);
+      for (const b of ["nft", "legacy"]) {
+        for (const suffix of ["-save", "-restore"]) expect(existsSync(`/usr/sbin/${f}-${b}${suffix}`), `/usr/sbin/${f}-${b}${suffix}`).to.equal(true);
+      }
+    }
+  });
+
+  it("builds every workspace package in each image's build stage: those its package depends on and all tsc --build references", () => {
+    const rootTsconfig = JSON.parse(readFileSync(join(REPO_ROOT, "tsconfig.json"), "utf8")) as { references: { path: string }[] };
+    const referenced = rootTsconfig.references.map((r) => r.path.replace(/^packages\//, ""));
+    expect(referenced, "the shared iptables package is built").to.include("iptables");
+    const workspaces = readdirSync(join(REPO_ROOT, "packages")).filter((d) => existsSync(join(REPO_ROOT, "packages", d, "package.json"))).sort();
+    expect([...referenced].sort(), "root tsconfig.json references every workspace package").to.deep.equal(workspaces);
+    for (const pkg of ["tproxy", "podwatch", "sidecar-init"]) {
+      const file = `${pkg}.Dockerfile`;
+      const build = stages(parseDockerfile(readFileSync(join(DOCKER, file), "utf8")))[0]!;
+      const copied = build.body.filter((i) => i.op === "COPY").flatMap((i) => i.args.split(/\s+/).filter((w) => !w.startsWith("--")).slice(0, -1)).map((w) => w.replace(/\/$/, ""));
+      const json = JSON.parse(readFileSync(join(REPO_ROOT, "packages", pkg, "package.json"), "utf8")) as { dependencies?: Record<string, string> };
+      const deps = Object.keys(json.dependencies ?? {}).filter((d) => d.startsWith("@tproxy/")).map((d) => d.slice("@tproxy/".length));
+      expect(deps, `${pkg} depends on @tproxy/iptables`).to.include("iptables");
+      for (const dep of new Set([...referenced, ...deps])) {
+        // tsc --build needs each referenced project's manifest, tsconfig and sources.
+        for (const need of [`packages/${dep}/package.json`, `packages/${dep}/tsconfig.json`, `packages/${dep}/src`]) {
+          expect(copied, `${file}: COPY ${need} (the package ${dep}, which tsc --build builds${deps.includes(dep) ? ` and ${pkg} imports` : ""})`).to.include(need);
+        }
+      }
     }
   });
 
@@ -222,7 +246,7 @@ describe("docker/ images", function () {
       put("package.json", "{}");
       put("node_modules/pino/index.js");
       for (const pkg of ["tproxy", "podwatch", "sidecar-init"]) {
-        put(`packages/${pkg}/package.json`, "{}");
+        put(`packages/${pkg}/package.json`, JSON.stringify({ dependencies: { pino: "^10", "@tproxy/iptables": "0.1.0" } }));
         put(`packages/${pkg}/bin/${pkg}.js`, "#!/usr/bin/env node\nimport '../dist/cli.js';\n", 0o755);
         put(`packages/${pkg}/dist/cli.js`);
         put(`packages/${pkg}/src/cli.ts`);
@@ -232,6 +256,13 @@ describe("docker/ images", function () {
       put("packages/tproxy/build/Release/original_dst.node");
       put("packages/tproxy/build/Release/obj.target/original_dst.o");
       put("packages/tproxy/native/original_dst.c");
+      // The shared package podwatch and sidecar-init import, linked into node_modules as npm links workspaces.
+      put("packages/iptables/package.json", "{}");
+      put("packages/iptables/dist/index.js");
+      put("packages/iptables/src/index.ts");
+      put("packages/iptables/test/a.test.ts");
+      mkdirSync(join(src, "node_modules/@tproxy"));
+      symlinkSync("../../packages/iptables", join(src, "node_modules/@tproxy/iptables"));
       const assemble = async (pkg: string) => {
         const out = join(src, `out-${pkg}`);
         await pexec("sh", [join(DOCKER, "assemble.sh"), out, pkg], { cwd: src });
@@ -241,6 +272,8 @@ describe("docker/ images", function () {
       expect(tproxy.files).to.deep.equal([
         "./node_modules/pino/index.js",
         "./package.json",
+        "./packages/iptables/dist/index.js",
+        "./packages/iptables/package.json",
         "./packages/tproxy/bin/tproxy.js",
         "./packages/tproxy/build/Release/original_dst.node",
         "./packages/tproxy/dist/cli.js",
@@ -251,16 +284,27 @@ describe("docker/ images", function () {
       expect(podwatch.files).to.deep.equal([
         "./node_modules/pino/index.js",
         "./package.json",
+        "./packages/iptables/dist/index.js",
+        "./packages/iptables/package.json",
         "./packages/podwatch/bin/podwatch.js",
         "./packages/podwatch/dist/cli.js",
         "./packages/podwatch/package.json",
       ]);
+      // npm's link resolves inside the image.
+      expect(existsSync(join(podwatch.out, "node_modules/@tproxy/iptables/dist/index.js"))).to.equal(true);
       expect(statSync(join(podwatch.out, "packages/podwatch/bin/podwatch.js")).mode & 0o111).to.equal(0o111);
       const unknown = await pexec("sh", [join(DOCKER, "assemble.sh"), join(src, "out-x"), "nope"], { cwd: src }).then(
         () => "",
         (e: { stderr: string }) => e.stderr,
       );
       expect(unknown).to.equal("assemble.sh: no package packages/nope\n");
+      // A dependency missing from the build fails the image's build, naming it (control: it passed above).
+      rmSync(join(src, "packages/iptables"), { recursive: true });
+      const missing = await pexec("sh", [join(DOCKER, "assemble.sh"), join(src, "out-missing"), "sidecar-init"], { cwd: src }).then(
+        () => "",
+        (e: { stderr: string }) => e.stderr,
+      );
+      expect(missing).to.equal("assemble.sh: sidecar-init depends on @tproxy/iptables, but packages/iptables is not in the build\n");
     } finally {
       rmSync(src, { recursive: true, force: true });
     }

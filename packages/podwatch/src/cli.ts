@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { DEFAULT_ANNOTATION, DEFAULT_INIT_CONTAINER, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, DEFAULT_PROXY_PORT, DEFAULT_RESYNC, parseConfig, type RawOptions } from "./config.ts";
+import { DEFAULT_ANNOTATION, DEFAULT_INIT_CONTAINER, DEFAULT_IPTABLES_BACKEND, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, DEFAULT_PROXY_PORT, DEFAULT_RESYNC, parseConfig, type RawOptions } from "./config.ts";
 import { startPodwatch } from "./controller.ts";
 import { PodwatchError } from "./errors.ts";
 
@@ -26,6 +26,7 @@ const program = new Command("tproxy-podwatch")
   .addOption(new Option("--resync <duration>", "period of the full resync that repairs drift").env("TPROXY_RESYNC").default(DEFAULT_RESYNC))
   .addOption(new Option("--metrics-port <port>", "port of /healthz and /metrics").env("TPROXY_METRICS_PORT").default(String(DEFAULT_METRICS_PORT)))
   .addOption(new Option("--metrics-address <ip>", "address /healthz and /metrics listen on (the node's loopback by default: probes use host 127.0.0.1; 0.0.0.0 for a Prometheus scraping the node)").env("TPROXY_METRICS_ADDRESS").default(DEFAULT_METRICS_ADDRESS))
+  .addOption(new Option("--iptables-backend <mode>", "iptables backend of the node's rules: auto (the one kube-proxy uses, detected as its image does), nft or legacy").env("TPROXY_IPTABLES_BACKEND").default(DEFAULT_IPTABLES_BACKEND))
   .action(async (raw: RawOptions) => {
     const config = parseConfig(raw);
     const log = pino({ name: "tproxy-podwatch", level: process.env.TPROXY_LOG_LEVEL ?? "info" });

@@ -1,10 +1,13 @@
 // Command-line flags and environment → one frozen, validated configuration.
 import { isIP } from "node:net";
+import { BACKEND_CHOICES, DEFAULT_TRANSPARENT_PORT, type BackendChoice } from "@tproxy/iptables";
 import { canonicalIp } from "./desired.ts";
 import { ConfigError } from "./errors.ts";
 
 export const DEFAULT_ANNOTATION = "initializer.kubernetes.io/tproxy";
-export const DEFAULT_PROXY_PORT = 8080;
+export const DEFAULT_PROXY_PORT = DEFAULT_TRANSPARENT_PORT;
+/** Detect the node's backend as kube-proxy's image does (see @tproxy/iptables detect.ts). */
+export const DEFAULT_IPTABLES_BACKEND: BackendChoice = "auto";
 export const DEFAULT_RESYNC = "60s";
 export const DEFAULT_METRICS_PORT = 9091;
 /** The node's loopback: the kubelet's probes reach it (host: 127.0.0.1), pods and other hosts do not. */
@@ -37,6 +40,8 @@ export interface PodwatchConfig {
   readonly metricsPort: number;
   /** Address `/healthz` and `/metrics` listen on; default 127.0.0.1 (the node's loopback: podwatch runs in its network). */
   readonly metricsAddress: string;
+  /** iptables backend the node's rules are written with: auto (detected, default), nft or legacy. */
+  readonly iptablesBackend: BackendChoice;
 }
 
 /** Raw values as commander hands them over (strings from flags or environment). */
@@ -51,6 +56,7 @@ export interface RawOptions {
   resync?: string;
   metricsPort?: string | number;
   metricsAddress?: string;
+  iptablesBackend?: string;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -97,12 +103,20 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
     resyncMs: parseDuration("--resync", raw.resync ?? DEFAULT_RESYNC),
     metricsPort: parsePort("--metrics-port", raw.metricsPort ?? DEFAULT_METRICS_PORT, 0),
     metricsAddress: parseAddress("--metrics-address", raw.metricsAddress ?? DEFAULT_METRICS_ADDRESS),
+    iptablesBackend: parseBackend(raw.iptablesBackend ?? DEFAULT_IPTABLES_BACKEND),
   });
 }
 
 function parseAddress(flag: string, value: string): string {
   if (isIP(value.trim()) === 0) throw new ConfigError(`${flag} ${JSON.stringify(value)} is not an IP address (e.g. 127.0.0.1, or 0.0.0.0 for every address)`);
   return value.trim();
+}
+
+function parseBackend(value: string): BackendChoice {
+  const v = value.trim();
+  const found = BACKEND_CHOICES.find((b) => b === v);
+  if (found === undefined) throw new ConfigError(`--iptables-backend ${JSON.stringify(value)} is not a backend (expected ${BACKEND_CHOICES.join(", ")})`);
+  return found;
 }
 
 function validAnnotationKey(key: string): boolean {

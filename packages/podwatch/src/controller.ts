@@ -1,8 +1,10 @@
 // Wires the parts: pod informers → coalescing reconciler → iptables; plus /healthz and /metrics.
 import { KubeConfig } from "@kubernetes/client-node";
+import { chooseTools, execRunner, ToolsMissing, type Chosen } from "@tproxy/iptables";
 import { pino, type Logger } from "pino";
 import { systemClock, type Clock } from "./clock.ts";
 import type { PodwatchConfig } from "./config.ts";
+import { PodwatchError } from "./errors.ts";
 import { ExecIptables, type IptablesRunner } from "./iptables.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Reconciler } from "./reconciler.ts";
@@ -13,7 +15,7 @@ import { PodWatcher } from "./watcher.ts";
 export interface PodwatchDeps {
   /** Default: `loadFromDefault()` (KUBECONFIG, ~/.kube/config, or the in-cluster service account). */
   readonly kubeConfig?: KubeConfig;
-  /** Default: the `iptables-*` / `ip6tables-*` binaries on PATH. */
+  /** Default: the `iptables-*` / `ip6tables-*` binaries of the configured (or detected) backend, on PATH. */
   readonly runner?: IptablesRunner;
   readonly clock?: Clock;
   readonly log?: Logger;
@@ -42,10 +44,11 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     kubeConfig.loadFromDefault();
   }
 
+  const runner = deps.runner ?? (await nodeIptables(config, log));
   let watcher: PodWatcher | undefined;
   const reconciler = new Reconciler({
     pods: () => watcher?.pods() ?? [],
-    runner: deps.runner ?? new ExecIptables(),
+    runner,
     clock,
     log,
     metrics,
@@ -103,4 +106,23 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
       await server?.close();
     },
   };
+}
+
+/**
+ * The node's iptables programs: the suffixed ones of the backend configured, or of the one detected
+ * (the backend kube-proxy uses), called directly. Logs the choice and why.
+ */
+async function nodeIptables(config: PodwatchConfig, log: Logger): Promise<ExecIptables> {
+  let chosen: Chosen;
+  try {
+    chosen = await chooseTools(config.iptablesBackend, execRunner({ timeoutMs: 30_000 }));
+  } catch (err) {
+    if (err instanceof ToolsMissing) {
+      throw new PodwatchError("ERR_IPTABLES_MISSING", `${err.message}; the podwatch image needs the iptables package${config.iptablesBackend === "auto" ? "" : ", or choose another --iptables-backend"}`, { cause: err });
+    }
+    throw err;
+  }
+  const { tools, reason } = chosen;
+  log.info({ backend: tools.backend, reason, ipv4: [tools.ipv4.save, tools.ipv4.restore], ipv6: [tools.ipv6.save, tools.ipv6.restore] }, `iptables backend ${tools.backend}: ${reason}`);
+  return new ExecIptables({ tools });
 }

@@ -1,7 +1,8 @@
-// The only place podwatch runs iptables binaries. Tests swap in their own `IptablesRunner`.
-import { spawn } from "node:child_process";
-import { IptablesError } from "./errors.ts";
+// podwatch's view of iptables: read one table, apply one transaction, per family, with the programs
+// chosen at start (@tproxy/iptables). Tests swap in their own `IptablesRunner`.
+import { execRunner, IptablesFailure, programNames, restore, save, type Runner, type Tools } from "@tproxy/iptables";
 import type { Family } from "./desired.ts";
+import { IptablesError } from "./errors.ts";
 
 /** The tables podwatch keeps a chain in: nat (`TPROXY-REDIRECT`) and filter (`TPROXY-ENFORCE`). */
 export type Table = "nat" | "filter";
@@ -10,57 +11,46 @@ export type Table = "nat" | "filter";
 export interface IptablesRunner {
   /** `iptables-save -t TABLE` output (default nat). */
   save(family: Family, table?: Table): Promise<string>;
-  /** Feeds `input` to `iptables-restore --noflush` (one kernel transaction). */
+  /** Feeds `input` to `iptables-restore -w --noflush` (one kernel transaction). */
   restore(family: Family, input: string): Promise<void>;
 }
 
 export interface ExecIptablesOptions {
-  /** Binary name stem per family; default `iptables` / `ip6tables` (so `iptables-save`, `iptables-restore`). */
-  readonly ipv4?: string;
-  readonly ipv6?: string;
+  /** The programs to run (`chooseTools` of @tproxy/iptables); default the unsuffixed ones on PATH. */
+  readonly tools?: Tools;
   /** Kill a command that runs longer than this; default 30 000 ms. */
   readonly timeoutMs?: number;
   /** Command words put in front, e.g. `["ip", "netns", "exec", "node1"]` (benchmarks, tests); default none. */
   readonly prefix?: readonly string[];
 }
 
-/** Runs the real `*-save` / `*-restore` binaries found on PATH. */
+/** The unsuffixed programs, by name: whatever PATH finds (the prefix may run them in another namespace). */
+function unsuffixed(): Tools {
+  const n = programNames("default");
+  return { backend: "default", ipv4: { family: "ipv4", ...n.ipv4 }, ipv6: { family: "ipv6", ...n.ipv6 } };
+}
+
+/** Runs the real `*-save` / `*-restore` binaries. */
 export class ExecIptables implements IptablesRunner {
-  readonly #stems: Record<Family, string>;
-  readonly #timeoutMs: number;
-  readonly #prefix: readonly string[];
+  readonly tools: Tools;
+  readonly #run: Runner;
 
   constructor(opts: ExecIptablesOptions = {}) {
-    this.#prefix = opts.prefix ?? [];
-    this.#stems = { ipv4: opts.ipv4 ?? "iptables", ipv6: opts.ipv6 ?? "ip6tables" };
-    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.tools = opts.tools ?? unsuffixed();
+    this.#run = execRunner({ timeoutMs: opts.timeoutMs ?? 30_000, prefix: opts.prefix ?? [] });
   }
 
-  async save(family: Family, table: Table = "nat"): Promise<string> {
-    return this.#exec(`${this.#stems[family]}-save`, ["-t", table]);
+  save(family: Family, table: Table = "nat"): Promise<string> {
+    return save(this.tools[family], this.#run, table).catch(rethrow);
   }
 
-  async restore(family: Family, input: string): Promise<void> {
-    await this.#exec(`${this.#stems[family]}-restore`, ["-w", "--noflush"], input);
+  restore(family: Family, input: string): Promise<void> {
+    return restore(this.tools[family], input, this.#run).catch(rethrow);
   }
+}
 
-  #exec(command: string, commandArgs: string[], input?: string): Promise<string> {
-    const line = [command, ...commandArgs].join(" ");
-    const [cmd = command, ...args] = [...this.#prefix, command, ...commandArgs];
-    return new Promise((resolve, reject) => {
-      const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], timeout: this.#timeoutMs });
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      child.stdout.on("data", (b: Buffer) => out.push(b));
-      child.stderr.on("data", (b: Buffer) => err.push(b));
-      child.stdin.on("error", () => undefined); // the exit code tells the story
-      child.once("error", (e) => reject(new IptablesError(line, null, e.message, { cause: e })));
-      child.once("close", (code, signal) => {
-        const stderr = Buffer.concat(err).toString("utf8");
-        if (code === 0) resolve(Buffer.concat(out).toString("utf8"));
-        else reject(new IptablesError(line, code, signal ? `killed by ${signal}. ${stderr}` : stderr));
-      });
-      child.stdin.end(input ?? "");
-    });
-  }
+/** podwatch's own error class, carrying what the program printed (the reconciler logs and reports it). */
+function rethrow(err: unknown): never {
+  if (err instanceof IptablesFailure) throw new IptablesError(err.command, err.exitCode, err.stderr, { cause: err });
+  throw err;
 }

@@ -1,5 +1,6 @@
 // The nat chain podwatch owns: rendering the wanted rules, reading what the kernel has (`iptables-save`),
 // and planning the one `iptables-restore --noflush` transaction that turns the second into the first.
+import { REDIRECTED_PORTS } from "@tproxy/iptables";
 import { parseSave, planChain, type ChainSpec } from "./owned-chain.ts";
 import type { Family, Redirect } from "./desired.ts";
 
@@ -7,8 +8,8 @@ import type { Family, Redirect } from "./desired.ts";
 export const CHAIN = "TPROXY-REDIRECT";
 /** The one jump into it, as `iptables-save` prints it. */
 export const JUMP_RULE = `-A PREROUTING -j ${CHAIN}`;
-/** Destination ports redirected by default. */
-export const DEFAULT_PORTS: readonly number[] = [80, 443];
+/** Destination ports redirected by default (the contract with sidecar-init's lock). */
+export const DEFAULT_PORTS: readonly number[] = REDIRECTED_PORTS;
 
 export interface RenderOptions {
   /** Port of the transparent proxy on this node (contract default 8080). */

@@ -16,8 +16,16 @@ describe("podwatch config", () => {
       resyncMs: 60_000,
       metricsPort: 9091,
       metricsAddress: "127.0.0.1",
+      iptablesBackend: "auto",
     });
     expect(Object.isFrozen(c)).to.equal(true);
+  });
+
+  it("takes an iptables backend by name and refuses any other", () => {
+    expect(parseConfig({ nodeName: "n", iptablesBackend: "legacy" }).iptablesBackend).to.equal("legacy");
+    expect(parseConfig({ nodeName: "n", iptablesBackend: " nft " }).iptablesBackend).to.equal("nft");
+    expect(() => parseConfig({ nodeName: "n", iptablesBackend: "iptables" }))
+      .to.throw(ConfigError, '--iptables-backend "iptables" is not a backend (expected auto, nft, legacy)');
   });
 
   it("takes repeated and comma-separated namespaces, and port 0 for metrics", () => {

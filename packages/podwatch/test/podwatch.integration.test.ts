@@ -7,7 +7,7 @@
 import { expect } from "chai";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -306,7 +306,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     const help = await must(process.execPath, [CLI, "--help"]);
     const listed = [...help.matchAll(/env:\s+([A-Z][A-Z_]+)\)/g)].map((m) => m[1]).sort();
     expect(listed).to.deep.equal([
-      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_INIT_CONTAINER", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
+      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
     ]);
 
     const other = await otherNode();
@@ -324,10 +324,12 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
         TPROXY_RESYNC: "500ms",
         TPROXY_METRICS_PORT: "19391",
         TPROXY_METRICS_ADDRESS: "0.0.0.0",
+        TPROXY_IPTABLES_BACKEND: "nft",
       },
     });
     try {
       expect(fromEnv.statusPort).to.equal(19391);
+      expect(fromEnv.logs.map((l) => l.msg)).to.include("iptables backend nft: as configured");
       // Every address, as the variable says (the default is the node's loopback only).
       expect(await other.node.must("ss", ["-Hltn", "sport", "=", ":19391"])).to.include("0.0.0.0:19391");
       expect((await health(fromEnv)).status).to.match(/^(200|503)$/);
@@ -357,15 +359,10 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     }
   });
 
-  it("applies its chain with the legacy backend when that is what iptables names on PATH (as the image's legacy folder does)", async () => {
+  it("applies its chain with the legacy backend when --iptables-backend legacy names it (as podwatch.iptablesBackend does)", async () => {
     const other = await otherNode();
-    const bin = mkdtempSync(join(tmpdir(), "tpw-legacy-"));
-    for (const f of ["iptables", "ip6tables"]) {
-      symlinkSync(`/usr/sbin/${f}-legacy`, join(bin, f));
-      symlinkSync(`/usr/sbin/${f}-legacy-save`, join(bin, `${f}-save`));
-      symlinkSync(`/usr/sbin/${f}-legacy-restore`, join(bin, `${f}-restore`));
-    }
-    const legacy = await launch({ ...other, args: ["--node-name", "node-legacy", "--resync", LONG_RESYNC, "--metrics-port", "0"], env: { PATH: `${bin}:${process.env.PATH ?? ""}` } });
+    const legacy = await launch({ ...other, args: ["--node-name", "node-legacy", "--resync", LONG_RESYNC, "--metrics-port", "0", "--iptables-backend", "legacy"] });
+    expect(legacy.logs.find((l) => l.msg === "iptables backend legacy: as configured")?.ipv4).to.deep.equal(["/usr/sbin/iptables-legacy-save", "/usr/sbin/iptables-legacy-restore"]);
     try {
       api.createPod({ name: "old-node", nodeName: "node-legacy", annotations: ON, podIP: "10.247.0.1" });
       await waitRules("the rule in the legacy tables", ["default/old-node 10.247.0.1"], "ipv4", 5_000, other.node, "iptables-legacy-save");
@@ -376,7 +373,6 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       await waitRules("the rule to go from the legacy tables", [], "ipv4", 5_000, other.node, "iptables-legacy-save");
     } finally {
       await halt(legacy);
-      rmSync(bin, { recursive: true, force: true });
     }
   });
 
@@ -458,10 +454,17 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
 
   it("reports iptables failures (stderr logged, /healthz 503), keeps retrying, and recovers", async () => {
     await stopPodwatch();
-    // An iptables-restore that refuses, first on PATH, standing for a broken or locked iptables.
+    // The node's backend (nft: kube-proxy's rules are there) with an iptables-nft-restore first on PATH
+    // that refuses while the file `broken` exists, standing for a broken or locked iptables; podwatch
+    // found it at start and keeps calling it.
     const bin = mkdtempSync(join(tmpdir(), "tpw-bin-"));
-    const fake = join(bin, "iptables-restore");
-    writeFileSync(fake, "#!/bin/sh\ncat >/dev/null\necho 'iptables-restore: line 3 failed (stand-in failure)' >&2\nexit 1\n", { mode: 0o755 });
+    const fake = join(bin, "broken");
+    writeFileSync(fake, "");
+    writeFileSync(
+      join(bin, "iptables-nft-restore"),
+      `#!/bin/sh\nif [ -e ${fake} ]; then cat >/dev/null; echo 'iptables-restore: line 3 failed (stand-in failure)' >&2; exit 1; fi\nexec /usr/sbin/iptables-nft-restore "$@"\n`,
+      { mode: 0o755 },
+    );
     try {
       pw = await launch({ env: { PATH: `${bin}:${process.env.PATH ?? ""}` } });
       api.createPod({ name: "blocked", nodeName: "node-a", annotations: ON, podIP: "10.244.0.70" });

@@ -2,11 +2,13 @@
 // ALLOW_DNS, BLOCK_SVC_CIDR and NODE_NAME among them), parsed once into a frozen, typed object.
 // A flag given on the command line wins over its variable; defaults apply when neither is set.
 import { isIP } from "node:net";
+import { BACKEND_CHOICES, PROBE_ADDRESS, REDIRECTED_PORTS, type BackendChoice } from "@tproxy/iptables";
 import { ConfigError } from "./errors.ts";
 
 export type Family = "ipv4" | "ipv6";
-export type Backend = "auto" | "nft" | "legacy";
-export const BACKENDS: readonly Backend[] = ["auto", "nft", "legacy"];
+/** iptables backend: auto (follow the namespace, as podwatch follows the node), nft or legacy. */
+export type Backend = BackendChoice;
+export const BACKENDS: readonly Backend[] = BACKEND_CHOICES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -107,9 +109,9 @@ type Key = keyof RawOptions;
 export const DEFAULTS = Object.freeze({
   resolvConf: "/etc/resolv.conf",
   standardPort: 1080,
-  ports: Object.freeze([80, 443]) as readonly number[],
+  ports: REDIRECTED_PORTS,
   waitTimeoutMs: 60_000,
-  probeAddress: "192.0.2.1",
+  probeAddress: PROBE_ADDRESS,
   backend: "auto" as Backend,
   logLevel: "info" as LogLevel,
 });

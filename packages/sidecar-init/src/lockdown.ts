@@ -5,7 +5,8 @@ import type { Logger } from "pino";
 import { ownAddresses, type Interfaces } from "./addresses.ts";
 import { requireCapabilities, effectiveCapabilities } from "./capabilities.ts";
 import type { Config, Family, Resolver } from "./config.ts";
-import { chooseTools, execRunner, restore, saveFilter, type FamilyTools, type Runner, type Tools } from "./iptables.ts";
+import { IptablesError, IptablesMissingError } from "./errors.ts";
+import { chooseTools, chooseWithReason, execRunner, fallbackTools, restore, saveFilter, type FamilyTools, type Runner, type Tools } from "./iptables.ts";
 import { waitForInterception, type ProbeResult } from "./probe.ts";
 import { podResolvers, type ReadText } from "./resolv-conf.ts";
 import { resolveNode, type Lookup } from "./resolve.ts";
@@ -113,15 +114,33 @@ export async function sidecarInit(config: Config, log: Logger, deps: Deps = defa
     return;
   }
 
-  const tools = await chooseTools(config.backend, deps.run, deps.path);
-  requireCapabilities(tools.backend, caps());
-  log.debug({ backend: tools.backend, ipv4: tools.ipv4.restore, ipv6: tools.ipv6.restore }, "iptables chosen");
-  const plans = await plan(policy, families, tools, deps.run);
-  // Check every family before changing any, so a rule the kernel refuses leaves the pod as it was.
-  for (const p of plans) await restore(p.tools!, p.input, deps.run, { test: true });
-  for (const p of plans) {
-    await restore(p.tools!, p.input, deps.run);
-    log.info({ family: p.family, backend: tools.backend, rules: p.rules }, "egress locked");
+  const chosen = await chooseWithReason(config.backend, deps.run, deps.path);
+  log.info({ backend: chosen.tools.backend, reason: chosen.reason }, `iptables backend ${chosen.tools.backend}: ${chosen.reason}`);
+  const lock = async (tools: Tools): Promise<void> => {
+    requireCapabilities(tools.backend, caps());
+    log.debug({ backend: tools.backend, ipv4: tools.ipv4.restore, ipv6: tools.ipv6.restore }, "iptables chosen");
+    const plans = await plan(policy, families, tools, deps.run);
+    // Check every family before changing any, so a rule the kernel refuses leaves the pod as it was.
+    for (const p of plans) await restore(p.tools!, p.input, deps.run, { test: true });
+    for (const p of plans) {
+      await restore(p.tools!, p.input, deps.run);
+      log.info({ family: p.family, backend: tools.backend, rules: p.rules }, "egress locked");
+    }
+  };
+  try {
+    await lock(chosen.tools);
+  } catch (err) {
+    // auto guessed from the namespace's state; when that backend cannot take the lock (its kernel
+    // side missing or broken), the other one may. A missing capability fails both alike: no retry.
+    const other = config.backend === "auto" && canTryOther(err) ? fallbackTools(chosen.tools, deps.path) : undefined;
+    if (other === undefined) throw err;
+    const first = chosen.tools.backend;
+    log.warn({ backend: first, err: (err as Error).message, fallback: other.backend }, `iptables backend ${first} cannot apply the lock; falling back to ${other.backend}`);
+    try {
+      await lock(other);
+    } catch (err2) {
+      throw new IptablesError(`neither iptables backend could apply the lock: ${first}: ${(err as Error).message}; ${other.backend}: ${(err2 as Error).message}`, { cause: err2 });
+    }
   }
 
   if (!config.wait) {
@@ -130,4 +149,9 @@ export async function sidecarInit(config: Config, log: Logger, deps: Deps = defa
   }
   const r = await waitForInterception({ address: config.probeAddress, timeoutMs: config.waitTimeoutMs, ...(deps.probe ? { probe: deps.probe } : {}) }, log);
   log.info({ attempts: r.attempts, elapsedMs: r.elapsedMs }, "interception live");
+}
+
+/** Failures another backend may not have: its programs failing or missing (not a capability). */
+function canTryOther(err: unknown): boolean {
+  return err instanceof IptablesError || err instanceof IptablesMissingError;
 }

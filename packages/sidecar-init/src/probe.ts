@@ -1,11 +1,11 @@
 // Waiting for interception: a plain HTTP request to a TEST-NET address on port 80 reaches nothing but
 // the node's proxy, and only once the node redirects this pod's traffic; the proxy answers it itself.
 import { request } from "node:http";
+import { PROBE_HEADER, PROBE_VALUE } from "@tproxy/iptables";
 import type { Logger } from "pino";
 import { WaitTimeoutError } from "./errors.ts";
 
-export const PROBE_HEADER = "x-tproxy-probe";
-export const PROBE_VALUE = "ok";
+export { PROBE_HEADER, PROBE_VALUE };
 /** Pause between two attempts. */
 export const PROBE_INTERVAL_MS = 250;
 /** Longest single attempt. */

@@ -1,8 +1,11 @@
 // The nft and legacy backends in fresh namespaces: idempotence, auto following the backend in use, and
 // --dry-run printing exactly what a run applies.
 import { expect } from "chai";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Netns, uniqueName } from "../../../test/support/netns.ts";
-import { ruleset, sidecar, removeOldStale } from "./support.ts";
+import { PATH, lastLine, ruleset, sidecar, removeOldStale } from "./support.ts";
 
 const ARGS = ["--no-wait", "--allow-dns", "10.96.0.10,fd00:10:96::a", "--block-cidr", "10.96.0.0/12,fd00:10:96::/112", "--node-ip", "10.128.0.2"];
 
@@ -22,9 +25,22 @@ describe("sidecar-init iptables backends", function () {
     return ns;
   };
 
+  // PATH folders whose restore programs refuse every input, as a backend whose kernel side is broken does.
+  const dirs: string[] = [];
+  const refusing = (...programs: string[]): string => {
+    const dir = mkdtempSync(join(tmpdir(), "tsi-refuse-"));
+    dirs.push(dir);
+    for (const p of programs) {
+      writeFileSync(join(dir, p), `#!/bin/sh\ncat >/dev/null\necho '${p}: line 2 failed: Could not process rule: No such file or directory' >&2\nexit 1\n`);
+      chmodSync(join(dir, p), 0o755);
+    }
+    return `${dir}:${PATH}`;
+  };
+
   before(() => removeOldStale("tsib"));
   after(async () => {
     for (const ns of spaces) await ns.destroy();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
   it("legacy: a second run leaves iptables-legacy-save and ip6tables-legacy-save byte-identical", async () => {
@@ -69,5 +85,39 @@ describe("sidecar-init iptables backends", function () {
     expect(run.code, run.stderr).to.equal(0);
     expect(await ruleset(printed, "iptables-save")).to.equal(await ruleset(applied, "iptables-save"));
     expect(await ruleset(printed, "ip6tables-save")).to.equal(await ruleset(applied, "ip6tables-save"));
+  });
+
+  it("auto: when the backend it chose cannot apply the lock, the other one takes it, and the log says so", async () => {
+    const ns = await fresh();
+    // A fresh namespace: no rules anywhere, so auto picks nft, whose restore refuses here.
+    const r = await sidecar(ns, ARGS, { PATH: refusing("iptables-nft-restore", "ip6tables-nft-restore") });
+    expect(r.code, r.stderr).to.equal(0);
+    const logs = r.stderr.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(logs.map((l) => l["msg"])).to.include.members(["iptables backend nft: no kubelet chain in either backend; legacy does not hold more rules (0 against nft's 0), and nft is the default", "iptables backend nft cannot apply the lock; falling back to legacy"]);
+    expect(logs.filter((l) => l["msg"] === "egress locked").map((l) => l["backend"])).to.deep.equal(["legacy", "legacy"]);
+    // The lock is in the kernel, in legacy's tables, and nowhere in nft's.
+    expect(await ruleset(ns, "iptables-legacy-save")).to.include("-A OUTPUT -j TPROXY-EGRESS\n");
+    expect(await ruleset(ns, "ip6tables-legacy-save")).to.include("-A OUTPUT -j TPROXY-EGRESS\n");
+    expect(await ruleset(ns, "iptables-nft-save")).not.to.include("TPROXY-EGRESS");
+    expect(await ruleset(ns, "ip6tables-nft-save")).not.to.include("TPROXY-EGRESS");
+  });
+
+  it("auto: when neither backend can apply, the error names both and nothing is locked; a named backend is not swapped", async () => {
+    const ns = await fresh();
+    const before4 = await ruleset(ns, "iptables-nft-save");
+    const both = await sidecar(ns, ARGS, { PATH: refusing("iptables-nft-restore", "ip6tables-nft-restore", "iptables-legacy-restore", "ip6tables-legacy-restore") });
+    expect(both.code, both.stderr).to.equal(3);
+    expect(lastLine(both.stderr)).to.match(
+      /^tproxy-sidecar-init: neither iptables backend could apply the lock: nft: \S*iptables-nft-restore failed while checking the rules \(exit 1\): iptables-nft-restore: line 2 failed: .*; legacy: \S*iptables-legacy-restore failed while checking the rules \(exit 1\): iptables-legacy-restore: line 2 failed: /,
+    );
+    // Control: nft named, the same refusal is final (no fallback).
+    const named = await sidecar(ns, [...ARGS, "--iptables-backend", "nft"], { PATH: refusing("iptables-nft-restore", "ip6tables-nft-restore") });
+    expect(named.code, named.stderr).to.equal(3);
+    expect(lastLine(named.stderr)).to.match(/^tproxy-sidecar-init: \S*iptables-nft-restore failed while checking the rules \(exit 1\)/);
+    expect(named.stderr).not.to.include("falling back");
+    for (const save of ["iptables-legacy-save", "ip6tables-legacy-save", "iptables-nft-save", "ip6tables-nft-save"]) {
+      expect(await ruleset(ns, save), save).not.to.include("TPROXY-EGRESS");
+    }
+    expect(await ruleset(ns, "iptables-nft-save")).to.equal(before4);
   });
 });

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // tproxy command line: `tproxy run` (the proxy) and `tproxy ca create` (make a CA).
+import { DEFAULT_TRANSPARENT_PORT, PROBE_ADDRESS } from "@tproxy/iptables";
 import { Command, Option } from "commander";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
@@ -28,7 +29,7 @@ program
   .addOption(new Option("--ca-cert <file>", "CA certificate (PEM) that signs the leaf certificates").env("TPROXY_CA_CERT"))
   .addOption(new Option("--ca-key <file>", "CA private key (PEM)").env("TPROXY_CA_KEY"))
   .addOption(new Option("--filter <path>", "filter script (TypeScript); reloaded live when it changes").env("TPROXY_FILTER"))
-  .addOption(new Option("--transparent-port <port>", "port that REDIRECTed connections arrive on").env("TPROXY_TRANSPARENT_PORT").default("8080"))
+  .addOption(new Option("--transparent-port <port>", "port that REDIRECTed connections arrive on").env("TPROXY_TRANSPARENT_PORT").default(String(DEFAULT_TRANSPARENT_PORT)))
   .addOption(new Option("--standard-port <port>", "explicit-proxy port (CONNECT and absolute-form); off unless given").env("TPROXY_STANDARD_PORT"))
   .addOption(new Option("--metrics-port <port>", "port of /metrics, /healthz and /readyz").env("TPROXY_METRICS_PORT").default("9090"))
   .addOption(new Option("--listen-address <ip>", "address the proxy's listeners bind to").env("TPROXY_LISTEN_ADDRESS").default("::"))
@@ -44,7 +45,7 @@ program
   .addOption(new Option("--max-connections <n>", 'connections the proxy holds open at once from all sources; more are reset at once (0: no cap; "auto": what the container\'s memory limit holds at the measured cost per connection, none without a limit)').env("TPROXY_MAX_CONNECTIONS").default("auto"))
   .addOption(new Option("--max-client-connections <n>", "connections one source address may hold open at once; more are reset at once (0: no cap)").env("TPROXY_MAX_CLIENT_CONNECTIONS").default("512"))
   .addOption(new Option("--log-format <format>", "log lines as text (for people) or json").choices(["text", "json"]).env("TPROXY_LOG_FORMAT").default("text"))
-  .addOption(new Option("--probe-address <ip>", "plain-HTTP requests redirected from this address:80 are answered by the proxy (sidecar-init's readiness probe)").env("TPROXY_PROBE_ADDRESS").default("192.0.2.1"))
+  .addOption(new Option("--probe-address <ip>", "plain-HTTP requests redirected from this address:80 are answered by the proxy (sidecar-init's readiness probe)").env("TPROXY_PROBE_ADDRESS").default(PROBE_ADDRESS))
   .addOption(new Option("--drain-timeout <ms>", "longest wait for requests in flight on SIGTERM").env("TPROXY_DRAIN_TIMEOUT").default("25000"))
   .addOption(new Option("--block-cidr <cidr>", "range no upstream connection may reach, e.g. the Service CIDR (repeatable; env: comma-separated)").env("TPROXY_BLOCK_CIDR").argParser(collect))
   .addOption(new Option("--allow-upstream-cidr <cidr>", "range upstream connections may reach even if node-local, link-local or blocked (repeatable; env: comma-separated)").env("TPROXY_ALLOW_UPSTREAM_CIDR").argParser(collect))

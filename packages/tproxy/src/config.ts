@@ -1,6 +1,7 @@
 // `tproxy run` configuration: flags and environment variables, parsed once into a frozen object.
 import { isIP } from "node:net";
 import { resolve } from "node:path";
+import { DEFAULT_TRANSPARENT_PORT, PROBE_ADDRESS } from "@tproxy/iptables";
 import { ConfigError } from "./errors.ts";
 import { parseCidr } from "./policy/address-policy.ts";
 import type { ConnectionBounds } from "./net/bounds.ts";
@@ -142,14 +143,14 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
   if (isIP(listenAddress) === 0) throw new ConfigError(`--listen-address "${listenAddress}" is not an IP address`);
   const metricsAddress = raw.metricsAddress ?? "127.0.0.1";
   if (isIP(metricsAddress) === 0) throw new ConfigError(`--metrics-address "${metricsAddress}" is not an IP address`);
-  const probeAddress = raw.probeAddress ?? "192.0.2.1";
+  const probeAddress = raw.probeAddress ?? PROBE_ADDRESS;
   if (isIP(probeAddress) === 0) throw new ConfigError(`--probe-address "${probeAddress}" is not an IP address`);
   const workerCount = workers(raw.workers, autoWorkers);
   return Object.freeze({
     caCert: required("--ca-cert", raw.caCert),
     caKey: required("--ca-key", raw.caKey),
     filter: resolve(required("--filter", raw.filter)),
-    transparentPort: port("--transparent-port", raw.transparentPort, 8080),
+    transparentPort: port("--transparent-port", raw.transparentPort, DEFAULT_TRANSPARENT_PORT),
     standardPort: port("--standard-port", raw.standardPort, undefined),
     metricsPort: port("--metrics-port", raw.metricsPort, 9090),
     listenAddress,

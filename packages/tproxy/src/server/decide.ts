@@ -10,13 +10,14 @@
 //  4. an IP-literal target the filter let through is judged by the address policy (a named one is judged after
 //     DNS, by the lookup that the relay connects with: policy/guarded-lookup.ts); whatever the filter said.
 import type { IncomingHttpHeaders } from "node:http";
+import { PROBE_HEADER, PROBE_VALUE } from "@tproxy/iptables";
 import type { Answer } from "../filter/protocol.ts";
 import type { Headers } from "../filter/types.ts";
 import type { AddressJudge } from "../policy/guarded-lookup.ts";
 import { resolveTarget, TargetError, type ConnectionInfo, type Target, type TargetRules } from "./target.ts";
 
 /** Answer to sidecar-init's readiness probe (see DecideDeps.probeAddress). */
-export const PROBE_HEADER = "x-tproxy-probe";
+export { PROBE_HEADER };
 export const PROBE_BODY = "tproxy: intercepting\n";
 
 export interface RequestHead {
@@ -61,7 +62,7 @@ export async function decide(head: RequestHead, conn: ConnectionInfo, deps: Deci
   }
 
   if (conn.mode === "transparent" && !conn.tls && !head.upgrade && conn.destination?.address === deps.probeAddress && conn.destination.port === 80) {
-    return { kind: "answer", answer: text(200, PROBE_BODY, { [PROBE_HEADER]: "ok" }), reason: "probe", decision: "allowed", target };
+    return { kind: "answer", answer: text(200, PROBE_BODY, { [PROBE_HEADER]: PROBE_VALUE }), reason: "probe", decision: "allowed", target };
   }
 
   // The upstream gets the Host the filter judged (an absolute-form request's Host header is ignored, RFC 9112).

@@ -1,0 +1,6 @@
+// Public surface of @tproxy/iptables: what podwatch and sidecar-init share about iptables.
+export { PROBE_ADDRESS, PROBE_HEADER, PROBE_VALUE, REDIRECTED_PORTS, DEFAULT_TRANSPARENT_PORT } from "./contract.ts";
+export { FAMILIES, which, programNames, locate, type Family, type Backend, type Variant, type FamilyTools, type Tools } from "./tools.ts";
+export { execRunner, save, restore, DEFAULT_LOCK_WAIT_SECONDS, type Runner, type RunResult, type ExecRunnerOptions, type RestoreOptions } from "./exec.ts";
+export { IptablesFailure, classify, firstLine, type FailureKind } from "./failure.ts";
+export { detectBackend, chooseTools, otherTools, countRules, ToolsMissing, KUBELET_CHAINS, BACKEND_CHOICES, type BackendChoice, type Detection, type BothTools, type Chosen } from "./detect.ts";
