@@ -46,6 +46,12 @@ if [ "$pkg" = tproxy ]; then
   cp -a "$dir"/build/Release/*.node "$out/$dir/build/Release/"
   ls "$out/$dir/build/Release/"*.node >/dev/null
 fi
+# Type declarations and source maps of the dependencies are read by no running program: dropped (they
+# are half of @kubernetes/client-node's 65 MiB). The proxy keeps them: it compiles filters, which
+# import types.
+if [ "$pkg" != tproxy ]; then
+  find "$out/node_modules" -type f \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -delete
+fi
 # Every link npm made in node_modules leads somewhere in the image (a workspace package left out would not).
 for l in "$out"/node_modules/@tproxy/*; do
   if [ -L "$l" ] && [ ! -e "$l" ]; then echo "assemble.sh: $l -> $(readlink "$l") leads nowhere in $out" >&2; exit 1; fi

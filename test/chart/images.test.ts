@@ -236,7 +236,7 @@ describe("docker/ images", function () {
     }
   });
 
-  it("assembles one package's production files only: node_modules, its package.json, bin and dist, the addon for tproxy", async () => {
+  it("assembles one package's production files only: node_modules (without declarations and source maps but for tproxy), its package.json, bin and dist, the addon for tproxy", async () => {
     const src = mkdtempSync(join(tmpdir(), "tproxy-assemble-"));
     try {
       const put = (p: string, text = "x", mode = 0o644) => {
@@ -245,6 +245,8 @@ describe("docker/ images", function () {
       };
       put("package.json", "{}");
       put("node_modules/pino/index.js");
+      put("node_modules/pino/index.d.ts");
+      put("node_modules/pino/index.js.map");
       for (const pkg of ["tproxy", "podwatch", "sidecar-init"]) {
         put(`packages/${pkg}/package.json`, JSON.stringify({ dependencies: { pino: "^10", "@tproxy/iptables": "0.1.0" } }));
         put(`packages/${pkg}/bin/${pkg}.js`, "#!/usr/bin/env node\nimport '../dist/cli.js';\n", 0o755);
@@ -270,7 +272,9 @@ describe("docker/ images", function () {
       };
       const tproxy = await assemble("tproxy");
       expect(tproxy.files).to.deep.equal([
+        "./node_modules/pino/index.d.ts",
         "./node_modules/pino/index.js",
+        "./node_modules/pino/index.js.map",
         "./package.json",
         "./packages/iptables/dist/index.js",
         "./packages/iptables/package.json",
