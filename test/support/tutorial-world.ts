@@ -18,6 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeApiStandIn } from "./kube-api-stand-in.ts";
 import { writeConfigMap } from "./configmap.ts";
+import { BridgeCni, CALICO_BLOCK, calicoLike, type Datapath, type PodLink } from "./datapath.ts";
 import { Netns, enableForwarding, link, removeStale, uniqueName, waitFor, type RunResult } from "./netns.ts";
 import { TestCa } from "./pki.ts";
 import { Proc, REPO, TPROXY_CLI } from "./world.ts";
@@ -37,6 +38,8 @@ export const METADATA_IP = "169.254.169.254";
 export const SERVICE_IP = "10.96.0.1";
 export const SERVICE_CIDR = "10.96.0.0/12";
 export const DNS_IP = "10.90.2.53";
+/** The node's own address, on its uplink (what Kubernetes calls its InternalIP, `status.hostIP`). */
+export const NODE_IP = "10.90.2.1";
 export const INTERNET_IP6 = "fd90:2::10";
 export const BUCKET_URL = "https://storage.googleapis.com/solutions-public-assets/";
 
@@ -50,6 +53,7 @@ const HOSTS: Record<string, string> = {
 export interface PodNs {
   name: string;
   ns: Netns;
+  /** Its IPv4 address: APP_IP and LOCKED_IP on the "veth" datapath, else what the CNI gave it. */
   ip: string;
 }
 
@@ -139,6 +143,12 @@ export const SIDECAR_INIT_CONTAINER = "sidecar-init";
 export class TutorialWorld {
   readonly prefix: string;
   readonly dir: string;
+  /** How the two tutorial pods are wired to the node (./datapath.ts); extra pods always get a veth. */
+  readonly datapath: Datapath;
+  /** Each wired pod's link, by namespace name (not for "veth": its links are removed with the namespaces). */
+  readonly links = new Map<string, PodLink>();
+  /** The reference CNI network, for "bridge-cni". */
+  cni: BridgeCni | undefined;
   node!: Netns;
   internet!: Netns;
   app!: PodNs;
@@ -155,8 +165,9 @@ export class TutorialWorld {
   /** Namespaces of pods added with `addPod`, removed by `close()`. */
   readonly #extraNs: Netns[] = [];
 
-  private constructor(prefix: string) {
+  private constructor(prefix: string, datapath: Datapath) {
     this.prefix = prefix;
+    this.datapath = datapath;
     this.dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
   }
 
@@ -172,8 +183,8 @@ export class TutorialWorld {
   }
 
   /** Builds the namespaces and servers, starts the API stand-in; nothing of tproxy runs yet. */
-  static async create(prefix: string): Promise<TutorialWorld> {
-    const w = new TutorialWorld(prefix);
+  static async create(prefix: string, options: { datapath?: Datapath } = {}): Promise<TutorialWorld> {
+    const w = new TutorialWorld(prefix, options.datapath ?? "veth");
     try {
       await w.#build();
     } catch (err) {
@@ -190,18 +201,33 @@ export class TutorialWorld {
     this.app = { name: "debian-app", ns: await this.#ns(uniqueName(`${p}a`)), ip: APP_IP };
     this.locked = { name: "debian-app-locked", ns: await this.#ns(uniqueName(`${p}l`)), ip: LOCKED_IP };
 
-    await link(this.app.ns, [`${APP_IP}/24`, "fd90:1::2/64"], this.node, ["10.90.1.1/24", "fd90:1::1/64"]);
-    await link(this.locked.ns, [`${LOCKED_IP}/24`, `${LOCKED_IP6}/64`], this.node, ["10.90.3.1/24", "fd90:3::1/64"]);
-    const { bIf } = await link(this.node, ["10.90.2.1/24", "fd90:2::1/64"], this.internet, [`${GOOGLE_IP}/24`, `${STORAGE_IP}/24`, `${DNS_IP}/24`, `${INTERNET_IP6}/64`]);
+    if (this.datapath === "veth") {
+      await link(this.app.ns, [`${APP_IP}/24`, "fd90:1::2/64"], this.node, ["10.90.1.1/24", "fd90:1::1/64"]);
+      await link(this.locked.ns, [`${LOCKED_IP}/24`, `${LOCKED_IP6}/64`], this.node, ["10.90.3.1/24", "fd90:3::1/64"]);
+    }
+    const { bIf } = await link(this.node, [`${NODE_IP}/24`, "fd90:2::1/64"], this.internet, [`${GOOGLE_IP}/24`, `${STORAGE_IP}/24`, `${DNS_IP}/24`, `${INTERNET_IP6}/64`]);
     await this.internet.must("ip", ["addr", "add", `${METADATA_IP}/32`, "dev", bIf]);
     await this.internet.must("ip", ["addr", "add", `${SERVICE_IP}/32`, "dev", bIf]);
     await enableForwarding(this.node);
     await this.node.must("ip", ["route", "add", `${METADATA_IP}/32`, "via", GOOGLE_IP]);
     await this.node.must("ip", ["route", "add", `${SERVICE_IP}/32`, "via", GOOGLE_IP]);
-    await this.app.ns.must("ip", ["route", "add", "default", "via", "10.90.1.1"]);
-    await this.locked.ns.must("ip", ["route", "add", "default", "via", "10.90.3.1"]);
-    for (const pod of [this.app.ns, this.locked.ns]) await pod.must("ip", ["-6", "route", "add", "default", "via", pod === this.app.ns ? "fd90:1::1" : "fd90:3::1"]);
-    await this.internet.must("ip", ["route", "add", "default", "via", "10.90.2.1"]);
+    if (this.datapath === "veth") {
+      await this.app.ns.must("ip", ["route", "add", "default", "via", "10.90.1.1"]);
+      await this.locked.ns.must("ip", ["route", "add", "default", "via", "10.90.3.1"]);
+      for (const pod of [this.app.ns, this.locked.ns]) await pod.must("ip", ["-6", "route", "add", "default", "via", pod === this.app.ns ? "fd90:1::1" : "fd90:3::1"]);
+    } else {
+      // The CNI's addresses (IPv4 only), in the order a node would start the two pods.
+      if (this.datapath === "bridge-cni") this.cni = new BridgeCni(this.node, this.dir);
+      // A real node's default route (via its uplink's router, here the internet host): Calico's proxy ARP
+      // answers for 169.254.1.1 only with a route to it.
+      else await this.node.must("ip", ["route", "add", "default", "via", GOOGLE_IP]);
+      for (const [i, pod] of [this.app, this.locked].entries()) {
+        const wired = this.cni ? await this.cni.add(pod.ns) : await calicoLike(this.node, pod.ns, `${CALICO_BLOCK}.${2 + i}`);
+        this.links.set(pod.ns.name, wired);
+        pod.ip = wired.ip;
+      }
+    }
+    await this.internet.must("ip", ["route", "add", "default", "via", NODE_IP]);
     await this.internet.must("ip", ["-6", "route", "add", "default", "via", "fd90:2::1"]);
     for (const ns of [this.node, this.app.ns, this.locked.ns]) ns.hosts(HOSTS);
 
@@ -269,12 +295,12 @@ export class TutorialWorld {
   }
 
   /** What `helm install` sets up on the node: the CA (`tproxy ca create`), the filter ConfigMap, the DaemonSet pod. */
-  async installTproxy(options: { filterSource?: string; proxyArgs?: string[] } = {}): Promise<void> {
+  async installTproxy(options: { filterSource?: string; proxyArgs?: string[]; podwatchArgs?: string[] } = {}): Promise<void> {
     this.ca = { cert: join(this.dir, "tproxy-ca.crt"), key: join(this.dir, "tproxy-ca.key") };
     await this.node.must(process.execPath, [TPROXY_CLI, "ca", "create", "--cert", this.ca.cert, "--key", this.ca.key]);
     this.filterDir = join(this.dir, "filter");
     writeConfigMap(this.filterDir, { "filter.ts": options.filterSource ?? readFileSync(CHART_FILTER, "utf8") });
-    await this.startPodwatch();
+    await this.startPodwatch(options.podwatchArgs);
     await this.startProxy(options.proxyArgs);
   }
 
@@ -343,11 +369,11 @@ export class TutorialWorld {
   }
 
   /** The tutorial's cluster with tproxy installed, `debian-app` running and `debian-app-locked` locked. */
-  static async installed(prefix: string): Promise<TutorialWorld> {
+  static async installed(prefix: string, options: { datapath?: Datapath; podwatchArgs?: string[] } = {}): Promise<TutorialWorld> {
     await TutorialWorld.removeLeftovers(prefix);
-    const world = await TutorialWorld.create(prefix);
+    const world = await TutorialWorld.create(prefix, options);
     try {
-      await world.installTproxy();
+      await world.installTproxy({ podwatchArgs: options.podwatchArgs });
       world.schedulePod(world.app, false);
       const init = await world.deployLocked();
       if (init.child.exitCode !== 0) throw new Error(`sidecar-init exited ${init.child.exitCode}:\n${init.output}`);
@@ -389,6 +415,8 @@ export class TutorialWorld {
   async close(): Promise<void> {
     for (const p of this.#procs) await p.stop("SIGKILL").catch(() => undefined);
     await this.api?.close().catch(() => undefined);
+    // CNI DEL before the namespaces go, as a runtime tears a sandbox down (host-local frees the address).
+    for (const l of this.links.values()) await l.remove().catch(() => undefined);
     for (const ns of [...this.#extraNs, this.app?.ns, this.locked?.ns, this.node, this.internet]) await ns?.destroy().catch(() => undefined);
     for (const d of this.#etcDirs) rmSync(d, { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
