@@ -84,12 +84,20 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
       }
     });
 
-    it("intercepts the locked pod with a DNAT to the node's address, written as the kernel prints it back: allowed 200 from the right upstream, denied 418; the unlocked pod goes direct", async () => {
+    it("intercepts the locked pod with a DNAT to the node's address, written as the kernel prints it back: the proxy reads the original destination, allowed 200 from the right upstream, denied 418; the unlocked pod goes direct", async () => {
       expect(await natRules()).to.deep.equal([wantedRule(`-j DNAT --to-destination ${NODE_IP}:8080`)]);
       const allowed = await get(world.locked, `${BUCKET_URL}x`);
       expect(allowed.status, allowed.body).to.equal("200");
       // The upstream answers with its name: the proxy connected to where the pod meant to go.
       expect(allowed.body).to.equal("storage.googleapis.com GET /solutions-public-assets/x");
+      // The proxy answers sidecar-init's probe only on a connection whose original destination it read as
+      // 192.0.2.1:80 (SO_ORIGINAL_DST after the DNAT); the same request sent to its port directly, with no
+      // original destination to read, gets no such answer.
+      const probe = await world.curlFrom(world.locked, ["-s", "-i", "http://192.0.2.1/"]);
+      expect(probe.stdout).to.match(/^HTTP\/1\.1 200 [^]*\r\nx-tproxy-probe: ok\r\n/i);
+      const direct = await world.node.run("curl", ["-s", "-i", "--max-time", "5", "-H", "Host: 192.0.2.1", `http://${NODE_IP}:8080/`], { timeoutMs: 10_000 });
+      expect(direct.stdout).to.match(/^HTTP\/1\.1 /);
+      expect(direct.stdout).not.to.match(/x-tproxy-probe/i);
       const denied = await get(world.locked, "https://www.google.com/");
       expect(denied.status).to.equal("418");
       // The unlocked pod's request is not intercepted: the site itself answers.
