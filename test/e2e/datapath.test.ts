@@ -7,7 +7,7 @@
 // failing on the Calico-like wiring: the reason for the DNAT.
 import { expect } from "chai";
 import { join } from "node:path";
-import { BRIDGE_GATEWAY, BRIDGE_NAME, BRIDGE_SUBNET, CALICO_GATEWAY, type Datapath } from "../support/datapath.ts";
+import { BRIDGE_GATEWAY, BRIDGE_NAME, BRIDGE_SUBNET, CALICO_GATEWAY, CALICO_GATEWAY6, CALICO_MAC, type Datapath } from "../support/datapath.ts";
 import { waitFor } from "../support/netns.ts";
 import { RAW_FRAME } from "../support/raw-frame.ts";
 import { REPO, type Proc } from "../support/world.ts";
@@ -15,7 +15,6 @@ import { BUCKET_URL, GOOGLE_IP, NODE_IP, TutorialWorld, type PodNs } from "../su
 
 const UDP_ECHO = join(REPO, "test/support/udp-echo.ts");
 const UDP_PORT = 9999;
-const DNAT = ["--redirect-to-address", NODE_IP];
 
 const CASES: Array<{ datapath: Exclude<Datapath, "veth">; prefix: string; redirectWorks: boolean }> = [
   { datapath: "bridge-cni", prefix: "tpdb", redirectWorks: true },
@@ -30,8 +29,10 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
 
     before(async function () {
       this.timeout(120_000);
-      // The locked pod's sidecar-init exits 0 only once its probe got through the node's proxy.
-      world = await TutorialWorld.installed(prefix, { datapath, podwatchArgs: DNAT });
+      // podwatch DNATs to the node's address, as the chart runs it (TutorialWorld.redirectToAddress). The
+      // locked pod's sidecar-init exits 0 only once its probe got through the node's proxy.
+      world = await TutorialWorld.installed(prefix, { datapath });
+      expect(world.redirectToAddress).to.equal(NODE_IP);
       await world.extraServer("other-port", GOOGLE_IP, 8081, 8443);
       echo = world.spawn(world.internet, process.execPath, [UDP_ECHO, GOOGLE_IP, "53", String(UDP_PORT)]);
       await echo.waitForLine(/listening/);
@@ -51,9 +52,10 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
       return { code: r.code, status: r.stdout.slice(-3), body: r.stdout.slice(0, -3).replace(/\n$/, "") };
     };
     const wantedRule = (target: string) => `-A TPROXY-REDIRECT -s ${world.locked.ip}/32 -p tcp -m multiport --dports 80,443 -m comment --comment "default/debian-app-locked" ${target}`;
-    async function restartPodwatch(args: string[], target: string): Promise<void> {
+    async function restartPodwatch(redirectToAddress: string | undefined, target: string): Promise<void> {
+      world.redirectToAddress = redirectToAddress;
       await world.podwatch?.stop();
-      await world.startPodwatch(args);
+      await world.startPodwatch();
       await waitFor(`podwatch's rule "${target}"`, async () => (await natRules()).join("\n") === wantedRule(target), 10_000, 100);
     }
 
@@ -81,6 +83,10 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
         expect(await world.node.must("ip", ["-4", "route", "show", `${world.locked.ip}/32`])).to.match(new RegExp(`^${world.locked.ip.replace(/\./g, "\\.")} dev ${nodeDevice} scope link`));
         expect(podAddr).to.include(`inet ${world.locked.ip}/32`);
         expect(podRoute).to.match(new RegExp(`^default via ${CALICO_GATEWAY.replace(/\./g, "\\.")} dev eth0 onlink`));
+        // IPv6 as Calico has it: the pod's /128, its default via the link-local of the node's veth, whose
+        // MAC is Calico's ee:ee:ee:ee:ee:ee.
+        expect(await world.node.must("ip", ["-o", "link", "show", "dev", nodeDevice])).to.include(`link/ether ${CALICO_MAC} `);
+        expect(await world.locked.ns.must("ip", ["-6", "route", "show", "default"])).to.match(new RegExp(`^default via ${CALICO_GATEWAY6} dev eth0`));
       }
     });
 
@@ -143,7 +149,7 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
       : "REDIRECT (podwatch without --redirect-to-address) fails here: the kernel drops the pod's SYNs, as the node's veth has no address; DNAT again fixes it", async function () {
       this.timeout(90_000);
       try {
-        await restartPodwatch([], "-j REDIRECT --to-ports 8080");
+        await restartPodwatch(undefined, "-j REDIRECT --to-ports 8080");
         const before = await counted("nat", "TPROXY-REDIRECT", world.locked.ip);
         const r = await get(world.locked, `${BUCKET_URL}redirect`, 3);
         // The rule matched either way; what differs is whether the connection got through.
@@ -155,7 +161,7 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
           expect(r.status).to.equal("000");
         }
       } finally {
-        await restartPodwatch(DNAT, `-j DNAT --to-destination ${NODE_IP}:8080`);
+        await restartPodwatch(NODE_IP, `-j DNAT --to-destination ${NODE_IP}:8080`);
       }
       expect(await get(world.locked, `${BUCKET_URL}dnat`)).to.include({ status: "200", body: "storage.googleapis.com GET /solutions-public-assets/dnat" });
     });

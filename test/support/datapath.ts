@@ -10,6 +10,13 @@
 //   "calico"      as Calico sets up a workload: the node's `cali*` veth has no address, a /32 route to the
 //                 pod's address points at it and it answers ARP by proxy; the pod has its address as a /32
 //                 and its default route via 169.254.1.1 onlink (an address nobody has: proxy ARP answers).
+//                 IPv6 likewise: a /128, the default via the link-local of the node's veth (MAC ee:ee:ee:ee:ee:ee).
+//
+// TutorialWorld takes the datapath as an option, else from env TPROXY_TEST_DATAPATH (default "veth"). The
+// suites written for the tutorial's addresses (escape*, tutorial; escape-proxy pins "veth") run on
+// "calico" too, which keeps them: `TPROXY_TEST_DATAPATH=calico npx mocha test/e2e/escape*.test.ts ...`.
+// "bridge-cni" gives the pods host-local's addresses of one node range (a bridge holds one IPv4 gateway),
+// so only test/e2e/datapath.test.ts, which reads the pods' addresses from the world, runs it.
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Netns, uniqueName } from "./netns.ts";
@@ -24,8 +31,6 @@ export const BRIDGE_GATEWAY = "10.90.8.1";
 export const BRIDGE_NAME = "cni0";
 /** The address Calico's pods route through; no host has it, the node's veth answers ARP for it. */
 export const CALICO_GATEWAY = "169.254.1.1";
-/** Calico gives each node blocks of a pool; this stands for one node's block. */
-export const CALICO_BLOCK = "10.90.9";
 
 /** A pod wired to the node: its IPv4 address, and the node's device that is its next hop (whose MAC frames go to). */
 export interface PodLink {
@@ -110,15 +115,22 @@ export interface CniResult {
 
 let calicoHost = 1;
 
+/** The MAC Calico gives every host-side veth, so the pod's IPv6 gateway is the same link-local everywhere. */
+export const CALICO_MAC = "ee:ee:ee:ee:ee:ee";
+/** The IPv6 default gateway of Calico's pods: the link-local address of CALICO_MAC. */
+export const CALICO_GATEWAY6 = "fe80::ecee:eeff:feee:eeee";
+
 /**
- * Wires the pod as Calico does a workload endpoint, with `ip` (a /32 of the node's block). Proxy ARP
- * answers only for addresses the node has a route to: 169.254.1.1 needs the node's default route
- * (every real node has one; TutorialWorld adds it).
+ * Wires the pod as Calico does a workload endpoint, with `ip` (a /32 of the node's block) and optionally
+ * `ip6` (a /128). Proxy ARP answers only for addresses the node has a route to: 169.254.1.1 needs the
+ * node's default route (every real node has one; TutorialWorld adds it).
  */
-export async function calicoLike(node: Netns, pod: Netns, ip: string): Promise<PodLink> {
+export async function calicoLike(node: Netns, pod: Netns, ip: string, ip6?: string): Promise<PodLink> {
   const hostIf = `cali${(calicoHost++).toString(16).padStart(4, "0")}${(process.pid % 0xffff).toString(16)}`.slice(0, 15);
-  await node.must("ip", ["link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", pod.name]);
-  // The node's side: no address; it answers ARP for any address it routes (169.254.1.1 included).
+  await node.must("ip", ["link", "add", hostIf, "address", CALICO_MAC, "type", "veth", "peer", "name", "eth0", "netns", pod.name]);
+  // The node's side: no address (but IPv6's link-local, usable at once); it answers ARP for any address it
+  // routes (169.254.1.1 included).
+  await node.must("sysctl", ["-qw", `net.ipv6.conf.${hostIf}.accept_dad=0`]);
   await node.must("sysctl", ["-qw", `net.ipv4.conf.${hostIf}.proxy_arp=1`]);
   await node.must("sysctl", ["-qw", `net.ipv4.neigh.${hostIf}.proxy_delay=0`]);
   await node.must("ip", ["link", "set", hostIf, "up"]);
@@ -126,5 +138,17 @@ export async function calicoLike(node: Netns, pod: Netns, ip: string): Promise<P
   await pod.must("ip", ["addr", "add", `${ip}/32`, "dev", "eth0"]);
   await pod.must("ip", ["link", "set", "eth0", "up"]);
   await pod.must("ip", ["route", "add", "default", "via", CALICO_GATEWAY, "dev", "eth0", "onlink"]);
+  if (ip6) {
+    await node.must("ip", ["-6", "route", "add", `${ip6}/128`, "dev", hostIf]);
+    await pod.must("ip", ["-6", "addr", "add", `${ip6}/128`, "dev", "eth0", "nodad"]);
+    await pod.must("ip", ["-6", "route", "add", "default", "via", CALICO_GATEWAY6, "dev", "eth0"]);
+  }
   return { ip, podIf: "eth0", nodeDevice: hostIf, remove: async () => void (await node.run("ip", ["link", "del", hostIf])) };
+}
+
+/** The datapath the tutorial world uses when a suite does not say: env TPROXY_TEST_DATAPATH, default "veth". */
+export function datapathFromEnv(env: NodeJS.ProcessEnv = process.env): Datapath {
+  const v = env.TPROXY_TEST_DATAPATH ?? "veth";
+  if (v !== "veth" && v !== "bridge-cni" && v !== "calico") throw new Error(`TPROXY_TEST_DATAPATH=${JSON.stringify(v)}: expected veth, bridge-cni or calico`);
+  return v;
 }

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeApiStandIn } from "./kube-api-stand-in.ts";
 import { writeConfigMap } from "./configmap.ts";
-import { BridgeCni, CALICO_BLOCK, calicoLike, type Datapath, type PodLink } from "./datapath.ts";
+import { BridgeCni, calicoLike, datapathFromEnv, type Datapath, type PodLink } from "./datapath.ts";
 import { Netns, enableForwarding, link, removeStale, uniqueName, waitFor, type RunResult } from "./netns.ts";
 import { TestCa } from "./pki.ts";
 import { Proc, REPO, TPROXY_CLI } from "./world.ts";
@@ -53,7 +53,7 @@ const HOSTS: Record<string, string> = {
 export interface PodNs {
   name: string;
   ns: Netns;
-  /** Its IPv4 address: APP_IP and LOCKED_IP on the "veth" datapath, else what the CNI gave it. */
+  /** Its IPv4 address: APP_IP and LOCKED_IP, except on "bridge-cni" (what host-local gave it). */
   ip: string;
 }
 
@@ -143,8 +143,16 @@ export const SIDECAR_INIT_CONTAINER = "sidecar-init";
 export class TutorialWorld {
   readonly prefix: string;
   readonly dir: string;
-  /** How the two tutorial pods are wired to the node (./datapath.ts); extra pods always get a veth. */
+  /**
+   * How the pods are wired to the node (./datapath.ts); extra pods get a veth, except on "calico". Default:
+   * env TPROXY_TEST_DATAPATH, else "veth"; the suites that name APP_IP and LOCKED_IP run on "veth" and "calico".
+   */
   readonly datapath: Datapath;
+  /**
+   * The node address podwatch DNATs to (`--redirect-to-address`, as the chart passes status.hostIP); none
+   * (REDIRECT) on "veth", where the tests began. Read by every `startPodwatch`.
+   */
+  redirectToAddress: string | undefined;
   /** Each wired pod's link, by namespace name (not for "veth": its links are removed with the namespaces). */
   readonly links = new Map<string, PodLink>();
   /** The reference CNI network, for "bridge-cni". */
@@ -168,6 +176,7 @@ export class TutorialWorld {
   private constructor(prefix: string, datapath: Datapath) {
     this.prefix = prefix;
     this.datapath = datapath;
+    this.redirectToAddress = datapath === "veth" ? undefined : NODE_IP;
     this.dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
   }
 
@@ -184,7 +193,7 @@ export class TutorialWorld {
 
   /** Builds the namespaces and servers, starts the API stand-in; nothing of tproxy runs yet. */
   static async create(prefix: string, options: { datapath?: Datapath } = {}): Promise<TutorialWorld> {
-    const w = new TutorialWorld(prefix, options.datapath ?? "veth");
+    const w = new TutorialWorld(prefix, options.datapath ?? datapathFromEnv());
     try {
       await w.#build();
     } catch (err) {
@@ -216,13 +225,14 @@ export class TutorialWorld {
       await this.locked.ns.must("ip", ["route", "add", "default", "via", "10.90.3.1"]);
       for (const pod of [this.app.ns, this.locked.ns]) await pod.must("ip", ["-6", "route", "add", "default", "via", pod === this.app.ns ? "fd90:1::1" : "fd90:3::1"]);
     } else {
-      // The CNI's addresses (IPv4 only), in the order a node would start the two pods.
+      // The bridge: host-local's addresses (IPv4), in the order a node would start the two pods. Calico:
+      // the tutorial's addresses, as /32 and /128.
       if (this.datapath === "bridge-cni") this.cni = new BridgeCni(this.node, this.dir);
       // A real node's default route (via its uplink's router, here the internet host): Calico's proxy ARP
       // answers for 169.254.1.1 only with a route to it.
       else await this.node.must("ip", ["route", "add", "default", "via", GOOGLE_IP]);
-      for (const [i, pod] of [this.app, this.locked].entries()) {
-        const wired = this.cni ? await this.cni.add(pod.ns) : await calicoLike(this.node, pod.ns, `${CALICO_BLOCK}.${2 + i}`);
+      for (const [pod, ip6] of [[this.app, "fd90:1::2"], [this.locked, LOCKED_IP6]] as const) {
+        const wired = this.cni ? await this.cni.add(pod.ns) : await calicoLike(this.node, pod.ns, pod.ip, ip6);
         this.links.set(pod.ns.name, wired);
         pod.ip = wired.ip;
       }
@@ -260,8 +270,12 @@ export class TutorialWorld {
     const n = 4 + this.#extraPods++;
     const ns = await this.#ns(uniqueName(`${this.prefix}x`));
     this.#extraNs.push(ns);
-    await link(ns, [`10.90.${n}.2/24`], this.node, [`10.90.${n}.1/24`]);
-    await ns.must("ip", ["route", "add", "default", "via", `10.90.${n}.1`]);
+    if (this.datapath === "calico") {
+      this.links.set(ns.name, await calicoLike(this.node, ns, `10.90.${n}.2`));
+    } else {
+      await link(ns, [`10.90.${n}.2/24`], this.node, [`10.90.${n}.1/24`]);
+      await ns.must("ip", ["route", "add", "default", "via", `10.90.${n}.1`]);
+    }
     ns.hosts(HOSTS);
     return { name, ns, ip: `10.90.${n}.2` };
   }
@@ -295,12 +309,12 @@ export class TutorialWorld {
   }
 
   /** What `helm install` sets up on the node: the CA (`tproxy ca create`), the filter ConfigMap, the DaemonSet pod. */
-  async installTproxy(options: { filterSource?: string; proxyArgs?: string[]; podwatchArgs?: string[] } = {}): Promise<void> {
+  async installTproxy(options: { filterSource?: string; proxyArgs?: string[] } = {}): Promise<void> {
     this.ca = { cert: join(this.dir, "tproxy-ca.crt"), key: join(this.dir, "tproxy-ca.key") };
     await this.node.must(process.execPath, [TPROXY_CLI, "ca", "create", "--cert", this.ca.cert, "--key", this.ca.key]);
     this.filterDir = join(this.dir, "filter");
     writeConfigMap(this.filterDir, { "filter.ts": options.filterSource ?? readFileSync(CHART_FILTER, "utf8") });
-    await this.startPodwatch(options.podwatchArgs);
+    await this.startPodwatch();
     await this.startProxy(options.proxyArgs);
   }
 
@@ -310,7 +324,8 @@ export class TutorialWorld {
     // The lock's init container is named as this world's pods name it; the resolver is the chart's lock.allowDns.
     this.podwatch = this.spawn(this.node, process.execPath, [
       PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", "8080", "--resync", "10m", "--metrics-port", "9091",
-      "--init-container", SIDECAR_INIT_CONTAINER, "--allow-dns", DNS_IP, ...extra,
+      "--init-container", SIDECAR_INIT_CONTAINER, "--allow-dns", DNS_IP,
+      ...(this.redirectToAddress ? ["--redirect-to-address", this.redirectToAddress] : []), ...extra,
     ], { KUBECONFIG: this.kubeconfig });
     return this.podwatch;
   }
@@ -369,11 +384,11 @@ export class TutorialWorld {
   }
 
   /** The tutorial's cluster with tproxy installed, `debian-app` running and `debian-app-locked` locked. */
-  static async installed(prefix: string, options: { datapath?: Datapath; podwatchArgs?: string[] } = {}): Promise<TutorialWorld> {
+  static async installed(prefix: string, options: { datapath?: Datapath } = {}): Promise<TutorialWorld> {
     await TutorialWorld.removeLeftovers(prefix);
     const world = await TutorialWorld.create(prefix, options);
     try {
-      await world.installTproxy({ podwatchArgs: options.podwatchArgs });
+      await world.installTproxy();
       world.schedulePod(world.app, false);
       const init = await world.deployLocked();
       if (init.child.exitCode !== 0) throw new Error(`sidecar-init exited ${init.child.exitCode}:\n${init.output}`);
