@@ -860,6 +860,9 @@ describe("helm chart charts/tproxy", function () {
         const exposure = await api.exposeIn(ns);
         const env: Record<string, string> = { KUBECONFIG: exposure.kubeconfigPath, NODE_NAME: "node-a" };
         for (const e of podwatch.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+        // The kubelet fills the node's address in from the downward API: podwatch must take it.
+        for (const e of podwatch.env ?? []) if (e.valueFrom?.fieldRef?.fieldPath === "status.hostIP") env[e.name] = "10.0.0.5";
+        expect(env).to.have.property("TPROXY_REDIRECT_TO_ADDRESS", "10.0.0.5");
         // The kubelet expands $(NODE_NAME) in args from the downward-API variable.
         const args = (podwatch.args ?? []).map((a) => a.replace("$(NODE_NAME)", env.NODE_NAME!));
         const metrics = args[args.indexOf("--metrics-port") + 1];
