@@ -210,6 +210,8 @@ describe("helm chart charts/tproxy", function () {
         const args = podwatch.args!;
         expect(flagValue(args, "--node-name")).to.equal("$(NODE_NAME)");
         expect(envOf(podwatch)["NODE_NAME"]?.valueFrom?.fieldRef?.fieldPath).to.equal("spec.nodeName");
+        // DNAT to the node's address on every datapath (REDIRECT fails on Calico's address-less veths).
+        expect(envOf(podwatch)["TPROXY_REDIRECT_TO_ADDRESS"]?.valueFrom?.fieldRef?.fieldPath).to.equal("status.hostIP");
         expect(flagValue(args, "--annotation")).to.equal("initializer.kubernetes.io/tproxy");
         expect(flagValue(args, "--proxy-port")).to.equal(flagValue(proxy.args!, "--transparent-port")).and.equal("8080");
         expect(flagValue(args, "--resync")).to.equal("60s");
@@ -657,7 +659,7 @@ describe("helm chart charts/tproxy", function () {
       expect(proxy.args!.slice(-2)).to.deep.equal(["--drain-timeout", "5000"]);
       expect(podwatch.args!.slice(-2)).to.deep.equal(["--resync", "30s"]);
       expect(proxy.env).to.deep.equal([{ name: "LOG_LEVEL", value: "debug" }]);
-      expect(podwatch.env?.map((e) => e.name)).to.deep.equal(["NODE_NAME", "TPROXY_LOG_LEVEL"]);
+      expect(podwatch.env?.map((e) => e.name)).to.deep.equal(["NODE_NAME", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_LOG_LEVEL"]);
       expect(proxy.volumeMounts?.at(-1)).to.deep.equal({ name: "creds", mountPath: "/etc/tproxy/creds", readOnly: true });
       expect(podwatch.volumeMounts?.at(-1)).to.deep.equal({ name: "creds", mountPath: "/creds" });
       expect(tpl.spec.volumes?.at(-1)).to.deep.equal({ name: "creds", secret: { secretName: "filter-creds" } });
@@ -924,6 +926,9 @@ describe("helm chart charts/tproxy", function () {
         const exposure = await api.exposeIn(ns);
         const env: Record<string, string> = { KUBECONFIG: exposure.kubeconfigPath, NODE_NAME: "node-a" };
         for (const e of podwatch.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+        // The kubelet fills the node's address in from the downward API: podwatch must take it.
+        for (const e of podwatch.env ?? []) if (e.valueFrom?.fieldRef?.fieldPath === "status.hostIP") env[e.name] = "10.0.0.5";
+        expect(env).to.have.property("TPROXY_REDIRECT_TO_ADDRESS", "10.0.0.5");
         // The kubelet expands $(NODE_NAME) in args from the downward-API variable.
         const args = (podwatch.args ?? []).map((a) => a.replace("$(NODE_NAME)", env.NODE_NAME!));
         const metrics = args[args.indexOf("--metrics-port") + 1];

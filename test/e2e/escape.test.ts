@@ -70,8 +70,8 @@ describe("escape attempts from a locked pod (namespaces; Kubernetes API stand-in
 
   it("IPv6 is refused: TCP 80 with a reset, UDP with EPERM, though the pod has an IPv6 address and route", async () => {
     // The locked pod has IPv6 (so a refusal below is the lock's, not a missing route).
-    expect(await world.locked.ns.must("ip", ["-6", "-o", "addr", "show", "scope", "global"])).to.include(`${LOCKED_IP6}/64`);
-    expect(await world.locked.ns.must("ip", ["-6", "route", "show", "default"])).to.match(/^default via fd90:3::1 /);
+    expect(await world.locked.ns.must("ip", ["-6", "-o", "addr", "show", "scope", "global"])).to.include(`${LOCKED_IP6}/${world.datapath === "calico" ? 128 : 64}`);
+    expect(await world.locked.ns.must("ip", ["-6", "route", "show", "default"])).to.match(world.datapath === "calico" ? /^default via fe80::ecee:eeff:feee:eeee / : /^default via fd90:3::1 /);
     const r = await world.curlFrom(world.locked, ["-6", `http://[${INTERNET_IP6}]/`]);
     expect(r.code).to.equal(7);
     expect(r.stdout).to.equal("");

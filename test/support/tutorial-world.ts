@@ -18,6 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeApiStandIn } from "./kube-api-stand-in.ts";
 import { writeConfigMap } from "./configmap.ts";
+import { BridgeCni, calicoLike, datapathFromEnv, type Datapath, type PodLink } from "./datapath.ts";
 import { Netns, enableForwarding, link, removeStale, uniqueName, waitFor, type RunResult } from "./netns.ts";
 import { TestCa } from "./pki.ts";
 import { Proc, REPO, TPROXY_CLI } from "./world.ts";
@@ -37,6 +38,8 @@ export const METADATA_IP = "169.254.169.254";
 export const SERVICE_IP = "10.96.0.1";
 export const SERVICE_CIDR = "10.96.0.0/12";
 export const DNS_IP = "10.90.2.53";
+/** The node's own address, on its uplink (what Kubernetes calls its InternalIP, `status.hostIP`). */
+export const NODE_IP = "10.90.2.1";
 export const INTERNET_IP6 = "fd90:2::10";
 export const BUCKET_URL = "https://storage.googleapis.com/solutions-public-assets/";
 
@@ -50,6 +53,7 @@ const HOSTS: Record<string, string> = {
 export interface PodNs {
   name: string;
   ns: Netns;
+  /** Its IPv4 address: APP_IP and LOCKED_IP, except on "bridge-cni" (what host-local gave it). */
   ip: string;
 }
 
@@ -139,6 +143,20 @@ export const SIDECAR_INIT_CONTAINER = "sidecar-init";
 export class TutorialWorld {
   readonly prefix: string;
   readonly dir: string;
+  /**
+   * How the pods are wired to the node (./datapath.ts); extra pods get a veth, except on "calico". Default:
+   * env TPROXY_TEST_DATAPATH, else "veth"; the suites that name APP_IP and LOCKED_IP run on "veth" and "calico".
+   */
+  readonly datapath: Datapath;
+  /**
+   * The node address podwatch DNATs to (`--redirect-to-address`, as the chart passes status.hostIP); none
+   * (REDIRECT) on "veth", where the tests began. Read by every `startPodwatch`.
+   */
+  redirectToAddress: string | undefined;
+  /** Each wired pod's link, by namespace name (not for "veth": its links are removed with the namespaces). */
+  readonly links = new Map<string, PodLink>();
+  /** The reference CNI network, for "bridge-cni". */
+  cni: BridgeCni | undefined;
   node!: Netns;
   internet!: Netns;
   app!: PodNs;
@@ -155,8 +173,10 @@ export class TutorialWorld {
   /** Namespaces of pods added with `addPod`, removed by `close()`. */
   readonly #extraNs: Netns[] = [];
 
-  private constructor(prefix: string) {
+  private constructor(prefix: string, datapath: Datapath) {
     this.prefix = prefix;
+    this.datapath = datapath;
+    this.redirectToAddress = datapath === "veth" ? undefined : NODE_IP;
     this.dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
   }
 
@@ -172,8 +192,8 @@ export class TutorialWorld {
   }
 
   /** Builds the namespaces and servers, starts the API stand-in; nothing of tproxy runs yet. */
-  static async create(prefix: string): Promise<TutorialWorld> {
-    const w = new TutorialWorld(prefix);
+  static async create(prefix: string, options: { datapath?: Datapath } = {}): Promise<TutorialWorld> {
+    const w = new TutorialWorld(prefix, options.datapath ?? datapathFromEnv());
     try {
       await w.#build();
     } catch (err) {
@@ -190,18 +210,34 @@ export class TutorialWorld {
     this.app = { name: "debian-app", ns: await this.#ns(uniqueName(`${p}a`)), ip: APP_IP };
     this.locked = { name: "debian-app-locked", ns: await this.#ns(uniqueName(`${p}l`)), ip: LOCKED_IP };
 
-    await link(this.app.ns, [`${APP_IP}/24`, "fd90:1::2/64"], this.node, ["10.90.1.1/24", "fd90:1::1/64"]);
-    await link(this.locked.ns, [`${LOCKED_IP}/24`, `${LOCKED_IP6}/64`], this.node, ["10.90.3.1/24", "fd90:3::1/64"]);
-    const { bIf } = await link(this.node, ["10.90.2.1/24", "fd90:2::1/64"], this.internet, [`${GOOGLE_IP}/24`, `${STORAGE_IP}/24`, `${DNS_IP}/24`, `${INTERNET_IP6}/64`]);
+    if (this.datapath === "veth") {
+      await link(this.app.ns, [`${APP_IP}/24`, "fd90:1::2/64"], this.node, ["10.90.1.1/24", "fd90:1::1/64"]);
+      await link(this.locked.ns, [`${LOCKED_IP}/24`, `${LOCKED_IP6}/64`], this.node, ["10.90.3.1/24", "fd90:3::1/64"]);
+    }
+    const { bIf } = await link(this.node, [`${NODE_IP}/24`, "fd90:2::1/64"], this.internet, [`${GOOGLE_IP}/24`, `${STORAGE_IP}/24`, `${DNS_IP}/24`, `${INTERNET_IP6}/64`]);
     await this.internet.must("ip", ["addr", "add", `${METADATA_IP}/32`, "dev", bIf]);
     await this.internet.must("ip", ["addr", "add", `${SERVICE_IP}/32`, "dev", bIf]);
     await enableForwarding(this.node);
     await this.node.must("ip", ["route", "add", `${METADATA_IP}/32`, "via", GOOGLE_IP]);
     await this.node.must("ip", ["route", "add", `${SERVICE_IP}/32`, "via", GOOGLE_IP]);
-    await this.app.ns.must("ip", ["route", "add", "default", "via", "10.90.1.1"]);
-    await this.locked.ns.must("ip", ["route", "add", "default", "via", "10.90.3.1"]);
-    for (const pod of [this.app.ns, this.locked.ns]) await pod.must("ip", ["-6", "route", "add", "default", "via", pod === this.app.ns ? "fd90:1::1" : "fd90:3::1"]);
-    await this.internet.must("ip", ["route", "add", "default", "via", "10.90.2.1"]);
+    if (this.datapath === "veth") {
+      await this.app.ns.must("ip", ["route", "add", "default", "via", "10.90.1.1"]);
+      await this.locked.ns.must("ip", ["route", "add", "default", "via", "10.90.3.1"]);
+      for (const pod of [this.app.ns, this.locked.ns]) await pod.must("ip", ["-6", "route", "add", "default", "via", pod === this.app.ns ? "fd90:1::1" : "fd90:3::1"]);
+    } else {
+      // The bridge: host-local's addresses (IPv4), in the order a node would start the two pods. Calico:
+      // the tutorial's addresses, as /32 and /128.
+      if (this.datapath === "bridge-cni") this.cni = new BridgeCni(this.node, this.dir);
+      // A real node's default route (via its uplink's router, here the internet host): Calico's proxy ARP
+      // answers for 169.254.1.1 only with a route to it.
+      else await this.node.must("ip", ["route", "add", "default", "via", GOOGLE_IP]);
+      for (const [pod, ip6] of [[this.app, "fd90:1::2"], [this.locked, LOCKED_IP6]] as const) {
+        const wired = this.cni ? await this.cni.add(pod.ns) : await calicoLike(this.node, pod.ns, pod.ip, ip6);
+        this.links.set(pod.ns.name, wired);
+        pod.ip = wired.ip;
+      }
+    }
+    await this.internet.must("ip", ["route", "add", "default", "via", NODE_IP]);
     await this.internet.must("ip", ["-6", "route", "add", "default", "via", "fd90:2::1"]);
     for (const ns of [this.node, this.app.ns, this.locked.ns]) ns.hosts(HOSTS);
 
@@ -234,8 +270,12 @@ export class TutorialWorld {
     const n = 4 + this.#extraPods++;
     const ns = await this.#ns(uniqueName(`${this.prefix}x`));
     this.#extraNs.push(ns);
-    await link(ns, [`10.90.${n}.2/24`], this.node, [`10.90.${n}.1/24`]);
-    await ns.must("ip", ["route", "add", "default", "via", `10.90.${n}.1`]);
+    if (this.datapath === "calico") {
+      this.links.set(ns.name, await calicoLike(this.node, ns, `10.90.${n}.2`));
+    } else {
+      await link(ns, [`10.90.${n}.2/24`], this.node, [`10.90.${n}.1/24`]);
+      await ns.must("ip", ["route", "add", "default", "via", `10.90.${n}.1`]);
+    }
     ns.hosts(HOSTS);
     return { name, ns, ip: `10.90.${n}.2` };
   }
@@ -284,7 +324,8 @@ export class TutorialWorld {
     // The lock's init container is named as this world's pods name it; the resolver is the chart's lock.allowDns.
     this.podwatch = this.spawn(this.node, process.execPath, [
       PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", "8080", "--resync", "10m", "--metrics-port", "9091",
-      "--init-container", SIDECAR_INIT_CONTAINER, "--allow-dns", DNS_IP, ...extra,
+      "--init-container", SIDECAR_INIT_CONTAINER, "--allow-dns", DNS_IP,
+      ...(this.redirectToAddress ? ["--redirect-to-address", this.redirectToAddress] : []), ...extra,
     ], { KUBECONFIG: this.kubeconfig });
     return this.podwatch;
   }
@@ -343,9 +384,9 @@ export class TutorialWorld {
   }
 
   /** The tutorial's cluster with tproxy installed, `debian-app` running and `debian-app-locked` locked. */
-  static async installed(prefix: string): Promise<TutorialWorld> {
+  static async installed(prefix: string, options: { datapath?: Datapath } = {}): Promise<TutorialWorld> {
     await TutorialWorld.removeLeftovers(prefix);
-    const world = await TutorialWorld.create(prefix);
+    const world = await TutorialWorld.create(prefix, options);
     try {
       await world.installTproxy();
       world.schedulePod(world.app, false);
@@ -389,6 +430,8 @@ export class TutorialWorld {
   async close(): Promise<void> {
     for (const p of this.#procs) await p.stop("SIGKILL").catch(() => undefined);
     await this.api?.close().catch(() => undefined);
+    // CNI DEL before the namespaces go, as a runtime tears a sandbox down (host-local frees the address).
+    for (const l of this.links.values()) await l.remove().catch(() => undefined);
     for (const ns of [...this.#extraNs, this.app?.ns, this.locked?.ns, this.node, this.internet]) await ns?.destroy().catch(() => undefined);
     for (const d of this.#etcDirs) rmSync(d, { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });

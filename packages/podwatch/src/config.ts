@@ -1,7 +1,7 @@
 // Command-line flags and environment → one frozen, validated configuration.
 import { isIP } from "node:net";
 import { BACKEND_CHOICES, DEFAULT_TRANSPARENT_PORT, type BackendChoice } from "@tproxy/iptables";
-import { canonicalIp } from "./desired.ts";
+import { canonicalIp, type Family } from "./desired.ts";
 import { ConfigError } from "./errors.ts";
 
 export const DEFAULT_ANNOTATION = "initializer.kubernetes.io/tproxy";
@@ -34,6 +34,12 @@ export interface PodwatchConfig {
   readonly namespaces: readonly string[];
   /** Transparent proxy port the rules redirect to; default 8080. */
   readonly proxyPort: number;
+  /**
+   * A node address per family (canonical) the nat rules DNAT to instead of REDIRECT; a family without one
+   * keeps REDIRECT. Flag `--redirect-to-address` (repeatable, one per family), env
+   * `TPROXY_REDIRECT_TO_ADDRESS` (comma-separated); default none.
+   */
+  readonly redirectTo: Readonly<Partial<Record<Family, string>>>;
   /** Period of the drift-repairing resync, in ms; default 60 000. */
   readonly resyncMs: number;
   /** Port of `/healthz` and `/metrics`; default 9091 (0 picks a free one). */
@@ -53,6 +59,7 @@ export interface RawOptions {
   standardPort?: string | number;
   namespace?: readonly string[] | string;
   proxyPort?: string | number;
+  redirectToAddress?: readonly string[] | string;
   resync?: string;
   metricsPort?: string | number;
   metricsAddress?: string;
@@ -100,11 +107,28 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
     standardPort: raw.standardPort === undefined || String(raw.standardPort).trim() === "" ? undefined : parsePort("--standard-port", raw.standardPort, 1),
     namespaces: Object.freeze(namespaces),
     proxyPort: parsePort("--proxy-port", raw.proxyPort ?? DEFAULT_PROXY_PORT, 1),
+    redirectTo: parseRedirectTo(raw.redirectToAddress),
     resyncMs: parseDuration("--resync", raw.resync ?? DEFAULT_RESYNC),
     metricsPort: parsePort("--metrics-port", raw.metricsPort ?? DEFAULT_METRICS_PORT, 0),
     metricsAddress: parseAddress("--metrics-address", raw.metricsAddress ?? DEFAULT_METRICS_ADDRESS),
     iptablesBackend: parseBackend(raw.iptablesBackend ?? DEFAULT_IPTABLES_BACKEND),
   });
+}
+
+/** `--redirect-to-address`: at most one address of each family (a rule has one destination). */
+function parseRedirectTo(raw: RawOptions["redirectToAddress"]): PodwatchConfig["redirectTo"] {
+  const values = typeof raw === "string" ? [raw] : (raw ?? []);
+  const out: Partial<Record<Family, string>> = {};
+  for (const v of values.flatMap((d) => d.split(",")).map((d) => d.trim()).filter((d) => d !== "")) {
+    const ip = canonicalIp(v);
+    if (!ip) throw new ConfigError(`--redirect-to-address ${JSON.stringify(v)} is not an IP address (expected the node's address, e.g. 10.0.0.5 or fd00::5)`);
+    const had = out[ip.family];
+    if (had !== undefined && had !== ip.ip) {
+      throw new ConfigError(`--redirect-to-address ${JSON.stringify(v)}: ${had} is already the ${ip.family === "ipv4" ? "IPv4" : "IPv6"} address (one per family)`);
+    }
+    out[ip.family] = ip.ip;
+  }
+  return Object.freeze(out);
 }
 
 function parseAddress(flag: string, value: string): string {

@@ -56,6 +56,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     initContainer: config.initContainer,
     nodeName: config.nodeName,
     proxyPort: config.proxyPort,
+    redirectTo: config.redirectTo,
     allowDns: config.allowDns,
     standardPort: config.standardPort,
     resyncMs: config.resyncMs,
@@ -90,7 +91,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     log.info({ port: server.port }, "serving /healthz and /metrics");
   }
   log.info(
-    { node: config.nodeName, namespaces: config.namespaces.length > 0 ? config.namespaces : "all", annotation: config.annotation, initContainer: config.initContainer, allowDns: config.allowDns.length > 0 ? config.allowDns : "port 53 anywhere", standardPort: config.standardPort, proxyPort: config.proxyPort, resyncMs: config.resyncMs },
+    { node: config.nodeName, namespaces: config.namespaces.length > 0 ? config.namespaces : "all", annotation: config.annotation, initContainer: config.initContainer, allowDns: config.allowDns.length > 0 ? config.allowDns : "port 53 anywhere", standardPort: config.standardPort, proxyPort: config.proxyPort, redirectTo: config.redirectTo, resyncMs: config.resyncMs },
     "watching pods of this node",
   );
   w.start();

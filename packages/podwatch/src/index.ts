@@ -5,7 +5,7 @@ export type { Podwatch, PodwatchDeps } from "./controller.ts";
 export { selectRedirects, isLocked, canonicalIp, podIps, podKey } from "./desired.ts";
 export type { Family, Redirect, SelectOptions } from "./desired.ts";
 export { CHAIN, JUMP_RULE, DEFAULT_PORTS, renderRule, renderChain, parseNatSave, planFamily, describeRule } from "./rules.ts";
-export type { KernelChain, FamilyPlan, RenderOptions } from "./rules.ts";
+export type { KernelChain, FamilyPlan, RenderOptions, RedirectAddresses } from "./rules.ts";
 export { ENFORCE_CHAIN, ENFORCE_HOOKS, ID_PREFIX, ruleId, renderEnforce, parseFilterSave, planEnforce } from "./enforce.ts";
 export type { EnforceOptions, EnforceHook, KernelEnforce, EnforcePlan } from "./enforce.ts";
 export { ExecIptables } from "./iptables.ts";

@@ -8,7 +8,7 @@ import { parseFilterSave, planEnforce, renderEnforce } from "./enforce.ts";
 import { IptablesError } from "./errors.ts";
 import type { IptablesRunner } from "./iptables.ts";
 import type { Metrics } from "./metrics.ts";
-import { describeRule, parseNatSave, planFamily, renderChain } from "./rules.ts";
+import { describeRule, parseNatSave, planFamily, renderChain, type RedirectAddresses } from "./rules.ts";
 
 export interface ReconcilerOptions {
   /** The current pods of this node (the informer cache). */
@@ -30,6 +30,8 @@ export interface ReconcilerOptions {
   readonly proxyPort: number;
   /** Redirected destination ports; default 80, 443. */
   readonly ports?: readonly number[];
+  /** Node address per family to DNAT to instead of REDIRECT; default none (REDIRECT). */
+  readonly redirectTo?: RedirectAddresses;
   /** Period of the drift-repairing resync. */
   readonly resyncMs: number;
   /** Events within this window are applied together; default 50 ms. */
@@ -180,7 +182,7 @@ export class Reconciler {
   /** Reads the table, plans, applies; true when something was written. Failures go to `errors`. */
   async #applyNat(family: Family, redirects: readonly Redirect[], errors: string[]): Promise<boolean> {
     const { log, metrics, runner } = this.#o;
-    const wanted = renderChain(redirects, family, { proxyPort: this.#o.proxyPort, ports: this.#o.ports });
+    const wanted = renderChain(redirects, family, { proxyPort: this.#o.proxyPort, ports: this.#o.ports, toAddress: this.#o.redirectTo });
     const kernelText = await this.#read(family, "nat", wanted.length, errors);
     if (kernelText === undefined) return false;
     try {

@@ -16,7 +16,17 @@ export interface RenderOptions {
   readonly proxyPort: number;
   /** Destination ports to redirect; default 80 and 443. At most 15 (a multiport limit). */
   readonly ports?: readonly number[];
+  /**
+   * A node address per family to DNAT to instead of REDIRECT. REDIRECT rewrites the destination to the
+   * primary address of the interface the packet came in on and drops the packet when that interface has
+   * none, as Calico's host-side veths (`cali*`) have none for IPv4; a DNAT to an address the node owns
+   * works whatever the incoming interface. A family without one keeps REDIRECT.
+   */
+  readonly toAddress?: RedirectAddresses;
 }
+
+/** The node address, per family, that redirected connections are sent to (`--redirect-to-address`). */
+export type RedirectAddresses = Readonly<Partial<Record<Family, string>>>;
 
 /**
  * One rule per pod IP, written exactly as `iptables-save` prints it back, so the kernel's listing can be
@@ -25,7 +35,14 @@ export interface RenderOptions {
 export function renderRule(r: Redirect, opts: RenderOptions): string {
   const prefix = r.family === "ipv4" ? 32 : 128;
   const ports = (opts.ports ?? DEFAULT_PORTS).join(",");
-  return `-A ${CHAIN} -s ${r.ip}/${prefix} -p tcp -m multiport --dports ${ports} -m comment --comment "${r.pod}" -j REDIRECT --to-ports ${opts.proxyPort}`;
+  return `-A ${CHAIN} -s ${r.ip}/${prefix} -p tcp -m multiport --dports ${ports} -m comment --comment "${r.pod}" ${target(r.family, opts)}`;
+}
+
+/** The rule's target as iptables-save prints it: an IPv6 address comes in brackets before its port. */
+function target(family: Family, opts: RenderOptions): string {
+  const address = opts.toAddress?.[family];
+  if (address === undefined) return `-j REDIRECT --to-ports ${opts.proxyPort}`;
+  return `-j DNAT --to-destination ${family === "ipv6" ? `[${address}]` : address}:${opts.proxyPort}`;
 }
 
 /** The wanted chain content of one family, in order. */

@@ -13,6 +13,7 @@ describe("podwatch config", () => {
       standardPort: undefined,
       namespaces: [],
       proxyPort: 8080,
+      redirectTo: {},
       resyncMs: 60_000,
       metricsPort: 9091,
       metricsAddress: "127.0.0.1",
@@ -45,6 +46,14 @@ describe("podwatch config", () => {
     expect(() => parseConfig({ nodeName: "n", allowDns: ["10.0.0.300"] })).to.throw(ConfigError, '--allow-dns "10.0.0.300" is not an IP address');
     expect(() => parseConfig({ nodeName: "n", initContainer: "Bad_Name" })).to.throw(ConfigError, '--init-container "Bad_Name" is not a valid container name');
     expect(() => parseConfig({ nodeName: "n", standardPort: "70000" })).to.throw(ConfigError, '--standard-port "70000" is not a port');
+  });
+
+  it("takes one node address per family to DNAT to (repeated or comma-separated, canonicalised), refusing a second of a family", () => {
+    expect(parseConfig({ nodeName: "n", redirectToAddress: ["10.0.0.5", "FD00:0::5"] }).redirectTo).to.deep.equal({ ipv4: "10.0.0.5", ipv6: "fd00::5" });
+    expect(parseConfig({ nodeName: "n", redirectToAddress: "10.0.0.5, 10.0.0.5" }).redirectTo).to.deep.equal({ ipv4: "10.0.0.5" });
+    expect(parseConfig({ nodeName: "n", redirectToAddress: "" }).redirectTo).to.deep.equal({});
+    expect(() => parseConfig({ nodeName: "n", redirectToAddress: "10.0.0.5,10.0.0.6" })).to.throw(ConfigError, '--redirect-to-address "10.0.0.6": 10.0.0.5 is already the IPv4 address (one per family)');
+    expect(() => parseConfig({ nodeName: "n", redirectToAddress: ["node-a"] })).to.throw(ConfigError, '--redirect-to-address "node-a" is not an IP address');
   });
 
   it("names the flag, the value and what was expected on bad input", () => {

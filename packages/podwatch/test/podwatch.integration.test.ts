@@ -306,7 +306,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     const help = await must(process.execPath, [CLI, "--help"]);
     const listed = [...help.matchAll(/env:\s+([A-Z][A-Z_]+)\)/g)].map((m) => m[1]).sort();
     expect(listed).to.deep.equal([
-      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
+      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
     ]);
 
     const other = await otherNode();
@@ -321,6 +321,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
         TPROXY_STANDARD_PORT: "1080",
         TPROXY_NAMESPACES: "env-a,env-b",
         TPROXY_PROXY_PORT: "3129",
+        TPROXY_REDIRECT_TO_ADDRESS: "10.246.9.9,fd00::9",
         TPROXY_RESYNC: "500ms",
         TPROXY_METRICS_PORT: "19391",
         TPROXY_METRICS_ADDRESS: "0.0.0.0",
@@ -335,7 +336,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       expect((await health(fromEnv)).status).to.match(/^(200|503)$/);
       const custom = { "example.com/locked": "true" };
       api.createPod({ name: "yes", namespace: "env-a", nodeName: "node-env", annotations: custom, podIP: "10.246.0.1" });
-      api.createPod({ name: "yes", namespace: "env-b", nodeName: "node-env", annotations: custom, podIP: "10.246.0.2" });
+      api.createPod({ name: "yes", namespace: "env-b", nodeName: "node-env", annotations: custom, podIP: ["10.246.0.2", "fd00:246::2"] });
       api.createPod({ name: "default-key", namespace: "env-a", nodeName: "node-env", annotations: ON, podIP: "10.246.0.3" });
       api.createPod({ name: "other-ns", namespace: "env-c", nodeName: "node-env", annotations: custom, podIP: "10.246.0.4" });
       api.createPod({ name: "other-node", namespace: "env-a", nodeName: "node-a", annotations: custom, podIP: "10.246.0.5" });
@@ -347,7 +348,10 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       expect(filter).to.match(/^-A TPROXY-ENFORCE -p tcp -m tcp --dport 3129 -m conntrack --ctstate DNAT -m comment .*-j RETURN$/m);
       expect(filter).to.match(/^-A TPROXY-ENFORCE -s 10\.246\.0\.1\/32 -m comment .*-j DROP$/m);
       const save = await other.node.must("iptables-save", ["-t", "nat"]);
-      expect(save).to.include('-A TPROXY-REDIRECT -s 10.246.0.1/32 -p tcp -m multiport --dports 80,443 -m comment --comment "env-a/yes" -j REDIRECT --to-ports 3129');
+      expect(save).to.include('-A TPROXY-REDIRECT -s 10.246.0.1/32 -p tcp -m multiport --dports 80,443 -m comment --comment "env-a/yes" -j DNAT --to-destination 10.246.9.9:3129');
+      // Each family DNATs to its own address; the IPv6 one comes back from the kernel in brackets, as rendered.
+      await waitRules("the IPv6 rule of env-b/yes", ["env-b/yes fd00:246::2"], "ipv6", 5_000, other.node);
+      expect(await other.node.must("ip6tables-save", ["-t", "nat"])).to.include('-A TPROXY-REDIRECT -s fd00:246::2/128 -p tcp -m multiport --dports 80,443 -m comment --comment "env-b/yes" -j DNAT --to-destination [fd00::9]:3129');
       // TPROXY_RESYNC: a hand-flushed chain comes back with no pod event at all.
       await other.node.must("iptables", ["-t", "nat", "-F", "TPROXY-REDIRECT"]);
       await waitRules("the 500ms resync to repair the chain", ["env-a/yes 10.246.0.1", "env-b/init 10.246.0.6", "env-b/yes 10.246.0.2"], "ipv4", 5_000, other.node);
