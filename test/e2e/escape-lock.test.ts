@@ -13,6 +13,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO, type Proc } from "../support/world.ts";
 import { APP_IP, DNS_IP, GOOGLE_IP, INTERNET_IP6, LOCKED_IP, SERVICE_CIDR, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
+import { wiringTitle } from "../support/datapath.ts";
 
 const UDP_ECHO = join(REPO, "test/support/udp-echo.ts");
 const DNS_ANSWER = "203.0.113.7";
@@ -108,7 +109,7 @@ elif mode == "query":
         print(json.dumps({"error": errno.errorcode.get(e.errno, str(e)) if e.errno else str(e)}))
 `;
 
-describe("escape attempts around the lock itself: DNS to any host, raw sockets (namespaces; Kubernetes API stand-in)", function () {
+describe(`escape attempts around the lock itself: DNS to any host, raw sockets (namespaces, ${wiringTitle()}; Kubernetes API stand-in)`, function () {
   this.timeout(60_000);
   let world: TutorialWorld;
   let resolver: Proc;

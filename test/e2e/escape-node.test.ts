@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { waitFor } from "../support/netns.ts";
 import { RAW_FRAME } from "../support/raw-frame.ts";
 import { REPO, type Proc } from "../support/world.ts";
+import { wiringTitle } from "../support/datapath.ts";
 import {
   ANNOTATION, APP_IP, DNS_IP, GOOGLE_IP, LOCKED_IP, SIDECAR_INIT_CONTAINER, TutorialWorld, type PodNs,
 } from "../support/tutorial-world.ts";
@@ -15,7 +16,7 @@ const UDP_ECHO = join(REPO, "test/support/udp-echo.ts");
 const UDP_PORT = 9999;
 const TCP_PORT = 8081;
 
-describe("escapes caught on the node: raw frames and the lock's annotation removed (namespaces; Kubernetes API stand-in)", function () {
+describe(`escapes caught on the node: raw frames and the lock's annotation removed (namespaces, ${wiringTitle()}; Kubernetes API stand-in)`, function () {
   this.timeout(60_000);
   let world: TutorialWorld;
   let echo: Proc;

@@ -6,10 +6,11 @@ import { join } from "node:path";
 import { waitFor } from "../support/netns.ts";
 import { REPO, type Proc } from "../support/world.ts";
 import { APP_IP, BUCKET_URL, CHART_FILTER, DNS_IP, GOOGLE_IP, INTERNET_IP6, LOCKED_IP, LOCKED_IP6, STORAGE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
+import { wiringTitle } from "../support/datapath.ts";
 
 const UDP_ECHO = join(REPO, "test/support/udp-echo.ts");
 
-describe("escape attempts from a locked pod (namespaces; Kubernetes API stand-in)", function () {
+describe(`escape attempts from a locked pod (namespaces, ${wiringTitle()}; Kubernetes API stand-in)`, function () {
   this.timeout(60_000);
   let world: TutorialWorld;
   let echo: Proc;

@@ -6,8 +6,9 @@ import { one, template } from "../support/helm.ts";
 import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
 import { waitFor, type RunResult } from "../support/netns.ts";
 import { BUCKET_URL, CHART_FILTER, DNS_IP, GOOGLE_IP, LOCKED_IP, METADATA_IP, SERVICE_CIDR, SERVICE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
+import { wiringTitle } from "../support/datapath.ts";
 
-describe("the tutorial, end to end (namespaces; Kubernetes API stand-in)", function () {
+describe(`the tutorial, end to end (namespaces, ${wiringTitle()}; Kubernetes API stand-in)`, function () {
   this.timeout(60_000);
   let world: TutorialWorld;
 

@@ -147,6 +147,11 @@ export async function calicoLike(node: Netns, pod: Netns, ip: string, ip6?: stri
 }
 
 /** The datapath the tutorial world uses when a suite does not say: env TPROXY_TEST_DATAPATH, default "veth". */
+/** The wiring a suite runs on, for its title: "veth wiring" by default, "calico wiring" under TPROXY_TEST_DATAPATH=calico. */
+export function wiringTitle(env: NodeJS.ProcessEnv = process.env): string {
+  return `${datapathFromEnv(env)} wiring`;
+}
+
 export function datapathFromEnv(env: NodeJS.ProcessEnv = process.env): Datapath {
   const v = env.TPROXY_TEST_DATAPATH ?? "veth";
   if (v !== "veth" && v !== "bridge-cni" && v !== "calico") throw new Error(`TPROXY_TEST_DATAPATH=${JSON.stringify(v)}: expected veth, bridge-cni or calico`);
