@@ -200,11 +200,11 @@ describe("helm chart charts/tproxy", function () {
         expect(flagValue(args, "--node-name")).to.equal("$(NODE_NAME)");
         expect(envOf(podwatch)["NODE_NAME"]?.valueFrom?.fieldRef?.fieldPath).to.equal("spec.nodeName");
         expect(flagValue(args, "--annotation")).to.equal("initializer.kubernetes.io/tproxy");
-        expect(flagValue(args, "--proxy-port")).to.equal(flagValue(proxy.args!, "--transparent-port")).and.equal("8080");
+        expect(flagValue(args, "--proxy-port")).to.equal(flagValue(proxy.args!, "--transparent-port")).and.equal("15170");
         expect(flagValue(args, "--resync")).to.equal("60s");
-        expect(flagValue(args, "--metrics-port")).to.equal("9091");
+        expect(flagValue(args, "--metrics-port")).to.equal("15172");
         expect(podwatch.livenessProbe?.httpGet?.path).to.equal("/healthz");
-        expect(podwatch.ports?.find((p) => p.name === podwatch.livenessProbe?.httpGet?.port)?.containerPort).to.equal(9091);
+        expect(podwatch.ports?.find((p) => p.name === podwatch.livenessProbe?.httpGet?.port)?.containerPort).to.equal(15172);
         expect(podwatch.volumeMounts?.map((m) => m.mountPath)).to.include("/run/xtables.lock");
       });
 
@@ -226,7 +226,7 @@ describe("helm chart charts/tproxy", function () {
         expect(flagValue(args, "--filter")).to.equal("/etc/tproxy/filter/filter.ts");
         expect(flagValue(args, "--ca-cert")).to.equal("/etc/tproxy/ca/tls.crt");
         expect(flagValue(args, "--ca-key")).to.equal("/etc/tproxy/ca/tls.key");
-        expect(flagValue(args, "--metrics-port")).to.equal("9090");
+        expect(flagValue(args, "--metrics-port")).to.equal("15171");
 
         const filterMount = proxy.volumeMounts!.find((m) => m.mountPath === "/etc/tproxy/filter");
         expect(filterMount, "filter mount").to.not.equal(undefined);
@@ -536,7 +536,7 @@ describe("helm chart charts/tproxy", function () {
 
   describe("values.schema.json", () => {
     const cases: [string, string[], RegExp][] = [
-      ["a string port", ["--set-string", "proxy.transparentPort=8080"], /proxy\/transparentPort/],
+      ["a string port", ["--set-string", "proxy.transparentPort=15170"], /proxy\/transparentPort/],
       ["a port the non-root proxy cannot bind", ["--set", "proxy.transparentPort=80"], /proxy\/transparentPort': minimum/],
       ["an unknown key", ["--set", "podwatch.watchEverything=true"], /podwatch': additional properties 'watchEverything' not allowed/],
       ["a CIDR without prefix length", ["--set-json", 'lock.blockCidrs=["10.96.0.0"]'], /lock\/blockCidrs\/0/],

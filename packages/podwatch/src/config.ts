@@ -4,9 +4,9 @@ import { canonicalIp } from "./desired.ts";
 import { ConfigError } from "./errors.ts";
 
 export const DEFAULT_ANNOTATION = "initializer.kubernetes.io/tproxy";
-export const DEFAULT_PROXY_PORT = 8080;
+export const DEFAULT_PROXY_PORT = 15170;
 export const DEFAULT_RESYNC = "60s";
-export const DEFAULT_METRICS_PORT = 9091;
+export const DEFAULT_METRICS_PORT = 15172;
 /** The node's loopback: the kubelet's probes reach it (host: 127.0.0.1), pods and other hosts do not. */
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1";
 /** The name the chart's init container snippet gives the lock. */
@@ -29,11 +29,11 @@ export interface PodwatchConfig {
   readonly standardPort: number | undefined;
   /** Namespaces to watch; empty (default) watches all. */
   readonly namespaces: readonly string[];
-  /** Transparent proxy port the rules redirect to; default 8080. */
+  /** Transparent proxy port the rules redirect to; default 15170. */
   readonly proxyPort: number;
   /** Period of the drift-repairing resync, in ms; default 60 000. */
   readonly resyncMs: number;
-  /** Port of `/healthz` and `/metrics`; default 9091 (0 picks a free one). */
+  /** Port of `/healthz` and `/metrics`; default 15172 (0 picks a free one). */
   readonly metricsPort: number;
   /** Address `/healthz` and `/metrics` listen on; default 127.0.0.1 (the node's loopback: podwatch runs in its network). */
   readonly metricsAddress: string;
