@@ -37,6 +37,12 @@ export interface PodwatchConfig {
   readonly metricsPort: number;
   /** Address `/healthz` and `/metrics` listen on; default 127.0.0.1 (the node's loopback: podwatch runs in its network). */
   readonly metricsAddress: string;
+  /**
+   * The DaemonSet that runs this podwatch (`--daemonset namespace/name`, env `TPROXY_DAEMONSET`; the chart
+   * sets it). On SIGTERM, when it is gone or being deleted, the node's chains are taken away; undefined:
+   * never (every stop is a restart).
+   */
+  readonly daemonSet: { readonly namespace: string; readonly name: string } | undefined;
 }
 
 /** Raw values as commander hands them over (strings from flags or environment). */
@@ -51,6 +57,7 @@ export interface RawOptions {
   resync?: string;
   metricsPort?: string | number;
   metricsAddress?: string;
+  daemonset?: string;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -97,7 +104,18 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
     resyncMs: parseDuration("--resync", raw.resync ?? DEFAULT_RESYNC),
     metricsPort: parsePort("--metrics-port", raw.metricsPort ?? DEFAULT_METRICS_PORT, 0),
     metricsAddress: parseAddress("--metrics-address", raw.metricsAddress ?? DEFAULT_METRICS_ADDRESS),
+    daemonSet: parseDaemonSet(raw.daemonset),
   });
+}
+
+function parseDaemonSet(value: string | undefined): PodwatchConfig["daemonSet"] {
+  const text = (value ?? "").trim();
+  if (text === "") return undefined;
+  const [namespace = "", name = "", extra] = text.split("/");
+  if (extra !== undefined || !DNS_LABEL.test(namespace) || !DNS_SUBDOMAIN.test(name)) {
+    throw new ConfigError(`--daemonset ${JSON.stringify(value)} is not namespace/name of a DaemonSet (e.g. tproxy/tproxy)`);
+  }
+  return Object.freeze({ namespace, name });
 }
 
 function parseAddress(flag: string, value: string): string {

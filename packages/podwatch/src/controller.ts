@@ -4,6 +4,7 @@ import { pino, type Logger } from "pino";
 import { systemClock, type Clock } from "./clock.ts";
 import type { PodwatchConfig } from "./config.ts";
 import { ExecIptables, type IptablesRunner } from "./iptables.ts";
+import { daemonSetState, type DaemonSetState } from "./lifecycle.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Reconciler } from "./reconciler.ts";
 import { startStatusServer, type Health, type StatusServer } from "./server.ts";
@@ -30,6 +31,12 @@ export interface Podwatch {
   health(): Health;
   /** Stops watching and serving. The chain in the kernel is left as it is (fail closed). */
   stop(): Promise<void>;
+  /**
+   * The stop of SIGTERM: stops, then asks the API whether this podwatch's DaemonSet still exists. If it
+   * does (a rolling update, a restart) or the answer is unclear, the chains stay for the next podwatch;
+   * if it is gone (an uninstall), they are taken away, but for the locked pods still on this node.
+   */
+  shutdown(): Promise<void>;
 }
 
 export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps = {}): Promise<Podwatch> {
@@ -42,6 +49,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     kubeConfig.loadFromDefault();
   }
 
+  const kc = kubeConfig;
   let watcher: PodWatcher | undefined;
   const reconciler = new Reconciler({
     pods: () => watcher?.pods() ?? [],
@@ -53,6 +61,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     initContainer: config.initContainer,
     nodeName: config.nodeName,
     proxyPort: config.proxyPort,
+    guardPort: config.proxyPort,
     allowDns: config.allowDns,
     standardPort: config.standardPort,
     resyncMs: config.resyncMs,
@@ -92,6 +101,37 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
   );
   w.start();
 
+  const finalStop = async (): Promise<void> => {
+    const ref = config.daemonSet;
+    if (!ref) {
+      log.info("stopping; the chains stay as they are (no --daemonset to tell an uninstall from a restart)");
+      return;
+    }
+    const ds = await withTimeout<DaemonSetState>(daemonSetState(kc, ref), 5000, { state: "unknown", why: "the API did not answer within 5 s" });
+    if (ds.state === "present") {
+      log.info({ daemonset: `${ref.namespace}/${ref.name}` }, "stopping; the daemonset is still there (a restart or rolling update): the chains stay for the next podwatch");
+      return;
+    }
+    if (ds.state === "unknown") {
+      log.warn({ why: ds.why }, "stopping; cannot tell an uninstall from a restart: the chains stay as they are");
+      return;
+    }
+    if (!w.synced) {
+      log.warn({ why: ds.why }, "uninstall, but the pod list never arrived: which pods are locked is unknown, so the chains stay as they are");
+      return;
+    }
+    const { keptFor } = await reconciler.uninstall();
+    if (keptFor.length > 0) {
+      log.warn(
+        { why: ds.why, lockedPods: keptFor },
+        "uninstall: locked pods still run on this node, so their redirect and enforce rules stay (their lock lets 80/443 out for the node to redirect: without the rules it would leave unfiltered); " +
+          "nothing removes those rules any more: delete these pods, then the chains TPROXY-REDIRECT (nat) and TPROXY-ENFORCE (filter) by hand, or install tproxy again",
+      );
+    } else {
+      log.info({ why: ds.why }, "uninstall: every chain and jump of podwatch's removed from this node");
+    }
+  };
+
   return {
     statusPort: server?.port,
     reconciler,
@@ -102,5 +142,30 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
       await reconciler.stop();
       await server?.close();
     },
+    async shutdown() {
+      await w.stop();
+      await reconciler.stop();
+      try {
+        await finalStop();
+      } finally {
+        await server?.close();
+      }
+    },
   };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => resolve(fallback), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
 }

@@ -114,7 +114,9 @@ export class Supervisor {
       metrics: async () => ({ contentType: CONTENT_TYPE, body: await this.#scrape() }),
       readiness: () => this.#readiness(),
     });
-    const metricsPort = await listen(admin, config.metricsPort, config.metricsAddress);
+    // SO_REUSEPORT here too: during a rolling update (maxSurge) the new pod's proxy binds every port on
+    // the same node while the old one still serves them, this one as well.
+    const metricsPort = await listen(admin, config.metricsPort, config.metricsAddress, { reusePort: true });
     this.#admin = admin;
     // Threads only once the admin port is ours: a start that fails, fails before any thread runs. The
     // first binds the ports; the others (and every replacement) bind the same ones, also when the
