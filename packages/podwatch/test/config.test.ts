@@ -16,6 +16,7 @@ describe("podwatch config", () => {
       resyncMs: 60_000,
       metricsPort: 15172,
       metricsAddress: "127.0.0.1",
+      daemonSet: undefined,
     });
     expect(Object.isFrozen(c)).to.equal(true);
   });
