@@ -217,6 +217,7 @@ const MODEL_MODULES: Record<string, string> = {
   v1: "kubernetes-models/v1",
   "apps/v1": "kubernetes-models/apps/v1",
   "rbac.authorization.k8s.io/v1": "kubernetes-models/rbac.authorization.k8s.io/v1",
+  "batch/v1": "kubernetes-models/batch/v1",
 };
 
 interface ModelClass {
