@@ -52,6 +52,8 @@ const program = new Command("tproxy-podwatch")
     process.once("SIGINT", () => stop("SIGINT"));
   });
 
+// The subcommand's flags are its own, even those named as the daemon's (--namespace, --annotation).
+program.enablePositionalOptions();
 program
   .command("uninstall-check")
   .description(
