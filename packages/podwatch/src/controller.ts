@@ -4,7 +4,7 @@ import { pino, type Logger } from "pino";
 import { systemClock, type Clock } from "./clock.ts";
 import type { PodwatchConfig } from "./config.ts";
 import { ExecIptables, type IptablesRunner } from "./iptables.ts";
-import { daemonSetState, type DaemonSetState } from "./lifecycle.ts";
+import { daemonSetState, tcpMigrateReq, type DaemonSetState } from "./lifecycle.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Reconciler } from "./reconciler.ts";
 import { startStatusServer, type Health, type StatusServer } from "./server.ts";
@@ -90,6 +90,13 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     };
   };
 
+  const migrate = await tcpMigrateReq();
+  if (migrate === "0") {
+    log.warn(
+      "net.ipv4.tcp_migrate_req is 0 on this node: when a rolling update stops the old proxy, connections queued on its listeners are reset " +
+        "instead of moving to the new one's; set it to 1 on the node (sysctl -w net.ipv4.tcp_migrate_req=1, Linux 5.14+) for a hand-over that loses none",
+    );
+  }
   let server: StatusServer | undefined;
   if (!deps.noStatusServer) {
     server = await startStatusServer({ port: config.metricsPort, host: config.metricsAddress, registry: metrics.registry, health });

@@ -3,6 +3,7 @@
 // or the end of tproxy on the cluster (the DaemonSet deleted): the rules go, or they would match the
 // recycled addresses of new, unlocked pods. Which one it is, only the API knows: the DaemonSet that runs
 // this pod is gone (404) or being deleted (deletionTimestamp) on an uninstall, and there otherwise.
+import { readFile } from "node:fs/promises";
 import { AppsV1Api, CoreV1Api, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { isLocked, podKey } from "./desired.ts";
 
@@ -40,4 +41,16 @@ export async function lockedPods(kubeConfig: KubeConfig, opts: { annotation: str
     .filter((p) => p.status?.phase !== "Succeeded" && p.status?.phase !== "Failed" && isLocked(p, opts))
     .map(podKey)
     .sort();
+}
+
+/**
+ * The node's `net.ipv4.tcp_migrate_req` (it covers IPv6 sockets too): "1", "0", or undefined when
+ * unreadable. With 1, connections queued on a listener that closes move to another listener of its
+ * SO_REUSEPORT group; with 0 the kernel resets them. A rolling update's old proxy closes its listeners
+ * while the new one already shares the ports: only with 1 does no connection get reset then. podwatch
+ * cannot set it (a container's /proc/sys is read-only, and Kubernetes refuses net.* sysctls for pods on
+ * the host network), so it reports it.
+ */
+export async function tcpMigrateReq(path = "/proc/sys/net/ipv4/tcp_migrate_req"): Promise<string | undefined> {
+  return readFile(path, "utf8").then((t) => t.trim(), () => undefined);
 }

@@ -545,6 +545,20 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     }
   });
 
+  it("warns at start when the node's net.ipv4.tcp_migrate_req is 0 (a rolling update's hand-over then resets queued connections), not when it is 1", async () => {
+    const MSG = /^net\.ipv4\.tcp_migrate_req is 0 on this node/;
+    const other = await otherNode();
+    const args = ["--node-name", "node-m", "--resync", LONG_RESYNC, "--metrics-port", "0"];
+    await other.node.must("sysctl", ["-w", "net.ipv4.tcp_migrate_req=0"]);
+    const off = await launch({ ...other, args });
+    await halt(off);
+    expect(off.logs.filter((l) => MSG.test(String(l.msg))).map((l) => l.level)).to.deep.equal([40]);
+    await other.node.must("sysctl", ["-w", "net.ipv4.tcp_migrate_req=1"]);
+    const on = await launch({ ...other, args });
+    await halt(on);
+    expect(on.logs.filter((l) => MSG.test(String(l.msg)))).to.deep.equal([]);
+  });
+
   it("two podwatches at once (a rolling update's overlap) share their status port (SO_REUSEPORT) and write the same rules without fighting", async () => {
     const other = await otherNode();
     const args = ["--node-name", "node-r", "--resync", "200ms", "--metrics-port", "15999"];
