@@ -511,6 +511,9 @@ export class KubeApiStandIn {
     this.#daemonSets.delete(`${namespace}/${name}`);
   }
 
+  /** While true, a GET of a DaemonSet answers 403 Forbidden, as after its RoleBinding was deleted. */
+  forbidDaemonSets = false;
+
   // ---- faults ----
 
   /** Forgets the event history: a watch resuming from any earlier resourceVersion gets 410 Gone. */
@@ -726,6 +729,7 @@ export class KubeApiStandIn {
       }
       if ((m = /^\/apis\/apps\/v1\/namespaces\/([^/]+)\/daemonsets\/([^/]+)$/.exec(url.pathname))) {
         const name = decodeURIComponent(m[2] ?? "");
+        if (this.forbidDaemonSets) return fail(403, "Forbidden", `daemonsets.apps "${name}" is forbidden: User cannot get resource "daemonsets" in API group "apps"`);
         const ds = this.#daemonSets.get(`${decodeURIComponent(m[1] ?? "")}/${name}`);
         if (!ds) return fail(404, "NotFound", `daemonsets.apps "${name}" not found`);
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(ds));

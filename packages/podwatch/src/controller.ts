@@ -108,18 +108,33 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
   );
   w.start();
 
+  // Whether this podwatch could read its DaemonSet once it had started. `helm uninstall` deletes the
+  // DaemonSet and, right after it, the RoleBinding and ServiceAccount that let podwatch read it; the pods
+  // get SIGTERM only once the garbage collector deletes them, by when the API often refuses (401 or 403)
+  // rather than says 404. A podwatch that could read its DaemonSet and no longer may is seeing its
+  // release removed: that counts as gone. One that never could (RBAC missing) tells nothing.
+  let dsReadable = false;
+  const probeDaemonSet = async (): Promise<void> => {
+    const ref = config.daemonSet;
+    if (!ref) return;
+    const ds = await withTimeout<DaemonSetState>(daemonSetState(kc, ref), 5000, { state: "unknown", why: "the API did not answer within 5 s" });
+    dsReadable = ds.state === "present";
+    if (!dsReadable) log.warn({ daemonset: `${ref.namespace}/${ref.name}`, state: ds.state, why: "why" in ds ? ds.why : undefined }, "cannot read this podwatch's daemonset at start: an uninstall will leave the node's chains in place");
+  };
+
   const finalStop = async (): Promise<void> => {
     const ref = config.daemonSet;
     if (!ref) {
       log.info("stopping; the chains stay as they are (no --daemonset to tell an uninstall from a restart)");
       return;
     }
-    const ds = await withTimeout<DaemonSetState>(daemonSetState(kc, ref), 5000, { state: "unknown", why: "the API did not answer within 5 s" });
+    let ds = await withTimeout<DaemonSetState>(daemonSetState(kc, ref), 5000, { state: "unknown", why: "the API did not answer within 5 s" });
+    if (ds.state === "refused" && dsReadable) ds = { state: "gone", why: `${ds.why}, though it was readable at start: the release's RBAC is being deleted` };
     if (ds.state === "present") {
       log.info({ daemonset: `${ref.namespace}/${ref.name}` }, "stopping; the daemonset is still there (a restart or rolling update): the chains stay for the next podwatch");
       return;
     }
-    if (ds.state === "unknown") {
+    if (ds.state === "unknown" || ds.state === "refused") {
       log.warn({ why: ds.why }, "stopping; cannot tell an uninstall from a restart: the chains stay as they are");
       return;
     }
@@ -139,6 +154,8 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     }
   };
 
+  const dsProbed = probeDaemonSet().catch((err: unknown) => log.warn({ err: String(err) }, "reading this podwatch's daemonset at start failed"));
+
   return {
     statusPort: server?.port,
     reconciler,
@@ -150,6 +167,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
       await server?.close();
     },
     async shutdown() {
+      await dsProbed;
       await w.stop();
       await reconciler.stop();
       try {

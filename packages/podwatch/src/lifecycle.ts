@@ -13,7 +13,12 @@ export interface DaemonSetRef {
   readonly name: string;
 }
 
-export type DaemonSetState = { readonly state: "present" } | { readonly state: "gone"; readonly why: string } | { readonly state: "unknown"; readonly why: string };
+export type DaemonSetState =
+  | { readonly state: "present" }
+  | { readonly state: "gone"; readonly why: string }
+  /** 401 or 403: the token or the RBAC that let podwatch read it is gone, or never was. */
+  | { readonly state: "refused"; readonly why: string }
+  | { readonly state: "unknown"; readonly why: string };
 
 /**
  * Asks the API about the DaemonSet. Any answer other than "it exists" or "it is gone" (API down, 403)
@@ -28,6 +33,7 @@ export async function daemonSetState(kubeConfig: KubeConfig, ref: DaemonSetRef):
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (code === 404) return { state: "gone", why: `daemonset ${ref.namespace}/${ref.name} not found` };
+    if (code === 401 || code === 403) return { state: "refused", why: `reading daemonset ${ref.namespace}/${ref.name} refused (${code})` };
     return { state: "unknown", why: `reading daemonset ${ref.namespace}/${ref.name} failed: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}` };
   }
 }

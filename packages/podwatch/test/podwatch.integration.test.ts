@@ -611,7 +611,10 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       return { other, running };
     }
 
-    afterEach(() => api.deleteDaemonSet(...DS));
+    afterEach(() => {
+      api.deleteDaemonSet(...DS);
+      api.forbidDaemonSets = false;
+    });
 
     it("with the DaemonSet still there (a rolling update, a restart): leaves every chain and jump for the next podwatch", async () => {
       api.putDaemonSet(...DS);
@@ -635,6 +638,27 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       const after = await tables(other.node);
       expect(owned(after)).to.deep.equal([]);
       expect(after).to.include("-A PREROUTING -j KUBE-SERVICES");
+    });
+
+    it("refused (403) at its stop after reading the DaemonSet at start, as when helm uninstall has deleted the RoleBinding by then: an uninstall; refused from the start: the chains stay", async () => {
+      api.putDaemonSet(...DS);
+      const { other, running } = await started("node-u4", undefined);
+      await waitFor("the start's read of the DaemonSet", () => api.requests.some((r) => r.startsWith(`GET /apis/apps/v1/namespaces/${DS[0]}/daemonsets/${DS[1]}`)), 5_000);
+      expect(owned(await tables(other.node)).length).to.be.above(0);
+      api.deleteDaemonSet(...DS); // what a 404 would say is not what this podwatch gets to see:
+      api.forbidDaemonSets = true;
+      await halt(running);
+      expect(running.logs.find((l) => String(l.msg).startsWith("uninstall: every chain"))?.why).to.match(/refused \(403\), though it was readable at start/);
+      expect(owned(await tables(other.node))).to.deep.equal([]);
+
+      // Control: never readable (RBAC missing from the start): nothing tells an uninstall, the chains stay.
+      const again = await launch({ ...other, args: flags("node-u4") });
+      await waitFor("the first pass", () => again.logs.some((l) => l.msg === "reconciled"), 5_000);
+      await waitFor("the warning about the unreadable DaemonSet", () => again.logs.some((l) => String(l.msg).startsWith("cannot read this podwatch's daemonset at start")), 5_000);
+      const before = await tables(other.node);
+      await halt(again);
+      expect(again.logs.some((l) => String(l.msg).startsWith("stopping; cannot tell an uninstall from a restart"))).to.equal(true);
+      expect(await tables(other.node)).to.equal(before);
     });
 
     it("with the DaemonSet being deleted while a locked pod runs: keeps that pod's redirect and enforce rules (fail closed), removes the guard, and names the pod in a warning", async () => {
