@@ -46,5 +46,5 @@ COPY --from=build /out/ /app/
 ENV NODE_ENV=production
 RUN ln -s /app/packages/podwatch/bin/tproxy-podwatch.js /usr/local/bin/tproxy-podwatch \
  && tproxy-podwatch --help >/dev/null
-EXPOSE 9091
+EXPOSE 15172
 ENTRYPOINT ["tproxy-podwatch"]

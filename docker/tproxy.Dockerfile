@@ -53,6 +53,6 @@ RUN ln -s /app/packages/tproxy/bin/tproxy.js /usr/local/bin/tproxy \
 # A fixed non-root user; the chart runs the container as 65532:65532 with a read-only root filesystem.
 RUN groupadd --system --gid 65532 tproxy && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin tproxy
 USER 65532:65532
-EXPOSE 8080 1080 9090
+EXPOSE 15170 1080 15171
 ENTRYPOINT ["tproxy"]
 CMD ["--help"]

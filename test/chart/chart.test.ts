@@ -26,8 +26,9 @@ interface SecurityContext {
 interface Container {
   name: string; image: string; command?: string[]; args?: string[]; env?: EnvVar[]; volumeMounts?: Mount[];
   securityContext?: SecurityContext; ports?: { name: string; containerPort: number }[];
-  livenessProbe?: { httpGet?: { path: string; port: string; host?: string } }; readinessProbe?: { httpGet?: { path: string; port: string; host?: string } };
-  startupProbe?: { httpGet?: { path: string; port: string; host?: string }; periodSeconds?: number; failureThreshold?: number };
+  livenessProbe?: { httpGet?: { path: string; port: string | number; host?: string } }; readinessProbe?: { httpGet?: { path: string; port: string | number; host?: string } };
+  startupProbe?: { httpGet?: { path: string; port: string | number; host?: string }; periodSeconds?: number; failureThreshold?: number };
+  terminationMessagePolicy?: string;
   resources?: unknown;
 }
 interface Volume {
@@ -213,11 +214,11 @@ describe("helm chart charts/tproxy", function () {
         // DNAT to the node's address on every datapath (REDIRECT fails on Calico's address-less veths).
         expect(envOf(podwatch)["TPROXY_REDIRECT_TO_ADDRESS"]?.valueFrom?.fieldRef?.fieldPath).to.equal("status.hostIP");
         expect(flagValue(args, "--annotation")).to.equal("initializer.kubernetes.io/tproxy");
-        expect(flagValue(args, "--proxy-port")).to.equal(flagValue(proxy.args!, "--transparent-port")).and.equal("8080");
+        expect(flagValue(args, "--proxy-port")).to.equal(flagValue(proxy.args!, "--transparent-port")).and.equal("15170");
         expect(flagValue(args, "--resync")).to.equal("60s");
-        expect(flagValue(args, "--metrics-port")).to.equal("9091");
+        expect(flagValue(args, "--metrics-port")).to.equal("15172");
         expect(podwatch.livenessProbe?.httpGet?.path).to.equal("/healthz");
-        expect(podwatch.ports?.find((p) => p.name === podwatch.livenessProbe?.httpGet?.port)?.containerPort).to.equal(9091);
+        expect(podwatch.livenessProbe?.httpGet?.port).to.equal(15172);
         expect(podwatch.volumeMounts?.map((m) => m.mountPath)).to.include("/run/xtables.lock");
       });
 
@@ -240,7 +241,7 @@ describe("helm chart charts/tproxy", function () {
         expect(flagValue(args, "--filter")).to.equal("/etc/tproxy/filter/filter.ts");
         expect(flagValue(args, "--ca-cert")).to.equal("/etc/tproxy/ca/tls.crt");
         expect(flagValue(args, "--ca-key")).to.equal("/etc/tproxy/ca/tls.key");
-        expect(flagValue(args, "--metrics-port")).to.equal("9090");
+        expect(flagValue(args, "--metrics-port")).to.equal("15171");
 
         const filterMount = proxy.volumeMounts!.find((m) => m.mountPath === "/etc/tproxy/filter");
         expect(filterMount, "filter mount").to.not.equal(undefined);
@@ -300,7 +301,7 @@ describe("helm chart charts/tproxy", function () {
         const pArgs = proxy.args!;
         if (name === "standard mode") {
           expect(flagValue(pArgs, "--standard-port")).to.equal("1080");
-          expect(proxy.ports!.map((p) => p.containerPort)).to.include(1080);
+          expect(proxy.ports, "no ports declared, the standard one neither").to.equal(undefined);
         } else {
           expect(pArgs).not.to.include("--standard-port");
         }
@@ -310,14 +311,68 @@ describe("helm chart charts/tproxy", function () {
           expect(podwatch.args!.filter((_, i, a) => a[i - 1] === "--namespace")).to.deep.equal(["team-a", "team-b"]);
           expect(flagValue(podwatch.args!, "--iptables-backend")).to.equal("legacy");
           expect(flagValue(pArgs, "--upstream-ca")).to.equal("/etc/tproxy/upstream-ca/ca-bundle.crt");
-          expect(objs.filter((o) => o.kind === "Role").map((o) => o.metadata.namespace)).to.deep.equal(["team-a", "team-b"]);
+          expect(objs.filter((o) => o.kind === "Role" && o.metadata.name.endsWith("-podwatch")).map((o) => o.metadata.namespace)).to.deep.equal(["team-a", "team-b"]);
+          expect(objs.filter((o) => o.kind === "Role" && o.metadata.name.endsWith("-uninstall-check")).map((o) => o.metadata.namespace)).to.deep.equal(["team-a", "team-b"]);
           expect(objs.filter((o) => o.kind === "ClusterRole")).to.deep.equal([]);
           expect(one(objs, "DaemonSet").metadata.name).to.equal("edge-tproxy");
         } else {
           expect(podwatch.args).not.to.include("--namespace");
           expect(flagValue(podwatch.args!, "--iptables-backend")).to.equal("auto");
-          const role = one(objs, "ClusterRole");
+          const role = one(objs, "ClusterRole", "-podwatch");
           expect(role["rules"]).to.deep.equal([{ apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] }]);
+        }
+      });
+
+      it("rolls each node with a surge pod (maxSurge 1, maxUnavailable 0); no container declares ports, which would be hostPorts that keep the surge pod off the node; probes name the admin ports by number", () => {
+        const { ds, podwatch, proxy } = daemonSetPod(objs);
+        expect((ds["spec"] as { updateStrategy: unknown }).updateStrategy).to.deep.equal({ type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+        for (const c of [podwatch, proxy]) expect(c.ports, c.name).to.equal(undefined);
+        for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"] as const) {
+          expect(podwatch[probe]?.httpGet?.port, `podwatch ${probe}`).to.equal(Number(flagValue(podwatch.args!, "--metrics-port")));
+          expect(proxy[probe]?.httpGet?.port, `proxy ${probe}`).to.equal(Number(flagValue(proxy.args!, "--metrics-port")));
+        }
+      });
+
+      it("tells podwatch its DaemonSet (TPROXY_DAEMONSET) and lets it get that one only, to tell an uninstall from a restart", () => {
+        const { ds, podwatch } = daemonSetPod(objs);
+        expect(envOf(podwatch)["TPROXY_DAEMONSET"]?.value).to.equal(`${ds.metadata.namespace}/${ds.metadata.name}`);
+        const role = one(objs, "Role", "-podwatch-daemonset");
+        expect(role.metadata.namespace).to.equal(ds.metadata.namespace);
+        expect(role["rules"]).to.deep.equal([{ apiGroups: ["apps"], resources: ["daemonsets"], resourceNames: [ds.metadata.name], verbs: ["get"] }]);
+        const binding = one(objs, "RoleBinding", "-podwatch-daemonset");
+        expect(binding["roleRef"]).to.deep.include({ kind: "Role", name: role.metadata.name });
+        expect(binding["subjects"]).to.deep.equal([{ kind: "ServiceAccount", name: (daemonSetPod(objs).tpl.spec.serviceAccountName), namespace: ds.metadata.namespace }]);
+      });
+
+      it("checks before an uninstall that no locked pod is left: a pre-delete hook Job running uninstall-check, its ServiceAccount and RBAC hooks made before it", () => {
+        const hooks = objs.filter((o) => o.metadata.annotations?.["helm.sh/hook"] === "pre-delete");
+        const job = one(hooks, "Job", "-uninstall-check");
+        const sa = one(hooks, "ServiceAccount", "-uninstall-check");
+        const weight = (o: K8sObject) => Number(o.metadata.annotations?.["helm.sh/hook-weight"]);
+        for (const o of hooks) {
+          expect(o.metadata.annotations?.["helm.sh/hook-delete-policy"], `${o.kind}`).to.equal("before-hook-creation,hook-succeeded");
+          if (o !== job) expect(weight(o), `${o.kind}/${o.metadata.name} made before the Job`).to.be.below(weight(job));
+        }
+        const { podwatch } = daemonSetPod(objs);
+        const spec = (job["spec"] as { backoffLimit: number; template: { spec: PodSpec & { restartPolicy: string } } });
+        expect(spec.backoffLimit).to.equal(0);
+        const pod = spec.template.spec;
+        expect(pod.serviceAccountName).to.equal(sa.metadata.name);
+        expect(pod.restartPolicy).to.equal("Never");
+        const c = pod.containers[0]!;
+        expect(c.image).to.equal(podwatch.image);
+        expect(c.command).to.deep.equal(["tproxy-podwatch", "uninstall-check"]);
+        expect(flagValue(c.args!, "--annotation")).to.equal(flagValue(podwatch.args!, "--annotation"));
+        expect(flagValue(c.args!, "--init-container")).to.equal(flagValue(podwatch.args!, "--init-container"));
+        expect(c.args!.filter((_, i, a) => a[i - 1] === "--namespace")).to.deep.equal(podwatch.args!.filter((_, i, a) => a[i - 1] === "--namespace"));
+        expect(c.terminationMessagePolicy).to.equal("FallbackToLogsOnError");
+        expect(c.securityContext).to.deep.include({ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
+        // It may list pods, nothing else, where podwatch watches them.
+        const roles = hooks.filter((o) => o.kind === "ClusterRole" || o.kind === "Role");
+        expect(roles.length).to.be.at.least(1);
+        for (const r of roles) expect(r["rules"]).to.deep.equal([{ apiGroups: [""], resources: ["pods"], verbs: ["list"] }]);
+        for (const b of hooks.filter((o) => o.kind === "ClusterRoleBinding" || o.kind === "RoleBinding")) {
+          expect(b["subjects"]).to.deep.equal([{ kind: "ServiceAccount", name: sa.metadata.name, namespace: sa.metadata.namespace }]);
         }
       });
 
@@ -568,7 +623,7 @@ describe("helm chart charts/tproxy", function () {
 
   describe("values.schema.json", () => {
     const cases: [string, string[], RegExp][] = [
-      ["a string port", ["--set-string", "proxy.transparentPort=8080"], /proxy\/transparentPort/],
+      ["a string port", ["--set-string", "proxy.transparentPort=15170"], /proxy\/transparentPort/],
       ["a port the non-root proxy cannot bind", ["--set", "proxy.transparentPort=80"], /proxy\/transparentPort': minimum/],
       ["an unknown key", ["--set", "podwatch.watchEverything=true"], /podwatch': additional properties 'watchEverything' not allowed/],
       ["a CIDR without prefix length", ["--set-json", 'lock.blockCidrs=["10.96.0.0"]'], /lock\/blockCidrs\/0/],
@@ -659,7 +714,7 @@ describe("helm chart charts/tproxy", function () {
       expect(proxy.args!.slice(-2)).to.deep.equal(["--drain-timeout", "5000"]);
       expect(podwatch.args!.slice(-2)).to.deep.equal(["--resync", "30s"]);
       expect(proxy.env).to.deep.equal([{ name: "LOG_LEVEL", value: "debug" }]);
-      expect(podwatch.env?.map((e) => e.name)).to.deep.equal(["NODE_NAME", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_LOG_LEVEL"]);
+      expect(podwatch.env?.map((e) => e.name)).to.deep.equal(["NODE_NAME", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_DAEMONSET", "TPROXY_LOG_LEVEL"]);
       expect(proxy.volumeMounts?.at(-1)).to.deep.equal({ name: "creds", mountPath: "/etc/tproxy/creds", readOnly: true });
       expect(podwatch.volumeMounts?.at(-1)).to.deep.equal({ name: "creds", mountPath: "/creds" });
       expect(tpl.spec.volumes?.at(-1)).to.deep.equal({ name: "creds", secret: { secretName: "filter-creds" } });

@@ -25,6 +25,20 @@ function podOf(objs: K8sObject[]): { spec: PodSpec; podwatch: Container; proxy: 
   return { spec, podwatch: byName("podwatch"), proxy: byName("tproxy") };
 }
 
+/** The value following `flag` in an argument list, or undefined. */
+function flagValue(args: readonly string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/** A PodMonitor endpoint's relabelings: keep the target of one container, aim it at a port of the pod's address. */
+function target(container: string, port: number): unknown[] {
+  return [
+    { action: "keep", sourceLabels: ["__meta_kubernetes_pod_container_name"], regex: container },
+    { action: "replace", sourceLabels: ["__meta_kubernetes_pod_ip"], regex: "(.+)", targetLabel: "__address__", replacement: `$1:${port}` },
+  ];
+}
+
 let tmp: string;
 let ca: { cert: string; key: string };
 
@@ -113,7 +127,7 @@ describe("helm chart charts/tproxy: escape hatches", function () {
       expect((await objects()).filter((o) => o.kind === "PodMonitor")).to.deep.equal([]);
     });
 
-    it("scrapes /metrics of both containers' named ports, on the DaemonSet's pods, when enabled with the metrics on 0.0.0.0", async () => {
+    it("scrapes /metrics of both containers' metrics ports, on the DaemonSet's pods, when enabled with the metrics on 0.0.0.0", async () => {
       const objs = await objects({ ...open, "podMonitor.enabled": true });
       const pm = one(objs, "PodMonitor");
       await validateObject(pm);
@@ -123,13 +137,13 @@ describe("helm chart charts/tproxy: escape hatches", function () {
       expect(pm["spec"]).to.deep.equal({
         selector: { matchLabels: { "app.kubernetes.io/name": "tproxy", "app.kubernetes.io/instance": "tproxy", "app.kubernetes.io/component": "node" } },
         podMetricsEndpoints: [
-          { port: "proxy-http", path: "/metrics", honorLabels: false },
-          { port: "podwatch-http", path: "/metrics", honorLabels: false },
+          { path: "/metrics", honorLabels: false, relabelings: target("podwatch", 15172) },
+          { path: "/metrics", honorLabels: false, relabelings: target("tproxy", 15171) },
         ],
       });
-      // The ports it names are the containers' metrics ports, and its selector picks the DaemonSet's pods.
-      expect(proxy.ports?.find((p) => p.name === "proxy-http")?.containerPort).to.equal(9090);
-      expect(podwatch.ports?.find((p) => p.name === "podwatch-http")?.containerPort).to.equal(9091);
+      // The ports it points at are the containers' metrics ports, and its selector picks the DaemonSet's pods.
+      expect(flagValue(proxy.args!, "--metrics-port")).to.equal("15171");
+      expect(flagValue(podwatch.args!, "--metrics-port")).to.equal("15172");
       const podLabels = (one(objs, "DaemonSet")["spec"] as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels;
       for (const [k, v] of Object.entries((pm["spec"] as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels)) expect(podLabels[k]).to.equal(v);
       expect(podSpec.containers).to.have.length(2);

@@ -66,7 +66,7 @@ async function main(): Promise<void> {
     step("helm install tproxy charts/tproxy");
     await world.installTproxy();
     say("tproxy CA created (tproxy ca create); filter ConfigMap from charts/tproxy/files/filter.ts");
-    say("DaemonSet pod on the node: tproxy-podwatch (watching this node's pods) and tproxy run (transparent port 8080)");
+    say("DaemonSet pod on the node: tproxy-podwatch (watching this node's pods) and tproxy run (transparent port 15170)");
 
     step("kubectl apply -f examples/debian-app.yaml   (no annotation, no init container)");
     world.schedulePod(world.app, false);

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { BRIDGE_GATEWAY, BRIDGE_NAME, BRIDGE_SUBNET, CALICO_GATEWAY, CALICO_GATEWAY6, CALICO_MAC, type Datapath } from "../support/datapath.ts";
 import { waitFor } from "../support/netns.ts";
 import { RAW_FRAME } from "../support/raw-frame.ts";
-import { REPO, type Proc } from "../support/world.ts";
+import { REPO, TRANSPARENT_PORT, type Proc } from "../support/world.ts";
 import { BUCKET_URL, GOOGLE_IP, NODE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
 
 const UDP_ECHO = join(REPO, "test/support/udp-echo.ts");
@@ -91,7 +91,7 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
     });
 
     it("intercepts the locked pod with a DNAT to the node's address, written as the kernel prints it back: the proxy reads the original destination, allowed 200 from the right upstream, denied 418; the unlocked pod goes direct", async () => {
-      expect(await natRules()).to.deep.equal([wantedRule(`-j DNAT --to-destination ${NODE_IP}:8080`)]);
+      expect(await natRules()).to.deep.equal([wantedRule(`-j DNAT --to-destination ${NODE_IP}:${TRANSPARENT_PORT}`)]);
       const allowed = await get(world.locked, `${BUCKET_URL}x`);
       expect(allowed.status, allowed.body).to.equal("200");
       // The upstream answers with its name: the proxy connected to where the pod meant to go.
@@ -149,7 +149,7 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
       : "REDIRECT (podwatch without --redirect-to-address) fails here: the kernel drops the pod's SYNs, as the node's veth has no address; DNAT again fixes it", async function () {
       this.timeout(90_000);
       try {
-        await restartPodwatch(undefined, "-j REDIRECT --to-ports 8080");
+        await restartPodwatch(undefined, `-j REDIRECT --to-ports ${TRANSPARENT_PORT}`);
         const before = await counted("nat", "TPROXY-REDIRECT", world.locked.ip);
         const r = await get(world.locked, `${BUCKET_URL}redirect`, 3);
         // The rule matched either way; what differs is whether the connection got through.
@@ -161,7 +161,7 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
           expect(r.status).to.equal("000");
         }
       } finally {
-        await restartPodwatch(NODE_IP, `-j DNAT --to-destination ${NODE_IP}:8080`);
+        await restartPodwatch(NODE_IP, `-j DNAT --to-destination ${NODE_IP}:${TRANSPARENT_PORT}`);
       }
       expect(await get(world.locked, `${BUCKET_URL}dnat`)).to.include({ status: "200", body: "storage.googleapis.com GET /solutions-public-assets/dnat" });
     });

@@ -9,7 +9,7 @@ import { expect } from "chai";
 import { join } from "node:path";
 import { waitFor } from "../support/netns.ts";
 import { TestCa } from "../support/pki.ts";
-import { REPO, type Proc } from "../support/world.ts";
+import { METRICS_PORT, REPO, TRANSPARENT_PORT, type Proc } from "../support/world.ts";
 import { sourceHash } from "../../packages/tproxy/test/helpers.ts";
 import { GOOGLE_IP, METADATA_IP, SERVICE_CIDR, SERVICE_IP, STORAGE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
 
@@ -133,7 +133,7 @@ describe("escape attempts through the proxy (locked pod, four kinds of filter)",
     const hash = sourceHash(source);
     let last = "";
     await waitFor(`every worker running filter ${hash}`, async () => {
-      last = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/readyz"]);
+      last = await world.node.must("curl", ["-s", `http://127.0.0.1:${METRICS_PORT}/readyz`]);
       return last === `ready filter=${hash}\n`;
     }, 10_000, 100).catch((err: Error) => {
       throw new Error(`${err.message}; last /readyz: ${last}; proxy log:\n${proxy().lines.slice(-10).join("\n")}`);
@@ -141,7 +141,7 @@ describe("escape attempts through the proxy (locked pod, four kinds of filter)",
   };
   const restartProxy = async (extra: string[]) => {
     await proxy().stop("SIGTERM");
-    await waitFor("the transparent port free", async () => !(await world.node.must("ss", ["-ltnH"])).includes(":8080 "), 5000, 50);
+    await waitFor("the transparent port free", async () => !(await world.node.must("ss", ["-ltnH"])).includes(`:${TRANSPARENT_PORT} `), 5000, 50);
     await world.startProxy(extra);
   };
 
@@ -177,16 +177,16 @@ describe("escape attempts through the proxy (locked pod, four kinds of filter)",
       }
     });
 
-    it("refuses a Host naming the proxy's own ports (421): Host: localhost:8080 does not loop", async () => {
-      for (const host of ["localhost:8080", `${NODE_LOCKED_SIDE}:9090`, "localhost:9090"]) {
+    it("refuses a Host naming the proxy's own ports (421): Host: localhost:<transparent port> does not loop", async () => {
+      for (const host of [`localhost:${TRANSPARENT_PORT}`, `${NODE_LOCKED_SIDE}:${METRICS_PORT}`, `localhost:${METRICS_PORT}`]) {
         const from = proxy().lines.length;
         const r = await curl(world.locked, ["-H", `Host: ${host}`, "http://www.google.com/metrics"]);
         expect(r.status, host).to.equal(421);
         await logged(from, /-> 421 \d+b \S+ denied \(misdirected\)/);
       }
       // Control: the listener is there, on the node's loopback (a pod cannot reach it directly at all).
-      expect(await world.node.must("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9090/metrics"])).to.equal("200");
-      expect((await curl(world.app, [`http://${NODE_APP_SIDE}:9090/metrics`])).status).to.equal(0);
+      expect(await world.node.must("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", `http://127.0.0.1:${METRICS_PORT}/metrics`])).to.equal("200");
+      expect((await curl(world.app, [`http://${NODE_APP_SIDE}:${METRICS_PORT}/metrics`])).status).to.equal(0);
     });
 
     it("controls: the unlocked pod reaches the node's service and the metadata server directly", async () => {
@@ -302,7 +302,7 @@ describe("escape attempts through the proxy (locked pod, four kinds of filter)",
     });
 
     it("still refuses a Host naming the proxy's own port, loopback allowed or not", async () => {
-      expect((await curl(world.locked, ["-H", "Host: localhost:8080", "http://www.google.com/"])).status).to.equal(421);
+      expect((await curl(world.locked, ["-H", `Host: localhost:${TRANSPARENT_PORT}`, "http://www.google.com/"])).status).to.equal(421);
     });
   });
 });

@@ -4,7 +4,7 @@ import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { waitFor } from "../support/netns.ts";
-import { REPO, type Proc } from "../support/world.ts";
+import { REPO, TRANSPARENT_PORT, type Proc } from "../support/world.ts";
 import { APP_IP, BUCKET_URL, CHART_FILTER, DNS_IP, GOOGLE_IP, INTERNET_IP6, LOCKED_IP, LOCKED_IP6, STORAGE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
 import { wiringTitle } from "../support/datapath.ts";
 
@@ -133,7 +133,7 @@ describe(`escape attempts from a locked pod (namespaces, ${wiringTitle()}; Kuber
   it("proxy killed: redirected connections are refused, nothing leaks; back when it restarts", async () => {
     await world.proxy!.stop("SIGKILL");
     // Its worker processes follow the primary within moments (as a killed container's processes do).
-    await waitFor("nothing listening on the transparent port", async () => !(await world.node.must("ss", ["-ltnH"])).includes(":8080 "), 5000, 50);
+    await waitFor("nothing listening on the transparent port", async () => !(await world.node.must("ss", ["-ltnH"])).includes(`:${TRANSPARENT_PORT} `), 5000, 50);
     for (const url of ["https://www.google.com/", BUCKET_URL, "http://www.google.com/"]) {
       const r = await world.curlFrom(world.locked, ["-o", "/dev/null", "-w", "%{http_code}", url]);
       expect(r.stdout, url).to.equal("000");

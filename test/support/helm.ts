@@ -220,6 +220,7 @@ const MODEL_MODULES: Record<string, string> = {
   // The PodMonitor: its schema comes from the Prometheus Operator's CRD; client-node has no attribute
   // map for it, so the unknown-field walk below passes it (its tests compare its spec exactly).
   "monitoring.coreos.com/v1": "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1",
+  "batch/v1": "kubernetes-models/batch/v1",
 };
 
 interface ModelClass {

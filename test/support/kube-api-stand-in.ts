@@ -18,6 +18,8 @@
 // renders), and GET by name of Namespaces and Secrets (404 NotFound when absent). It starts with the
 // namespaces every cluster has (default, kube-system, kube-public); tests add Secrets with putSecret.
 // Nothing else about Secrets or Namespaces (list, watch, create through the API) is served.
+// For podwatch's stop (is its DaemonSet still there?) it serves GET by name of DaemonSets, which tests
+// put with putDaemonSet (optionally marked as being deleted) and take away with deleteDaemonSet.
 //
 //   const api = await KubeApiStandIn.start();
 //   api.kubeconfigPath                     // KUBECONFIG for a client on this network namespace
@@ -254,6 +256,8 @@ export class KubeApiStandIn {
   readonly #pods = new Map<string, Pod>();
   /** Secrets by `namespace/name`, Namespaces by name: served to GET by name only (Helm's lookup). */
   readonly #secrets = new Map<string, object>();
+  /** DaemonSets by `namespace/name`: served to GET by name only. */
+  readonly #daemonSets = new Map<string, object>();
   readonly #namespaces = new Map<string, object>();
   readonly #watches = new Set<OpenWatch>();
   readonly #bridges = new Set<ChildProcess>();
@@ -492,6 +496,24 @@ export class KubeApiStandIn {
     this.#secrets.delete(`${namespace}/${name}`);
   }
 
+  /** Stores a DaemonSet (metadata only); `deleting` sets its deletionTimestamp, as a foreground deletion does. */
+  putDaemonSet(namespace: string, name: string, opts: { deleting?: boolean } = {}): void {
+    this.#rv += 1;
+    this.#daemonSets.set(`${namespace}/${name}`, {
+      kind: "DaemonSet",
+      apiVersion: "apps/v1",
+      metadata: { name, namespace, uid: randomUUID(), resourceVersion: String(this.#rv), creationTimestamp: rfc3339(), ...(opts.deleting ? { deletionTimestamp: rfc3339() } : {}) },
+      spec: { selector: { matchLabels: { app: name } }, template: { metadata: { labels: { app: name } }, spec: { containers: [] } } },
+    });
+  }
+
+  deleteDaemonSet(namespace: string, name: string): void {
+    this.#daemonSets.delete(`${namespace}/${name}`);
+  }
+
+  /** While true, a GET of a DaemonSet answers 403 Forbidden, as after its RoleBinding was deleted. */
+  forbidDaemonSets = false;
+
   // ---- faults ----
 
   /** Forgets the event history: a watch resuming from any earlier resourceVersion gets 410 Gone. */
@@ -705,6 +727,14 @@ export class KubeApiStandIn {
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(secret));
         return;
       }
+      if ((m = /^\/apis\/apps\/v1\/namespaces\/([^/]+)\/daemonsets\/([^/]+)$/.exec(url.pathname))) {
+        const name = decodeURIComponent(m[2] ?? "");
+        if (this.forbidDaemonSets) return fail(403, "Forbidden", `daemonsets.apps "${name}" is forbidden: User cannot get resource "daemonsets" in API group "apps"`);
+        const ds = this.#daemonSets.get(`${decodeURIComponent(m[1] ?? "")}/${name}`);
+        if (!ds) return fail(404, "NotFound", `daemonsets.apps "${name}" not found`);
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(ds));
+        return;
+      }
       let namespace: string | undefined;
       if (url.pathname === "/api/v1/pods") namespace = undefined;
       else if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname))) namespace = decodeURIComponent(m[1] ?? "");
@@ -714,7 +744,7 @@ export class KubeApiStandIn {
         if (!pod) return fail(404, "NotFound", `pods "${decodeURIComponent(m[2] ?? "")}" not found`);
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ kind: "Pod", apiVersion: "v1", ...pod }));
         return;
-      } else return fail(404, "NotFound", `the server could not find the requested resource (stand-in serves pods, and namespaces and secrets by name): ${url.pathname}`);
+      } else return fail(404, "NotFound", `the server could not find the requested resource (stand-in serves pods, and namespaces, secrets and daemonsets by name): ${url.pathname}`);
 
       const fields = parseFieldSelector(url.searchParams.get("fieldSelector"));
       const labels = parseLabelSelector(url.searchParams.get("labelSelector"));

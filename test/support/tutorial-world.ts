@@ -21,7 +21,7 @@ import { writeConfigMap } from "./configmap.ts";
 import { BridgeCni, calicoLike, datapathFromEnv, type Datapath, type PodLink } from "./datapath.ts";
 import { Netns, enableForwarding, link, removeStale, uniqueName, waitFor, type RunResult } from "./netns.ts";
 import { TestCa } from "./pki.ts";
-import { Proc, REPO, TPROXY_CLI } from "./world.ts";
+import { METRICS_PORT, Proc, REPO, TPROXY_CLI, TRANSPARENT_PORT } from "./world.ts";
 
 export const PODWATCH_CLI = join(REPO, "packages/podwatch/dist/cli.js");
 export const SIDECAR_CLI = join(REPO, "packages/sidecar-init/dist/cli.js");
@@ -323,7 +323,7 @@ export class TutorialWorld {
     // suite, so what the tests see follows from pod events (the chart's 60s would hide a lost event).
     // The lock's init container is named as this world's pods name it; the resolver is the chart's lock.allowDns.
     this.podwatch = this.spawn(this.node, process.execPath, [
-      PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", "8080", "--resync", "10m", "--metrics-port", "9091",
+      PODWATCH_CLI, "--node-name", NODE_NAME, "--proxy-port", String(TRANSPARENT_PORT), "--resync", "10m", "--metrics-port", "15172",
       "--init-container", SIDECAR_INIT_CONTAINER, "--allow-dns", DNS_IP,
       ...(this.redirectToAddress ? ["--redirect-to-address", this.redirectToAddress] : []), ...extra,
     ], { KUBECONFIG: this.kubeconfig });
@@ -333,7 +333,7 @@ export class TutorialWorld {
   async startProxy(extra: string[] = []): Promise<Proc> {
     this.proxy = this.spawn(this.node, process.execPath, [
       TPROXY_CLI, "run", "--ca-cert", this.ca.cert, "--ca-key", this.ca.key, "--filter", join(this.filterDir, "filter.ts"),
-      "--transparent-port", "8080", "--metrics-port", "9090", ...extra,
+      "--transparent-port", String(TRANSPARENT_PORT), "--metrics-port", String(METRICS_PORT), ...extra,
     ]);
     await this.proxy.waitForLine(/tproxy listening/, 15_000);
     return this.proxy;

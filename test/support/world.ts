@@ -16,6 +16,10 @@ import { TestCa } from "./pki.ts";
 export const REPO = resolve(import.meta.dirname, "../..");
 export const TPROXY_CLI = join(REPO, "packages/tproxy/dist/cli.js");
 
+/** `tproxy run`'s default ports (the chart's too): tests that rely on the defaults name these. */
+export const TRANSPARENT_PORT = 15170;
+export const METRICS_PORT = 15171;
+
 export const POD_IP = "10.88.1.2";
 export const NODE_POD_SIDE = "10.88.1.1";
 export const NODE_NET_SIDE = "10.88.2.1";
@@ -120,7 +124,7 @@ export class ProxyWorld {
   }
 
   /** The node's REDIRECT of the pod's port 80/443 traffic to the proxy, as podwatch would add it. */
-  async redirectPod(port = 8080): Promise<void> {
+  async redirectPod(port = TRANSPARENT_PORT): Promise<void> {
     await this.node.must("iptables", ["-t", "nat", "-A", "PREROUTING", "-s", POD_IP, "-p", "tcp", "-m", "multiport", "--dports", "80,443", "-j", "REDIRECT", "--to-ports", String(port)]);
   }
 

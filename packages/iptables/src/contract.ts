@@ -13,4 +13,4 @@ export const PROBE_VALUE = "ok";
 /** The destination ports the node redirects to its transparent proxy, and the lock lets out. */
 export const REDIRECTED_PORTS: readonly number[] = Object.freeze([80, 443]);
 /** The port the transparent proxy listens on and the node's REDIRECT sends to, unless configured. */
-export const DEFAULT_TRANSPARENT_PORT = 8080;
+export const DEFAULT_TRANSPARENT_PORT = 15170;

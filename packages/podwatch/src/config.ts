@@ -9,7 +9,7 @@ export const DEFAULT_PROXY_PORT = DEFAULT_TRANSPARENT_PORT;
 /** Detect the node's backend as kube-proxy's image does (see @tproxy/iptables detect.ts). */
 export const DEFAULT_IPTABLES_BACKEND: BackendChoice = "auto";
 export const DEFAULT_RESYNC = "60s";
-export const DEFAULT_METRICS_PORT = 9091;
+export const DEFAULT_METRICS_PORT = 15172;
 /** The node's loopback: the kubelet's probes reach it (host: 127.0.0.1), pods and other hosts do not. */
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1";
 /** The name the chart's init container snippet gives the lock. */
@@ -32,7 +32,7 @@ export interface PodwatchConfig {
   readonly standardPort: number | undefined;
   /** Namespaces to watch; empty (default) watches all. */
   readonly namespaces: readonly string[];
-  /** Transparent proxy port the rules redirect to; default 8080. */
+  /** Transparent proxy port the rules redirect to; default 15170. */
   readonly proxyPort: number;
   /**
    * A node address per family (canonical) the nat rules DNAT to instead of REDIRECT; a family without one
@@ -42,12 +42,18 @@ export interface PodwatchConfig {
   readonly redirectTo: Readonly<Partial<Record<Family, string>>>;
   /** Period of the drift-repairing resync, in ms; default 60 000. */
   readonly resyncMs: number;
-  /** Port of `/healthz` and `/metrics`; default 9091 (0 picks a free one). */
+  /** Port of `/healthz` and `/metrics`; default 15172 (0 picks a free one). */
   readonly metricsPort: number;
   /** Address `/healthz` and `/metrics` listen on; default 127.0.0.1 (the node's loopback: podwatch runs in its network). */
   readonly metricsAddress: string;
   /** iptables backend the node's rules are written with: auto (detected, default), nft or legacy. */
   readonly iptablesBackend: BackendChoice;
+  /**
+   * The DaemonSet that runs this podwatch (`--daemonset namespace/name`, env `TPROXY_DAEMONSET`; the chart
+   * sets it). On SIGTERM, when it is gone or being deleted, the node's chains are taken away; undefined:
+   * never (every stop is a restart).
+   */
+  readonly daemonSet: { readonly namespace: string; readonly name: string } | undefined;
 }
 
 /** Raw values as commander hands them over (strings from flags or environment). */
@@ -64,6 +70,7 @@ export interface RawOptions {
   metricsPort?: string | number;
   metricsAddress?: string;
   iptablesBackend?: string;
+  daemonset?: string;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -112,6 +119,7 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
     metricsPort: parsePort("--metrics-port", raw.metricsPort ?? DEFAULT_METRICS_PORT, 0),
     metricsAddress: parseAddress("--metrics-address", raw.metricsAddress ?? DEFAULT_METRICS_ADDRESS),
     iptablesBackend: parseBackend(raw.iptablesBackend ?? DEFAULT_IPTABLES_BACKEND),
+    daemonSet: parseDaemonSet(raw.daemonset),
   });
 }
 
@@ -129,6 +137,16 @@ function parseRedirectTo(raw: RawOptions["redirectToAddress"]): PodwatchConfig["
     out[ip.family] = ip.ip;
   }
   return Object.freeze(out);
+}
+
+function parseDaemonSet(value: string | undefined): PodwatchConfig["daemonSet"] {
+  const text = (value ?? "").trim();
+  if (text === "") return undefined;
+  const [namespace = "", name = "", extra] = text.split("/");
+  if (extra !== undefined || !DNS_LABEL.test(namespace) || !DNS_SUBDOMAIN.test(name)) {
+    throw new ConfigError(`--daemonset ${JSON.stringify(value)} is not namespace/name of a DaemonSet (e.g. tproxy/tproxy)`);
+  }
+  return Object.freeze({ namespace, name });
 }
 
 function parseAddress(flag: string, value: string): string {

@@ -6,6 +6,7 @@ import { systemClock, type Clock } from "./clock.ts";
 import type { PodwatchConfig } from "./config.ts";
 import { PodwatchError } from "./errors.ts";
 import { ExecIptables, type IptablesRunner } from "./iptables.ts";
+import { daemonSetState, tcpMigrateReq, type DaemonSetState } from "./lifecycle.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Reconciler } from "./reconciler.ts";
 import { startStatusServer, type Health, type StatusServer } from "./server.ts";
@@ -32,6 +33,12 @@ export interface Podwatch {
   health(): Health;
   /** Stops watching and serving. The chain in the kernel is left as it is (fail closed). */
   stop(): Promise<void>;
+  /**
+   * The stop of SIGTERM: stops, then asks the API whether this podwatch's DaemonSet still exists. If it
+   * does (a rolling update, a restart) or the answer is unclear, the chains stay for the next podwatch;
+   * if it is gone (an uninstall), they are taken away, but for the locked pods still on this node.
+   */
+  shutdown(): Promise<void>;
 }
 
 export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps = {}): Promise<Podwatch> {
@@ -45,6 +52,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
   }
 
   const runner = deps.runner ?? (await nodeIptables(config, log));
+  const kc = kubeConfig;
   let watcher: PodWatcher | undefined;
   const reconciler = new Reconciler({
     pods: () => watcher?.pods() ?? [],
@@ -57,6 +65,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     nodeName: config.nodeName,
     proxyPort: config.proxyPort,
     redirectTo: config.redirectTo,
+    guardPort: config.proxyPort,
     allowDns: config.allowDns,
     standardPort: config.standardPort,
     resyncMs: config.resyncMs,
@@ -85,6 +94,13 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     };
   };
 
+  const migrate = await tcpMigrateReq();
+  if (migrate === "0") {
+    log.warn(
+      "net.ipv4.tcp_migrate_req is 0 on this node: when a rolling update stops the old proxy, connections queued on its listeners are reset " +
+        "instead of moving to the new one's; set it to 1 on the node (sysctl -w net.ipv4.tcp_migrate_req=1, Linux 5.14+) for a hand-over that loses none",
+    );
+  }
   let server: StatusServer | undefined;
   if (!deps.noStatusServer) {
     server = await startStatusServer({ port: config.metricsPort, host: config.metricsAddress, registry: metrics.registry, health });
@@ -96,6 +112,54 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
   );
   w.start();
 
+  // Whether this podwatch could read its DaemonSet once it had started. `helm uninstall` deletes the
+  // DaemonSet and, right after it, the RoleBinding and ServiceAccount that let podwatch read it; the pods
+  // get SIGTERM only once the garbage collector deletes them, by when the API often refuses (401 or 403)
+  // rather than says 404. A podwatch that could read its DaemonSet and no longer may is seeing its
+  // release removed: that counts as gone. One that never could (RBAC missing) tells nothing.
+  let dsReadable = false;
+  const probeDaemonSet = async (): Promise<void> => {
+    const ref = config.daemonSet;
+    if (!ref) return;
+    const ds = await withTimeout<DaemonSetState>(daemonSetState(kc, ref), 5000, { state: "unknown", why: "the API did not answer within 5 s" });
+    dsReadable = ds.state === "present";
+    if (!dsReadable) log.warn({ daemonset: `${ref.namespace}/${ref.name}`, state: ds.state, why: "why" in ds ? ds.why : undefined }, "cannot read this podwatch's daemonset at start: an uninstall will leave the node's chains in place");
+  };
+
+  const finalStop = async (): Promise<void> => {
+    const ref = config.daemonSet;
+    if (!ref) {
+      log.info("stopping; the chains stay as they are (no --daemonset to tell an uninstall from a restart)");
+      return;
+    }
+    let ds = await withTimeout<DaemonSetState>(daemonSetState(kc, ref), 5000, { state: "unknown", why: "the API did not answer within 5 s" });
+    if (ds.state === "refused" && dsReadable) ds = { state: "gone", why: `${ds.why}, though it was readable at start: the release's RBAC is being deleted` };
+    if (ds.state === "present") {
+      log.info({ daemonset: `${ref.namespace}/${ref.name}` }, "stopping; the daemonset is still there (a restart or rolling update): the chains stay for the next podwatch");
+      return;
+    }
+    if (ds.state === "unknown" || ds.state === "refused") {
+      log.warn({ why: ds.why }, "stopping; cannot tell an uninstall from a restart: the chains stay as they are");
+      return;
+    }
+    if (!w.synced) {
+      log.warn({ why: ds.why }, "uninstall, but the pod list never arrived: which pods are locked is unknown, so the chains stay as they are");
+      return;
+    }
+    const { keptFor } = await reconciler.uninstall();
+    if (keptFor.length > 0) {
+      log.warn(
+        { why: ds.why, lockedPods: keptFor },
+        "uninstall: locked pods still run on this node, so their redirect and enforce rules stay (their lock lets 80/443 out for the node to redirect: without the rules it would leave unfiltered); " +
+          "nothing removes those rules any more: delete these pods, then the chains TPROXY-REDIRECT (nat) and TPROXY-ENFORCE (filter) by hand, or install tproxy again",
+      );
+    } else {
+      log.info({ why: ds.why }, "uninstall: every chain and jump of podwatch's removed from this node");
+    }
+  };
+
+  const dsProbed = probeDaemonSet().catch((err: unknown) => log.warn({ err: String(err) }, "reading this podwatch's daemonset at start failed"));
+
   return {
     statusPort: server?.port,
     reconciler,
@@ -105,6 +169,16 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
       await w.stop();
       await reconciler.stop();
       await server?.close();
+    },
+    async shutdown() {
+      await dsProbed;
+      await w.stop();
+      await reconciler.stop();
+      try {
+        await finalStop();
+      } finally {
+        await server?.close();
+      }
     },
   };
 }
@@ -126,4 +200,20 @@ async function nodeIptables(config: PodwatchConfig, log: Logger): Promise<ExecIp
   const { tools, reason } = chosen;
   log.info({ backend: tools.backend, reason, ipv4: [tools.ipv4.save, tools.ipv4.restore], ipv6: [tools.ipv6.save, tools.ipv6.restore] }, `iptables backend ${tools.backend}: ${reason}`);
   return new ExecIptables({ tools });
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => resolve(fallback), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
 }

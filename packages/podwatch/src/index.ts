@@ -8,6 +8,11 @@ export { CHAIN, JUMP_RULE, DEFAULT_PORTS, renderRule, renderChain, parseNatSave,
 export type { KernelChain, FamilyPlan, RenderOptions, RedirectAddresses } from "./rules.ts";
 export { ENFORCE_CHAIN, ENFORCE_HOOKS, ID_PREFIX, ruleId, renderEnforce, parseFilterSave, planEnforce } from "./enforce.ts";
 export type { EnforceOptions, EnforceHook, KernelEnforce, EnforcePlan } from "./enforce.ts";
+export { GUARD_CHAIN, GUARD_HOOKS, renderGuard, parseGuardSave, planGuard } from "./guard.ts";
+export type { GuardHook, KernelGuard } from "./guard.ts";
+export { OWNED_CHAINS, removeChain } from "./removal.ts";
+export { daemonSetState, lockedPods, tcpMigrateReq } from "./lifecycle.ts";
+export type { DaemonSetRef, DaemonSetState } from "./lifecycle.ts";
 export { ExecIptables } from "./iptables.ts";
 export type { IptablesRunner, ExecIptablesOptions, Table } from "./iptables.ts";
 export { Reconciler } from "./reconciler.ts";

@@ -119,3 +119,17 @@ export function planChain<Hook extends string>(
     jumpsRepaired: broken,
   };
 }
+
+/**
+ * Plans taking one owned chain away (uninstall): every jump to it deleted, the chain emptied and
+ * deleted, in one transaction. Undefined when the kernel holds nothing of it.
+ */
+export function planRemoval<Hook extends string>(spec: ChainSpec<Hook>, kernel: KernelState<Hook>): string | undefined {
+  const jumps = spec.hooks.flatMap((h) => kernel.jumps[h]);
+  if (!kernel.exists && jumps.length === 0) return undefined;
+  const lines = [`*${spec.table}`, ...jumps.map((j) => `-D ${j.slice(3)}`)];
+  // Declared under --noflush it is emptied first: -X refuses a chain that still has rules.
+  if (kernel.exists) lines.push(`:${spec.chain} - [0:0]`, `-X ${spec.chain}`);
+  lines.push("COMMIT", "");
+  return lines.join("\n");
+}

@@ -6,6 +6,8 @@ import { Backoff, type Clock, type Timer } from "./clock.ts";
 import { selectRedirects, type Family, type Redirect } from "./desired.ts";
 import { parseFilterSave, planEnforce, renderEnforce } from "./enforce.ts";
 import { IptablesError } from "./errors.ts";
+import { GUARD_SPEC, parseGuardSave, planGuard, renderGuard } from "./guard.ts";
+import { OWNED_CHAINS, removeChain } from "./removal.ts";
 import type { IptablesRunner } from "./iptables.ts";
 import type { Metrics } from "./metrics.ts";
 import { describeRule, parseNatSave, planFamily, renderChain, type RedirectAddresses } from "./rules.ts";
@@ -28,6 +30,11 @@ export interface ReconcilerOptions {
   readonly standardPort?: number;
   /** Transparent proxy port. */
   readonly proxyPort: number;
+  /**
+   * Keep the guard chain (guard.ts) refusing connections to this port that the node did not redirect,
+   * whether pods are locked or not. Default: no guard (library and unit-test use; the CLI always sets it).
+   */
+  readonly guardPort?: number;
   /** Redirected destination ports; default 80, 443. */
   readonly ports?: readonly number[];
   /** Node address per family to DNAT to instead of REDIRECT; default none (REDIRECT). */
@@ -164,10 +171,11 @@ export class Reconciler {
     const changed: Family[] = [];
     const errors: string[] = [];
     for (const family of this.#families) {
+      const guarded = this.#o.guardPort !== undefined && (await this.#applyGuard(family, this.#o.guardPort, errors));
       // The node's filter first: a pod newly locked is held to the lock's ports before its redirect exists.
       const enforced = await this.#applyEnforce(family, redirects, errors);
       const nat = await this.#applyNat(family, redirects, errors);
-      if (enforced || nat) changed.push(family);
+      if (guarded || enforced || nat) changed.push(family);
     }
     const ok = errors.length === 0;
     this.#lastOk = ok;
@@ -221,6 +229,53 @@ export class Reconciler {
       this.#failed(family, "applying the enforce chain failed", err, errors);
       return false;
     }
+  }
+
+  async #applyGuard(family: Family, port: number, errors: string[]): Promise<boolean> {
+    // A node without IPv6 tables has no IPv6 to guard: an unreadable ip6tables filter table is skipped.
+    const kernelText = await this.#read(family, "filter", family === "ipv6" ? 0 : 1, errors);
+    if (kernelText === undefined) return false;
+    try {
+      const plan = planGuard(parseGuardSave(kernelText), renderGuard(family, port));
+      if (plan) {
+        await this.#o.runner.restore(family, plan.input);
+        this.#o.log.info({ family, port }, "guard chain written: only redirected connections reach the proxy's port");
+      }
+      return plan !== undefined;
+    } catch (err) {
+      this.#failed(family, "applying the guard chain failed", err, errors);
+      return false;
+    }
+  }
+
+  /**
+   * Uninstall (the DaemonSet is gone; call after stop()): takes every chain and jump of podwatch's away,
+   * unless locked pods still live on this node: then their redirect and enforce rules stay, exactly as a
+   * last pass computes them (fail closed: their in-pod lock lets 80/443 out for the node to redirect),
+   * and only the guard goes. Returns the locked pods kept (the caller makes sure the pod list is complete).
+   */
+  async uninstall(): Promise<{ keptFor: string[] }> {
+    const redirects = selectRedirects(this.#o.pods(), { annotation: this.#o.annotation, initContainer: this.#o.initContainer, nodeName: this.#o.nodeName });
+    const keptFor = [...new Set(redirects.map((r) => r.pod))];
+    const errors: string[] = [];
+    for (const family of this.#families) {
+      const specs = keptFor.length > 0 ? [GUARD_SPEC] : OWNED_CHAINS;
+      for (const spec of specs) {
+        const text = await this.#read(family, spec.table, family === "ipv6" ? 0 : 1, errors);
+        if (text === undefined) continue;
+        try {
+          if (await removeChain(this.#o.runner, family, spec, text)) this.#o.log.info({ family, chain: spec.chain }, "chain removed");
+        } catch (err) {
+          this.#failed(family, `removing ${spec.chain} failed`, err, errors);
+        }
+      }
+      if (keptFor.length > 0) {
+        await this.#applyEnforce(family, redirects, errors);
+        await this.#applyNat(family, redirects, errors);
+      }
+    }
+    if (errors.length > 0) throw new Error(`uninstall left rules behind: ${errors.join("; ")}`);
+    return { keptFor };
   }
 
   async #read(family: Family, table: "nat" | "filter", wanted: number, errors: string[]): Promise<string | undefined> {

@@ -12,7 +12,7 @@ export const JUMP_RULE = `-A PREROUTING -j ${CHAIN}`;
 export const DEFAULT_PORTS: readonly number[] = REDIRECTED_PORTS;
 
 export interface RenderOptions {
-  /** Port of the transparent proxy on this node (contract default 8080). */
+  /** Port of the transparent proxy on this node (contract default: DEFAULT_TRANSPARENT_PORT of @tproxy/iptables). */
   readonly proxyPort: number;
   /** Destination ports to redirect; default 80 and 443. At most 15 (a multiport limit). */
   readonly ports?: readonly number[];

@@ -33,7 +33,9 @@ export async function startStatusServer(opts: { port: number; host?: string; reg
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(opts.port, opts.host, () => {
+    // SO_REUSEPORT: during a rolling update (maxSurge) the new pod's podwatch binds this port on the
+    // same node while the old one still serves it.
+    server.listen({ port: opts.port, host: opts.host, reusePort: true }, () => {
       server.off("error", reject);
       resolve();
     });

@@ -38,6 +38,12 @@ describe("podwatch config edges", () => {
     expect(parse({ metricsAddress: "0.0.0.0" }).metricsAddress).to.equal("0.0.0.0");
   });
 
+  it("reads --daemonset as namespace/name, blank as none, and refuses anything else naming the flag", () => {
+    expect(parse({ daemonset: " tproxy-system/tproxy " }).daemonSet).to.deep.equal({ namespace: "tproxy-system", name: "tproxy" });
+    expect(parse({ daemonset: "" }).daemonSet).to.equal(undefined);
+    for (const d of ["tproxy", "a/b/c", "/tproxy", "ns/", "Ns/tproxy", "ns/Tproxy"]) refuses({ daemonset: d }, `--daemonset ${JSON.stringify(d)} is not namespace/name of a DaemonSet`);
+  });
+
   it("parses durations with fractions and blanks, from 100ms up, and refuses trailing garbage", () => {
     expect(parseDuration("--resync", " 90s ")).to.equal(90_000);
     expect(parseDuration("--resync", "1.25s")).to.equal(1250);

@@ -12,12 +12,13 @@ describe("podwatch config", () => {
       allowDns: [],
       standardPort: undefined,
       namespaces: [],
-      proxyPort: 8080,
+      proxyPort: 15170,
       redirectTo: {},
       resyncMs: 60_000,
-      metricsPort: 9091,
+      metricsPort: 15172,
       metricsAddress: "127.0.0.1",
       iptablesBackend: "auto",
+      daemonSet: undefined,
     });
     expect(Object.isFrozen(c)).to.equal(true);
   });

@@ -177,7 +177,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     api.setPodIP("shop", "web", "10.244.0.10");
     await waitRules("web's rule", ["shop/web 10.244.0.10"]);
     const save = await node.must("iptables-save", ["-t", "nat"]);
-    expect(save).to.include('-A TPROXY-REDIRECT -s 10.244.0.10/32 -p tcp -m multiport --dports 80,443 -m comment --comment "shop/web" -j REDIRECT --to-ports 8080');
+    expect(save).to.include('-A TPROXY-REDIRECT -s 10.244.0.10/32 -p tcp -m multiport --dports 80,443 -m comment --comment "shop/web" -j REDIRECT --to-ports 15170');
     expect(await jumps()).to.deep.equal(["-A PREROUTING -j TPROXY-REDIRECT"]);
     await waitFor("a log line for the added redirect", () => pw?.logs.some((l) => l.msg === "redirect added" && l.pod === "shop/web") ?? false, 2_000);
 
@@ -306,7 +306,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     const help = await must(process.execPath, [CLI, "--help"]);
     const listed = [...help.matchAll(/env:\s+([A-Z][A-Z_]+)\)/g)].map((m) => m[1]).sort();
     expect(listed).to.deep.equal([
-      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
+      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_DAEMONSET", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
     ]);
 
     const other = await otherNode();
@@ -326,6 +326,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
         TPROXY_METRICS_PORT: "19391",
         TPROXY_METRICS_ADDRESS: "0.0.0.0",
         TPROXY_IPTABLES_BACKEND: "nft",
+        TPROXY_DAEMONSET: "tproxy-system/not-there",
       },
     });
     try {
@@ -355,6 +356,9 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       // TPROXY_RESYNC: a hand-flushed chain comes back with no pod event at all.
       await other.node.must("iptables", ["-t", "nat", "-F", "TPROXY-REDIRECT"]);
       await waitRules("the 500ms resync to repair the chain", ["env-a/yes 10.246.0.1", "env-b/init 10.246.0.6", "env-b/yes 10.246.0.2"], "ipv4", 5_000, other.node);
+      // TPROXY_DAEMONSET: at SIGTERM it asked for that DaemonSet, found none, and took the uninstall path.
+      await halt(fromEnv);
+      expect(fromEnv.logs.find((l) => String(l.msg).startsWith("uninstall"))?.why).to.equal("daemonset tproxy-system/not-there not found");
     } finally {
       await halt(fromEnv);
       for (const [ns, name] of [["env-a", "yes"], ["env-b", "yes"], ["env-a", "default-key"], ["env-c", "other-ns"], ["env-a", "other-node"], ["env-b", "init"]] as const) {
@@ -518,5 +522,164 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     await waitRules("the rules of the listed pods", ["default/newcomer 10.244.0.61"], "ipv4", 35_000);
     api.deletePod("default", "newcomer", { gracePeriodSeconds: 0 });
     await waitRules("newcomer's rule to go", []);
+  });
+  // ---- the guard, overlapping podwatches, uninstall: each on a node namespace of its own ----
+
+  /** iptables-save of both tables and both families, without the comment lines (counters, dates). */
+  async function tables(where: Netns): Promise<string> {
+    const parts: string[] = [];
+    for (const save of ["iptables-save", "ip6tables-save"]) for (const t of ["nat", "filter"]) parts.push(await where.must(save, ["-t", t]));
+    return parts.join("").replace(/^#.*\n/gm, "");
+  }
+  const owned = (text: string) => text.split("\n").filter((l) => /TPROXY-/.test(l));
+  const WRITES = new Set(["redirect added", "redirect removed", "PREROUTING jump repaired", "chain rewritten", "enforce chain rewritten", "guard chain written: only redirected connections reach the proxy's port"]);
+
+  it("keeps the guard on the proxy's port from its start, no pod locked, in both families: one INPUT jump, a reset for what was not redirected", async () => {
+    const other = await otherNode();
+    const g = await launch({ ...other, args: ["--node-name", "node-g", "--resync", LONG_RESYNC, "--metrics-port", "0", "--proxy-port", "15170"] });
+    try {
+      await waitFor("the first pass", () => g.logs.some((l) => l.msg === "reconciled"), 5_000);
+      for (const save of ["iptables-save", "ip6tables-save"]) {
+        const filter = await other.node.must(save, ["-t", "filter"]);
+        expect(filter.split("\n").filter((l) => l.includes("-j TPROXY-GUARD")), save).to.deep.equal(["-A INPUT -j TPROXY-GUARD"]);
+        const rules = filter.split("\n").filter((l) => l.startsWith("-A TPROXY-GUARD "));
+        expect(rules, save).to.have.length(1);
+        expect(rules[0]).to.match(/--dport 15170 .*! --ctstate DNAT .*-j REJECT --reject-with tcp-reset$/);
+        expect(filter, save).to.not.include("TPROXY-ENFORCE"); // nothing locked: no enforce chain
+      }
+    } finally {
+      await halt(g);
+    }
+  });
+
+  it("warns at start when the node's net.ipv4.tcp_migrate_req is 0 (a rolling update's hand-over then resets queued connections), not when it is 1", async () => {
+    const MSG = /^net\.ipv4\.tcp_migrate_req is 0 on this node/;
+    const other = await otherNode();
+    const args = ["--node-name", "node-m", "--resync", LONG_RESYNC, "--metrics-port", "0"];
+    await other.node.must("sysctl", ["-w", "net.ipv4.tcp_migrate_req=0"]);
+    const off = await launch({ ...other, args });
+    await halt(off);
+    expect(off.logs.filter((l) => MSG.test(String(l.msg))).map((l) => l.level)).to.deep.equal([40]);
+    await other.node.must("sysctl", ["-w", "net.ipv4.tcp_migrate_req=1"]);
+    const on = await launch({ ...other, args });
+    await halt(on);
+    expect(on.logs.filter((l) => MSG.test(String(l.msg)))).to.deep.equal([]);
+  });
+
+  it("two podwatches at once (a rolling update's overlap) share their status port (SO_REUSEPORT) and write the same rules without fighting", async () => {
+    const other = await otherNode();
+    const args = ["--node-name", "node-r", "--resync", "200ms", "--metrics-port", "15999"];
+    const first = await launch({ ...other, args });
+    const second = await launch({ ...other, args });
+    try {
+      expect(first.statusPort).to.equal(15999);
+      expect(second.statusPort).to.equal(15999);
+      api.createPod({ name: "both", nodeName: "node-r", annotations: ON, podIP: ["10.244.9.7", "fd00:9::7"] });
+      await waitRules("both's rule", ["default/both 10.244.9.7"], "ipv4", 5_000, other.node);
+      await waitRules("both's IPv6 rule", ["default/both fd00:9::7"], "ipv6", 5_000, other.node);
+      await sleep(500); // the second's first passes, if it disagreed, would rewrite by now
+      const before = await tables(other.node);
+      const writes = (r: Running) => r.logs.filter((l) => WRITES.has(String(l.msg))).length;
+      const [w1, w2] = [writes(first), writes(second)];
+      const passes = (r: Running) => r.logs.filter((l) => l.msg === "reconciled").length;
+      const [p1, p2] = [passes(first), passes(second)];
+      await sleep(2_000); // some ten resync passes each
+      expect(passes(first) - p1, "passes of the first").to.be.at.least(5);
+      expect(passes(second) - p2, "passes of the second").to.be.at.least(5);
+      expect(writes(first) - w1, "writes of the first").to.equal(0);
+      expect(writes(second) - w2, "writes of the second").to.equal(0);
+      expect(await tables(other.node)).to.equal(before);
+      // One jump per chain, hook and family: PREROUTING (redirect), INPUT (guard), INPUT and FORWARD (enforce).
+      expect(owned(before).filter((l) => l.startsWith("-A INPUT") || l.startsWith("-A FORWARD") || l.startsWith("-A PREROUTING"))).to.have.length(8);
+      // The old one goes (SIGTERM, its DaemonSet unknown to it): the new one still answers on the port.
+      await halt(first);
+      expect((await other.node.must("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:15999/healthz"]))).to.equal("200");
+      expect(await tables(other.node)).to.equal(before);
+    } finally {
+      await halt(first);
+      await halt(second);
+      api.deletePod("default", "both", { gracePeriodSeconds: 0 });
+    }
+  });
+
+  describe("its final stop (SIGTERM) and the DaemonSet (--daemonset)", () => {
+    const DS = ["tproxy-system", "tproxy"] as const;
+    const flags = (nodeName: string) => ["--node-name", nodeName, "--resync", LONG_RESYNC, "--metrics-port", "0", "--daemonset", DS.join("/")];
+
+    async function started(nodeName: string, locked: string | undefined): Promise<{ other: { node: Netns; exposure: Exposure }; running: Running }> {
+      const other = await otherNode();
+      if (locked) api.createPod({ name: locked, nodeName, annotations: ON, podIP: ["10.244.8.5", "fd00:8::5"] });
+      const running = await launch({ ...other, args: flags(nodeName) });
+      if (locked) {
+        await waitRules(`${locked}'s rule`, [`default/${locked} 10.244.8.5`], "ipv4", 5_000, other.node);
+        await waitRules(`${locked}'s IPv6 rule`, [`default/${locked} fd00:8::5`], "ipv6", 5_000, other.node);
+      }
+      else await waitFor("the first pass", () => running.logs.some((l) => l.msg === "reconciled"), 5_000);
+      return { other, running };
+    }
+
+    afterEach(() => {
+      api.deleteDaemonSet(...DS);
+      api.forbidDaemonSets = false;
+    });
+
+    it("with the DaemonSet still there (a rolling update, a restart): leaves every chain and jump for the next podwatch", async () => {
+      api.putDaemonSet(...DS);
+      const { other, running } = await started("node-u1", "kept");
+      const before = await tables(other.node);
+      expect(owned(before).some((l) => l.startsWith("-A TPROXY-GUARD "))).to.equal(true);
+      await halt(running);
+      expect(running.logs.some((l) => String(l.msg).includes("the daemonset is still there"))).to.equal(true);
+      expect(await tables(other.node)).to.equal(before);
+      api.deletePod("default", "kept", { gracePeriodSeconds: 0 });
+    });
+
+    it("with the DaemonSet gone (an uninstall) and no locked pod on the node: removes every chain and jump, both families, nothing else", async () => {
+      const { other, running } = await started("node-u2", "leaving");
+      await other.node.must("iptables-restore", ["--noflush"], { input: "*nat\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n" });
+      expect(owned(await tables(other.node))).to.have.length.above(10);
+      api.deletePod("default", "leaving", { gracePeriodSeconds: 0 });
+      await waitRules("leaving's rule to go", [], "ipv4", 5_000, other.node);
+      await halt(running); // no DaemonSet in the API: 404
+      expect(running.logs.some((l) => String(l.msg).startsWith("uninstall: every chain and jump"))).to.equal(true);
+      const after = await tables(other.node);
+      expect(owned(after)).to.deep.equal([]);
+      expect(after).to.include("-A PREROUTING -j KUBE-SERVICES");
+    });
+
+    it("refused (403) at its stop after reading the DaemonSet at start, as when helm uninstall has deleted the RoleBinding by then: an uninstall; refused from the start: the chains stay", async () => {
+      api.putDaemonSet(...DS);
+      const { other, running } = await started("node-u4", undefined);
+      await waitFor("the start's read of the DaemonSet", () => api.requests.some((r) => r.startsWith(`GET /apis/apps/v1/namespaces/${DS[0]}/daemonsets/${DS[1]}`)), 5_000);
+      expect(owned(await tables(other.node)).length).to.be.above(0);
+      api.deleteDaemonSet(...DS); // what a 404 would say is not what this podwatch gets to see:
+      api.forbidDaemonSets = true;
+      await halt(running);
+      expect(running.logs.find((l) => String(l.msg).startsWith("uninstall: every chain"))?.why).to.match(/refused \(403\), though it was readable at start/);
+      expect(owned(await tables(other.node))).to.deep.equal([]);
+
+      // Control: never readable (RBAC missing from the start): nothing tells an uninstall, the chains stay.
+      const again = await launch({ ...other, args: flags("node-u4") });
+      await waitFor("the first pass", () => again.logs.some((l) => l.msg === "reconciled"), 5_000);
+      await waitFor("the warning about the unreadable DaemonSet", () => again.logs.some((l) => String(l.msg).startsWith("cannot read this podwatch's daemonset at start")), 5_000);
+      const before = await tables(other.node);
+      await halt(again);
+      expect(again.logs.some((l) => String(l.msg).startsWith("stopping; cannot tell an uninstall from a restart"))).to.equal(true);
+      expect(await tables(other.node)).to.equal(before);
+    });
+
+    it("with the DaemonSet being deleted while a locked pod runs: keeps that pod's redirect and enforce rules (fail closed), removes the guard, and names the pod in a warning", async () => {
+      api.putDaemonSet(...DS, { deleting: true });
+      const { other, running } = await started("node-u3", "stays");
+      const before = owned(await tables(other.node));
+      await halt(running);
+      const warning = running.logs.find((l) => l.level === 40 && String(l.msg).startsWith("uninstall: locked pods still run"));
+      expect(warning?.lockedPods).to.deep.equal(["default/stays"]);
+      const after = owned(await tables(other.node));
+      expect(after).to.deep.equal(before.filter((l) => !l.includes("TPROXY-GUARD")));
+      expect(after.some((l) => l.includes("-s 10.244.8.5/32") && l.includes("REDIRECT"))).to.equal(true);
+      expect(after.some((l) => l.includes("-s 10.244.8.5/32") && l.endsWith("-j DROP"))).to.equal(true);
+      api.deletePod("default", "stays", { gracePeriodSeconds: 0 });
+    });
   });
 });

@@ -31,7 +31,7 @@ program
   .addOption(new Option("--filter <path>", "filter script (TypeScript); reloaded live when it changes").env("TPROXY_FILTER"))
   .addOption(new Option("--transparent-port <port>", "port that REDIRECTed connections arrive on").env("TPROXY_TRANSPARENT_PORT").default(String(DEFAULT_TRANSPARENT_PORT)))
   .addOption(new Option("--standard-port <port>", "explicit-proxy port (CONNECT and absolute-form); off unless given").env("TPROXY_STANDARD_PORT"))
-  .addOption(new Option("--metrics-port <port>", "port of /metrics, /healthz and /readyz").env("TPROXY_METRICS_PORT").default("9090"))
+  .addOption(new Option("--metrics-port <port>", "port of /metrics, /healthz and /readyz").env("TPROXY_METRICS_PORT").default("15171"))
   .addOption(new Option("--listen-address <ip>", "address the proxy's listeners bind to").env("TPROXY_LISTEN_ADDRESS").default("::"))
   .addOption(new Option("--metrics-address <ip>", "address of /metrics, /healthz and /readyz (the node's loopback by default: probes use host 127.0.0.1; 0.0.0.0 for a Prometheus scraping the node)").env("TPROXY_METRICS_ADDRESS").default("127.0.0.1"))
   .addOption(new Option("--upstream-ca <file>", "extra CA bundle (PEM) trusted for upstream servers, besides the system roots").env("TPROXY_UPSTREAM_CA"))

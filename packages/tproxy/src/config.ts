@@ -12,11 +12,11 @@ export interface RunConfig extends ConnectionBounds {
   readonly caCert: string;
   readonly caKey: string;
   readonly filter: string;
-  /** Transparent listener port (REDIRECT target). Default 8080. */
+  /** Transparent listener port (REDIRECT target). Default 15170. */
   readonly transparentPort: number;
   /** Standard (explicit proxy) port; off when undefined. */
   readonly standardPort: number | undefined;
-  /** Port of /metrics, /healthz, /readyz. Default 9090. */
+  /** Port of /metrics, /healthz, /readyz. Default 15171. */
   readonly metricsPort: number;
   /** Address the listeners bind to. Default "::" (all IPv4 and IPv6 addresses). */
   readonly listenAddress: string;
@@ -152,7 +152,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     filter: resolve(required("--filter", raw.filter)),
     transparentPort: port("--transparent-port", raw.transparentPort, DEFAULT_TRANSPARENT_PORT),
     standardPort: port("--standard-port", raw.standardPort, undefined),
-    metricsPort: port("--metrics-port", raw.metricsPort, 9090),
+    metricsPort: port("--metrics-port", raw.metricsPort, 15171),
     listenAddress,
     metricsAddress,
     upstreamCa: raw.upstreamCa === "" ? undefined : raw.upstreamCa,

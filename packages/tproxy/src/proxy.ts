@@ -69,6 +69,8 @@ async function upstreamTrust(config: RunConfig): Promise<string[]> {
 
 // Agents pass socket options through to net.connect (not in their type): no Nagle delay upstream.
 const NO_DELAY = { noDelay: true } as object;
+/** How long a drain waits after closing the listeners before it closes idle connections (see stop()). */
+const DRAIN_GRACE_MS = 500;
 
 export class TproxyServer {
   readonly config: RunConfig;
@@ -209,6 +211,10 @@ export class TproxyServer {
     this.#report();
     this.#transparent?.close();
     this.#standard?.close();
+    // A connection accepted just before the listener closed has its request still on the way, and an
+    // HTTP server counts it idle until the request arrives: closing idle connections at once would reset
+    // it. Those that are idle after this grace are idle for good (kept-alive ones get "connection: close").
+    await new Promise((r) => setTimeout(r, Math.min(DRAIN_GRACE_MS, this.config.drainTimeoutMs)));
     this.#inner?.closeIdleConnections();
     this.#standard?.closeIdleConnections();
     const deadline = Date.now() + this.config.drainTimeoutMs;

@@ -19,7 +19,7 @@ import { readCaFiles } from "./certs/check.ts";
 import { VolumeWatch } from "./util/volume-watch.ts";
 import { newLeafKeyPem } from "./certs/leaf-key.ts";
 import { FilterLoadError } from "./errors.ts";
-import type { CompiledFilter } from "./filter/compile.ts";
+import { compileFilter, type CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, clock } from "./filter/host.ts";
 import { FilterReloader } from "./filter/reloader.ts";
 import { ClientCounts } from "./net/client-counts.ts";
@@ -83,6 +83,8 @@ export class Supervisor {
   readonly #pending = new Map<number, (msg: FromThread) => void>();
   #nextId = 1;
   #current: CompiledFilter | undefined;
+  /** The filter compiled at start, before any thread exists: what the first threads start with. */
+  #initial: CompiledFilter | undefined;
   #reloader: FilterReloader | undefined;
   #stopping = false;
   /** The CA in force, read and checked here once and handed to every thread (a new one too). */
@@ -114,8 +116,16 @@ export class Supervisor {
       metrics: async () => ({ contentType: CONTENT_TYPE, body: await this.#scrape() }),
       readiness: () => this.#readiness(),
     });
-    const metricsPort = await listen(admin, config.metricsPort, config.metricsAddress);
+    // SO_REUSEPORT here too: during a rolling update (maxSurge) the new pod's proxy binds every port on
+    // the same node while the old one still serves them, this one as well.
+    const metricsPort = await listen(admin, config.metricsPort, config.metricsAddress, { reusePort: true });
     this.#admin = admin;
+    // A replacement proxy (a rolling update with maxSurge) shares the ports with the one it replaces, and
+    // the kernel hands its listeners connections from the moment they are bound: its threads start with
+    // the filter already evaluated, so that none of those connections gets "no filter is loaded". This
+    // compile is only a head start: the reloader below loads the file again, and reports what is wrong
+    // with it; a version the threads cannot evaluate leaves them without a filter, as it did before.
+    this.#initial = await compileFilter(config.filter).catch(() => undefined);
     // Threads only once the admin port is ours: a start that fails, fails before any thread runs. The
     // first binds the ports; the others (and every replacement) bind the same ones, also when the
     // configuration asked for any free port (0).
@@ -124,6 +134,10 @@ export class Supervisor {
     this.#config = { ...this.#config, transparentPort: bound.transparent, standardPort: bound.standard };
     for (let i = 1; i < config.workers; i += 1) this.#spawn(i);
     await Promise.all([...this.#threads.values()].filter((t) => t.index > 0).map((t) => this.#started(t)));
+    // Each thread reported its state before "started": the head start is in force if every one runs it.
+    const initial = this.#initial;
+    this.#initial = undefined;
+    if (initial && [...this.#threads.values()].every((t) => t.state?.filter === initial.hash)) this.#current = initial;
     this.#reloader = new FilterReloader(config.filter, this, this.#log, {
       onLoaded: (hash) => {
         this.metrics.filterReloads.inc({ result: "success" });
@@ -144,7 +158,7 @@ export class Supervisor {
 
   #spawn(index: number): void {
     const watch = new HookWatch();
-    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, ca: this.#ca!, clientCounts: this.#clientCounts.buffer, watch: watch.buffer, filter: this.#current };
+    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, ca: this.#ca!, clientCounts: this.#clientCounts.buffer, watch: watch.buffer, filter: this.#current ?? this.#initial };
     const worker = new Worker(THREAD_URL, {
       workerData: data,
       // Young-generation space is what grows with throughput in each isolate; bounded, throughput stays

@@ -11,7 +11,7 @@ import { FilterTimeoutError } from "../src/errors.ts";
 import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost, HookWatch, clock } from "../src/filter/host.ts";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
-import { ProxyWorld, type Proc } from "../../../test/support/world.ts";
+import { METRICS_PORT, ProxyWorld, type Proc } from "../../../test/support/world.ts";
 import { flow, lineAfter, metric, metricsOf } from "./helpers.ts";
 
 // /busy/MS: a hook that holds its thread MS ms, then answers by itself.
@@ -120,7 +120,7 @@ describe("filter budget on the serving thread", function () {
       const r = await get("/sleep/1500");
       expect(r.status).to.equal(200);
       expect(r.body).to.equal("storage.googleapis.com GET /sleep/1500\n");
-      expect(metric(await metricsOf(world, 9090), "tproxy_filter_errors_total", { kind: "timeout" })).to.equal(1);
+      expect(metric(await metricsOf(world, METRICS_PORT), "tproxy_filter_errors_total", { kind: "timeout" })).to.equal(1);
     });
 
     it("never lets through a request whose hook holds its thread: the thread is replaced, the connection reset", async () => {
@@ -133,7 +133,7 @@ describe("filter budget on the serving thread", function () {
       await lineAfter(proxy, from, /serving thread replaced: filter code ran more than \d+ ms without yielding/);
       await lineAfter(proxy, from, /serving thread listening/);
       expect(await get("/busy/10")).to.include({ status: 200, body: "judged" });
-      expect(metric(await metricsOf(world, 9090), "tproxy_worker_restarts_total", { reason: "hook-stuck" })).to.equal(1);
+      expect(metric(await metricsOf(world, METRICS_PORT), "tproxy_worker_restarts_total", { reason: "hook-stuck" })).to.equal(1);
       expect(proxy.child.exitCode).to.equal(null);
     });
   });

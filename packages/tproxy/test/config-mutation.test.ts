@@ -26,9 +26,9 @@ describe("tproxy run config", () => {
       caCert: "ca.pem",
       caKey: "ca.key",
       filter: resolve("filter.ts"),
-      transparentPort: 8080,
+      transparentPort: 15170,
       standardPort: undefined,
-      metricsPort: 9090,
+      metricsPort: 15171,
       listenAddress: "::",
       metricsAddress: "127.0.0.1",
       upstreamCa: undefined,
@@ -54,7 +54,7 @@ describe("tproxy run config", () => {
 
   it("treats an empty value (an unset variable) as not given", () => {
     const c = parse({ transparentPort: "", standardPort: "", metricsPort: "", filterTimeout: "", drainTimeout: "", upstreamCa: "", workers: "" }, () => 3);
-    expect(c).to.deep.include({ transparentPort: 8080, standardPort: undefined, metricsPort: 9090, filterTimeoutMs: 100, drainTimeoutMs: 25_000, upstreamCa: undefined, workers: 3 });
+    expect(c).to.deep.include({ transparentPort: 15170, standardPort: undefined, metricsPort: 15171, filterTimeoutMs: 100, drainTimeoutMs: 25_000, upstreamCa: undefined, workers: 3 });
   });
 
   it("takes every value given", () => {

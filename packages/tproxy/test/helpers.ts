@@ -1,7 +1,7 @@
 // What the proxy suites read back from a running proxy: its metrics, its readiness, its log lines.
 import { createHash } from "node:crypto";
 import { waitFor } from "../../../test/support/netns.ts";
-import type { Proc, ProxyWorld } from "../../../test/support/world.ts";
+import { METRICS_PORT, type Proc, type ProxyWorld } from "../../../test/support/world.ts";
 import type { FlowData } from "../src/filter/protocol.ts";
 import type { ConnectionInfo } from "../src/server/target.ts";
 
@@ -41,12 +41,12 @@ export function hasMetric(text: string, name: string): boolean {
   return text.split("\n").some((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
 }
 
-export async function metricsOf(world: ProxyWorld, port = 9090): Promise<string> {
+export async function metricsOf(world: ProxyWorld, port = METRICS_PORT): Promise<string> {
   return world.node.must("curl", ["-sS", "--max-time", "5", `http://127.0.0.1:${port}/metrics`]);
 }
 
 /** /readyz as the kubelet sees it: status code and body. */
-export async function readyz(world: ProxyWorld, port = 9090): Promise<{ status: number; body: string }> {
+export async function readyz(world: ProxyWorld, port = METRICS_PORT): Promise<{ status: number; body: string }> {
   const r = await world.node.run("curl", ["-sS", "--max-time", "5", "-w", "\n%{http_code}", `http://127.0.0.1:${port}/readyz`]);
   const i = r.stdout.lastIndexOf("\n");
   return { status: Number(r.stdout.slice(i + 1)), body: r.stdout.slice(0, i) };

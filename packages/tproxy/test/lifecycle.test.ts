@@ -6,7 +6,7 @@ import { expect } from "chai";
 import { join } from "node:path";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { waitFor } from "../../../test/support/netns.ts";
-import { NODE_POD_SIDE, ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
+import { METRICS_PORT, NODE_POD_SIDE, ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
 import { hasMetric, lineAfter, metric, metricsOf, readyz, sourceHash } from "./helpers.ts";
 
 const GOOD = `
@@ -185,7 +185,7 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
 
   it("serves /metrics, /healthz and /readyz on the node's loopback only; --metrics-address 0.0.0.0 opens them (control)", async () => {
     const dir = configMap({ "filter.ts": GOOD });
-    const admin = async () => (await world.pod.run("curl", ["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", `http://${NODE_POD_SIDE}:9090/metrics`])).stdout;
+    const admin = async () => (await world.pod.run("curl", ["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", `http://${NODE_POD_SIDE}:${METRICS_PORT}/metrics`])).stdout;
     const closedProxy = await start(dir);
     try {
       expect((await readyz(world)).status, "the kubelet's probe (host 127.0.0.1) is answered").to.equal(200);

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { waitFor } from "../../../test/support/netns.ts";
-import { POD_IP, ProxyWorld, Proc, REPO, STORAGE_IP, TPROXY_CLI } from "../../../test/support/world.ts";
+import { POD_IP, TRANSPARENT_PORT, ProxyWorld, Proc, REPO, STORAGE_IP, TPROXY_CLI } from "../../../test/support/world.ts";
 import { metric, metricsOf, readyz } from "./helpers.ts";
 
 const KIB = 1024;
@@ -387,7 +387,7 @@ describe("tproxy within the chart's memory limit (memory cgroup, 1,000 and 5,000
     if (!podIf) throw new Error(`no interface with ${POD_IP} in the pod namespace`);
     for (const source of SOURCES) {
       await world.pod.must("ip", ["addr", "add", `${source}/24`, "dev", podIf]);
-      await world.node.must("iptables", ["-t", "nat", "-A", "PREROUTING", "-s", source, "-p", "tcp", "-m", "multiport", "--dports", "80,443", "-j", "REDIRECT", "--to-ports", "8080"]);
+      await world.node.must("iptables", ["-t", "nat", "-A", "PREROUTING", "-s", source, "-p", "tcp", "-m", "multiport", "--dports", "80,443", "-j", "REDIRECT", "--to-ports", String(TRANSPARENT_PORT)]);
     }
     proxy = await startProxyIn(cgroup, ["--workers", "auto"]); // the chart's default
   });

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { waitFor } from "../../../test/support/netns.ts";
-import { GOOGLE_IP, NODE_POD_SIDE, ProxyWorld, REPO, STORAGE_IP, POD_IP, POD_IP6, NET_IP6, type Proc } from "../../../test/support/world.ts";
+import { METRICS_PORT, TRANSPARENT_PORT, GOOGLE_IP, NODE_POD_SIDE, ProxyWorld, REPO, STORAGE_IP, POD_IP, POD_IP6, NET_IP6, type Proc } from "../../../test/support/world.ts";
 import { lineAfter, metric, sourceHash } from "./helpers.ts";
 
 const STATUS = ["-w", "\n%{http_code}"];
@@ -164,13 +164,13 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
       s.on("end", () => { ended = true; });
       s.on("error", (e) => { console.log(JSON.stringify({ bytes, closedBy: "reset " + e.code })); process.exit(0); });
       s.on("close", () => { clearTimeout(timer); console.log(JSON.stringify({ bytes, closedBy: ended ? "proxy" : "client" })); });`;
-    const before = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/metrics"]);
+    const before = await world.node.must("curl", ["-s", `http://127.0.0.1:${METRICS_PORT}/metrics`]);
     const from = proxy.lines.length;
     const garbage = await world.pod.run(process.execPath, ["-e", script]);
     expect(JSON.parse(garbage.stdout)).to.deep.equal({ bytes: 0, closedBy: "proxy" });
     const line = await lineAfter(proxy, from, /connection closed: /);
     expect(line).to.match(new RegExp(`WARN connection closed: first bytes are neither TLS nor HTTP \\(0x01020320\\) client=${POD_IP.replace(/\./g, "\\.")}:\\d+ destination=\\{"address":"${GOOGLE_IP.replace(/\./g, "\\.")}","port":80\\}`));
-    const after = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/metrics"]);
+    const after = await world.node.must("curl", ["-s", `http://127.0.0.1:${METRICS_PORT}/metrics`]);
     expect(metric(after, "tproxy_rejected_connections_total", { reason: "unknown-protocol" }) - metric(before, "tproxy_rejected_connections_total", { reason: "unknown-protocol" })).to.equal(1);
     expect((await curl(["http://storage.googleapis.com/next"])).body).to.equal("storage.googleapis.com GET /next\n");
     const malformed = await world.pod.run("sh", ["-c", `printf 'GET / HTTP/1.1\\r\\nHost: storage.googleapis.com\\r\\nBad Header Line\\r\\n\\r\\n' | nc -w 3 ${STORAGE_IP} 80`]);
@@ -179,7 +179,7 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
   });
 
   it("reads the original destination of redirected IPv6 connections", async () => {
-    await world.node.must("ip6tables", ["-t", "nat", "-A", "PREROUTING", "-s", POD_IP6, "-p", "tcp", "--dport", "80", "-j", "REDIRECT", "--to-ports", "8080"]);
+    await world.node.must("ip6tables", ["-t", "nat", "-A", "PREROUTING", "-s", POD_IP6, "-p", "tcp", "--dport", "80", "-j", "REDIRECT", "--to-ports", String(TRANSPARENT_PORT)]);
     const r = await curl(["-6", `http://[${NET_IP6}]/v6`]);
     expect(r.status).to.equal(418);
     await waitFor("the IPv6 request's log line", () => proxy.lines.some((l) => l.includes(`GET http://[${NET_IP6}]/v6 -> 418`)));
@@ -253,15 +253,15 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
   });
 
   it("logs one readable line per request and exposes metrics and health", async () => {
-    const before = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/metrics"]);
+    const before = await world.node.must("curl", ["-s", `http://127.0.0.1:${METRICS_PORT}/metrics`]);
     await curl(["https://www.google.com/logged"]);
     await waitFor("the request's log line", () => proxy.lines.some((l) => / GET https:\/\/www\.google\.com\/logged -> 418 30b [\d.]+ms denied \(filter\)/.test(l)));
-    const metrics = await world.node.must("curl", ["-s", "http://127.0.0.1:9090/metrics"]);
+    const metrics = await world.node.must("curl", ["-s", `http://127.0.0.1:${METRICS_PORT}/metrics`]);
     const denied = { decision: "denied", status: "418" };
     expect(metric(metrics, "tproxy_requests_total", denied) - metric(before, "tproxy_requests_total", denied)).to.equal(1);
     expect(metric(metrics, "tproxy_filter_info", { hash: sourceHash(TEST_FILTER) })).to.equal(1);
-    expect(await world.node.must("curl", ["-s", "http://127.0.0.1:9090/readyz"])).to.match(/^ready filter=/);
-    expect(await world.node.must("curl", ["-s", "http://127.0.0.1:9090/healthz"])).to.equal("ok\n");
+    expect(await world.node.must("curl", ["-s", `http://127.0.0.1:${METRICS_PORT}/readyz`])).to.match(/^ready filter=/);
+    expect(await world.node.must("curl", ["-s", `http://127.0.0.1:${METRICS_PORT}/healthz`])).to.equal("ok\n");
   });
 
   it("drains requests in flight on SIGTERM, then exits 0", async () => {
