@@ -11,7 +11,7 @@ import { promisify } from "node:util";
 import { parse as parseYaml } from "yaml";
 import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
 import { Netns, uniqueName } from "../support/netns.ts";
-import { CHART_DIR, REPO_ROOT, helm, mustHelm, one, parseManifests, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
+import { CHART_DIR, REPO_ROOT, flagValue, helm, makeTestCa, mustHelm, one, parseManifests, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
 import { BASE_MIB, PER_CONNECTION_KIB, PER_WORKER_MIB, RESERVE_CONNECTIONS, planWorkers } from "../../packages/tproxy/src/resources.ts";
 
 const pexec = promisify(execFile);
@@ -51,12 +51,6 @@ function daemonSetPod(objs: K8sObject[]): { ds: K8sObject; tpl: PodTemplate; pod
     return c;
   };
   return { ds, tpl, podwatch: byName("podwatch"), proxy: byName("tproxy") };
-}
-
-/** The value following `flag` in an argument list, or undefined. */
-function flagValue(args: readonly string[], flag: string): string | undefined {
-  const i = args.indexOf(flag);
-  return i >= 0 ? args[i + 1] : undefined;
 }
 
 function envOf(c: Container): Record<string, EnvVar> {
@@ -130,12 +124,7 @@ describe("helm chart charts/tproxy", function () {
 
   before(async () => {
     tmp = mkdtempSync(join(tmpdir(), "tproxy-chart-"));
-    await pexec("openssl", [
-      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=chart test CA",
-      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-      "-keyout", join(tmp, "ca.key"), "-out", join(tmp, "ca.crt"),
-    ]);
-    testCa = { cert: readFileSync(join(tmp, "ca.crt"), "utf8"), key: readFileSync(join(tmp, "ca.key"), "utf8") };
+    testCa = await makeTestCa(tmp, "chart test CA");
     cluster = await KubeApiStandIn.start({ anonymous: true });
   });
   after(async () => {

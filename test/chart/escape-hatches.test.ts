@@ -3,17 +3,14 @@
 // every object validated against its schema; defaults render what the templates hard-coded before; and
 // the real proxy loads a filter that imports a file from filter.files.
 import { expect } from "chai";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
 import { request } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { REPO_ROOT, helm, one, parseManifests, renderArgs, validateObject, type K8sObject } from "../support/helm.ts";
-
-const pexec = promisify(execFile);
+import { REPO_ROOT, flagValue, helm, makeTestCa, one, parseManifests, renderArgs, validateObject, type K8sObject } from "../support/helm.ts";
 
 interface SecurityContext { [field: string]: unknown }
 interface Container { name: string; args?: string[]; ports?: { name: string; containerPort: number }[]; securityContext?: SecurityContext; volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[] }
@@ -23,12 +20,6 @@ function podOf(objs: K8sObject[]): { spec: PodSpec; podwatch: Container; proxy: 
   const spec = (one(objs, "DaemonSet")["spec"] as { template: { spec: PodSpec } }).template.spec;
   const byName = (n: string) => spec.containers.find((c) => c.name === n) ?? expect.fail(`DaemonSet has no container ${n}`);
   return { spec, podwatch: byName("podwatch"), proxy: byName("tproxy") };
-}
-
-/** The value following `flag` in an argument list, or undefined. */
-function flagValue(args: readonly string[], flag: string): string | undefined {
-  const i = args.indexOf(flag);
-  return i >= 0 ? args[i + 1] : undefined;
 }
 
 /** A PodMonitor endpoint's relabelings: keep the target of one container, aim it at a port of the pod's address. */
@@ -63,12 +54,7 @@ describe("helm chart charts/tproxy: escape hatches", function () {
 
   before(async () => {
     tmp = mkdtempSync(join(tmpdir(), "tproxy-hatches-"));
-    await pexec("openssl", [
-      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=hatches test CA",
-      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-      "-keyout", join(tmp, "ca.key"), "-out", join(tmp, "ca.crt"),
-    ]);
-    ca = { cert: readFileSync(join(tmp, "ca.crt"), "utf8"), key: readFileSync(join(tmp, "ca.key"), "utf8") };
+    ca = await makeTestCa(tmp, "hatches test CA");
   });
   after(() => rmSync(tmp, { recursive: true, force: true }));
 

@@ -98,10 +98,14 @@ for (const { datapath, prefix, redirectWorks } of CASES) {
       expect(allowed.body).to.equal("storage.googleapis.com GET /solutions-public-assets/x");
       // The proxy answers sidecar-init's probe only on a connection whose original destination it read as
       // 192.0.2.1:80 (SO_ORIGINAL_DST after the DNAT); the same request sent to its port directly, with no
-      // original destination to read, gets no such answer.
+      // original destination to read, gets no such answer (podwatch's guard refuses direct connections
+      // to the port: one accepted for this control only).
       const probe = await world.curlFrom(world.locked, ["-s", "-i", "http://192.0.2.1/"]);
       expect(probe.stdout).to.match(/^HTTP\/1\.1 200 [^]*\r\nx-tproxy-probe: ok\r\n/i);
-      const direct = await world.node.run("curl", ["-s", "-i", "--max-time", "5", "-H", "Host: 192.0.2.1", `http://${NODE_IP}:8080/`], { timeoutMs: 10_000 });
+      const pass = ["INPUT", "-p", "tcp", "--dport", String(TRANSPARENT_PORT), "-j", "ACCEPT"];
+      await world.node.must("iptables", ["-I", ...pass]);
+      const direct = await world.node.run("curl", ["-s", "-i", "--max-time", "5", "-H", "Host: 192.0.2.1", `http://${NODE_IP}:${TRANSPARENT_PORT}/`], { timeoutMs: 10_000 });
+      await world.node.must("iptables", ["-D", ...pass]);
       expect(direct.stdout).to.match(/^HTTP\/1\.1 /);
       expect(direct.stdout).not.to.match(/x-tproxy-probe/i);
       const denied = await get(world.locked, "https://www.google.com/");

@@ -272,3 +272,21 @@ async function unknownFields(value: unknown, type: string, path = ""): Promise<s
   }
   return out;
 }
+
+/** The value following `flag` in a rendered container's argument list, or undefined. */
+export function flagValue(args: readonly string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/** A throw-away CA pair (PEM) made with openssl in `dir`, for renders that must be given one (`ca.cert`/`ca.key`). */
+export async function makeTestCa(dir: string, commonName: string): Promise<{ cert: string; key: string }> {
+  await new Promise<void>((done, fail) =>
+    execFile("openssl", [
+      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", `/CN=${commonName}`,
+      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+      "-keyout", join(dir, "ca.key"), "-out", join(dir, "ca.crt"),
+    ], (err) => (err ? fail(err) : done())),
+  );
+  return { cert: readFileSync(join(dir, "ca.crt"), "utf8"), key: readFileSync(join(dir, "ca.key"), "utf8") };
+}

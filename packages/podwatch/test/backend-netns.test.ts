@@ -7,13 +7,14 @@ import { expect } from "chai";
 import { once } from "node:events";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { DEFAULT_TRANSPARENT_PORT } from "@tproxy/iptables";
 import { KubeApiStandIn } from "../../../test/support/kube-api-stand-in.ts";
 import { Netns, must, removeStale, uniqueName, waitFor } from "../../../test/support/netns.ts";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = `${ROOT}packages/podwatch/dist/cli.js`;
 const ON = { "initializer.kubernetes.io/tproxy": "true" };
-const RULE = '-A TPROXY-REDIRECT -s 10.244.0.10/32 -p tcp -m multiport --dports 80,443 -m comment --comment "shop/web" -j REDIRECT --to-ports 8080';
+const RULE = `-A TPROXY-REDIRECT -s 10.244.0.10/32 -p tcp -m multiport --dports 80,443 -m comment --comment "shop/web" -j REDIRECT --to-ports ${DEFAULT_TRANSPARENT_PORT}`;
 
 type Backend = "legacy" | "nft";
 
