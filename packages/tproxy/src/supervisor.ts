@@ -22,6 +22,7 @@ import { FilterLoadError } from "./errors.ts";
 import { compileFilter, type CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, clock } from "./filter/host.ts";
 import { FilterReloader } from "./filter/reloader.ts";
+import { trialEvaluate } from "./filter/trial.ts";
 import { ClientCounts } from "./net/client-counts.ts";
 import { listen } from "./net/listen.ts";
 import { createAdminServer } from "./observe/admin.ts";
@@ -51,6 +52,10 @@ export class RestartBackoff {
 /** A serving thread silent this long (no heartbeat, no filter code running) is stuck: replaced. */
 export const STALL_MS = 5_000;
 
+/** Budget of a version's top-level code (the trial's and each serving thread's). */
+const LOAD_BUDGET_MS = 2000;
+/** Top-level code slower than this on the trial thread gets a warning: each serving thread pauses as long. */
+const SLOW_LOAD_MS = 50;
 const THREAD_URL = new URL(`./serve-thread${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
 
 interface Thread {
@@ -256,8 +261,14 @@ export class Supervisor {
    * everywhere.
    */
   async load(compiled: CompiledFilter): Promise<void> {
+    // First on a thread of its own (filter/trial.ts): top-level code that loops or outlasts the budget is
+    // refused there, and never holds up a serving thread.
+    const trialMs = await trialEvaluate(compiled, LOAD_BUDGET_MS);
+    if (trialMs > SLOW_LOAD_MS) {
+      this.#log.warn({ filter: compiled.path, hash: compiled.hash, ms: Math.round(trialMs) }, `the filter's top-level code took ${Math.round(trialMs)} ms on its trial thread: each serving thread pauses that long once to evaluate it (requests wait, none fails); move slow work out of the top level`);
+    }
     const threads = [...this.#threads.values()].filter((t) => !t.killed);
-    const timeout = 2000 + this.#config.filterTimeoutMs * 2 + 1000;
+    const timeout = LOAD_BUDGET_MS + this.#config.filterTimeoutMs * 2 + 1000;
     const ids = new Map<Thread, number>();
     const answers = await Promise.all(threads.map((t) => this.#ask<Extract<FromThread, { type: "prepared" }>>(t, (id) => {
       ids.set(t, id);

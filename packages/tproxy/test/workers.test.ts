@@ -161,15 +161,53 @@ describe("tproxy --workers 2 (serving threads, network namespaces)", function ()
     expect(metric(after, "tproxy_worker_restarts_total", { reason: "exited" }) - metric(before, "tproxy_worker_restarts_total", { reason: "exited" })).to.equal(1);
   });
 
-  it("refuses a version whose top-level code never finishes: its threads are replaced, the version in force stays", async () => {
+  it("refuses a version whose top-level code never finishes on a trial thread: no serving thread is held up or replaced, requests go on", async () => {
     const from = proxy.lines.length;
+    const before = await metricsOf(world);
     writeConfigMap(dir, { "filter.ts": "for (;;) {}\nexport default { request() {} };\n" });
-    await lineAfter(proxy, from, /filter not loaded, previous version stays in force: no serving thread evaluated it/, 20_000);
-    await waitFor("/readyz 200 with the version in force", async () => (await readyz(world)).status === 200, 10_000);
+    // Requests while the version is tried: every one judged by the version in force, none waits for it.
+    const during: number[] = [];
+    const refused = lineAfter(proxy, from, /filter not loaded, previous version stays in force: .*did not finish within 2000 ms \(on a trial thread/, 20_000);
+    let done = false;
+    void refused.finally(() => { done = true; });
+    while (!done) during.push(await status(`https://storage.googleapis.com/during-trial/${during.length}`));
+    await refused;
+    expect(during.length).to.be.at.least(3);
+    expect(new Set(during)).to.deep.equal(new Set([200]));
     expect(await readyz(world)).to.deep.equal({ status: 200, body: `ready filter=${sourceHash(GOOD)}\n` });
     expect(await status("https://www.google.com/still-judged")).to.equal(418);
-    expect(await status("https://storage.googleapis.com/still-judged")).to.equal(200);
+    const after = await metricsOf(world);
+    expect(metric(after, "tproxy_worker_restarts_total") - metric(before, "tproxy_worker_restarts_total"), "threads replaced").to.equal(0);
     writeConfigMap(dir, { "filter.ts": GOOD });
+    await waitFor("the good version back", async () => (await readyz(world)).body === `ready filter=${sourceHash(GOOD)}\n`);
+  });
+
+  it("loads a version whose top-level code takes 600 ms without failing requests that wait in an async hook meanwhile", async () => {
+    // Each serving thread pauses 600 ms once to evaluate it; the budget (200 ms) of a hook waiting 150 ms
+    // does not run out over that pause, which the thread, not the hook, spent.
+    const waits = GOOD.replace("request(flow) {", "async request(flow) {\n  await new Promise((r) => setTimeout(r, 150));");
+    const slow = `const t = Date.now(); while (Date.now() - t < 600) {}\n${waits}`;
+    let from = proxy.lines.length;
+    writeConfigMap(dir, { "filter.ts": waits });
+    await lineAfter(proxy, from, /filter loaded/, 10_000);
+    from = proxy.lines.length;
+    let loaded = false;
+    const statuses: number[] = [];
+    const loop = async (n: number): Promise<void> => {
+      for (let i = 0; !loaded; i += 1) statuses.push(await status(`https://storage.googleapis.com/waits/${n}/${i}`));
+    };
+    const loops = Array.from({ length: 6 }, (_, n) => loop(n));
+    await new Promise((r) => setTimeout(r, 300));
+    writeConfigMap(dir, { "filter.ts": slow });
+    await lineAfter(proxy, from, /took \d+ ms on its trial thread/, 10_000);
+    await lineAfter(proxy, from, /filter loaded/, 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    loaded = true;
+    await Promise.all(loops);
+    expect(statuses.length).to.be.at.least(12);
+    expect(statuses.filter((s) => s !== 200), `${statuses.length} requests`).to.deep.equal([]);
+    writeConfigMap(dir, { "filter.ts": GOOD });
+    await waitFor("the good version back", async () => (await readyz(world)).body === `ready filter=${sourceHash(GOOD)}\n`);
   });
 
   it("on SIGTERM answers /readyz 503 while requests in flight complete on both threads, then exits 0", async () => {

@@ -173,6 +173,12 @@ export class FilterHost {
   readonly #versions = new Map<number, LiveVersion>();
   #current: LiveVersion | undefined;
   #closed = false;
+  /**
+   * Milliseconds this thread spent evaluating versions' top-level code: no timer could fire meanwhile, so
+   * an async hook's budget is extended by what passed during its wait (its timer would otherwise fire the
+   * moment the thread is free again and deny a request that was only waiting for the thread).
+   */
+  #stalledMs = 0;
 
   constructor(options: FilterHostOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 100;
@@ -203,6 +209,7 @@ export class FilterHost {
       this.#watch.leave();
     }
     const ms = performance.now() - started;
+    this.#stalledMs += ms;
     if (ms > this.#loadTimeoutMs) {
       throw new FilterLoadError(`${compiled.path}: evaluating the filter's top-level code took ${Math.round(ms)} ms, more than ${this.#loadTimeoutMs} ms`);
     }
@@ -264,7 +271,14 @@ export class FilterHost {
     if (!isThenable(returned)) return Promise.resolve(result());
     // An async hook: its budget is a timer (the thread stays free while it waits).
     return new Promise<HookResult>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new FilterTimeoutError(hookName, this.timeoutMs)), this.timeoutMs);
+      let stalledAt = this.#stalledMs;
+      const expire = (): void => {
+        const owed = this.#stalledMs - stalledAt;
+        stalledAt = this.#stalledMs;
+        if (owed > 0) timer = setTimeout(expire, owed);
+        else reject(new FilterTimeoutError(hookName, this.timeoutMs));
+      };
+      let timer = setTimeout(expire, this.timeoutMs);
       returned.then(
         () => { clearTimeout(timer); resolve(result()); },
         (err: unknown) => { clearTimeout(timer); reject(new FilterHookError(describe(err))); },
