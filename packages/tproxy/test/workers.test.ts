@@ -183,9 +183,11 @@ describe("tproxy --workers 2 (serving threads, network namespaces)", function ()
   });
 
   it("loads a version whose top-level code takes 600 ms without failing requests that wait in an async hook meanwhile", async () => {
-    // Each serving thread pauses 600 ms once to evaluate it; the budget (200 ms) of a hook waiting 150 ms
-    // does not run out over that pause, which the thread, not the hook, spent.
-    const waits = GOOD.replace("request(flow) {", "async request(flow) {\n  await new Promise((r) => setTimeout(r, 150));");
+    // Each serving thread pauses 600 ms once to evaluate it; the budget (200 ms) of a hook waiting 40 ms
+    // does not run out over that pause, which the thread, not the hook, spent. The hook's last wait is
+    // one turn of the event loop (as for I/O): after the pause its budget's timer, expired too, would run
+    // before that turn completes.
+    const waits = GOOD.replace("request(flow) {", "async request(flow) {\n  await new Promise((r) => setTimeout(r, 40));\n  await new Promise((r) => setImmediate(r));");
     const slow = `const t = Date.now(); while (Date.now() - t < 600) {}\n${waits}`;
     let from = proxy.lines.length;
     writeConfigMap(dir, { "filter.ts": waits });
