@@ -14,6 +14,8 @@ export interface TestCase {
     method: string;
     /** Absolute http(s) URL: scheme, host, port and path of the request. */
     url: URL;
+    /** Path and query exactly as written (URL would resolve "..": the proxy's own normalisation is under test). */
+    target: string;
     /** Lower-case names. The Host header comes from `url`. */
     headers: Record<string, string>;
     /** Passed to `flow.client` as given (address and port default to a pod's). */
@@ -149,6 +151,8 @@ function parseCase(raw: Obj, fail: Fail): TestCase {
     return fail("request.url", `"${rawUrl}" is not an absolute URL (e.g. https://example.com/path)`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") fail("request.url", `"${rawUrl}" must be http:// or https://`);
+  // Path and query as written, fragment dropped (a client never sends it).
+  const target = /^https?:\/\/[^/?#]*([^#]*)/i.exec(rawUrl)?.[1] || "/";
   const headers = r.headers === undefined ? {} : headerMap(r.headers, "request.headers", fail);
   let client: TestCase["request"]["client"] = { address: "10.0.0.2", port: 40000 };
   if (r.client !== undefined) {
@@ -181,7 +185,7 @@ function parseCase(raw: Obj, fail: Fail): TestCase {
   if (audit !== undefined && expectedStatus !== "pass") fail("expect.audit", 'a would-deny request goes upstream: expect.status must be "pass"');
   return {
     name,
-    request: { method: method.toUpperCase(), url, headers, client, body },
+    request: { method: method.toUpperCase(), url, target: target.startsWith("/") ? target : `/${target}`, headers, client, body },
     response,
     expect: {
       status: expectedStatus,

@@ -135,7 +135,7 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
 
   const headers: Record<string, string> = { ...c.request.headers, host: url.host };
   const d = await decide(
-    { method: c.request.method, url: `${url.pathname}${url.search}`, headers, upgrade: false },
+    { method: c.request.method, url: c.request.target, headers, upgrade: false },
     conn,
     { rules: DEFAULT_TARGET_RULES, policy: { classify: () => ({ allowed: true }) }, probeAddress: "255.255.255.255", filter },
   );
@@ -147,7 +147,7 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
   if (c.response.body !== undefined) (flow!.response as Record<string, unknown>).body = c.response.body;
   const verdict = await hook("response");
   if (verdict === "deny") return answered(403, out.body ?? "", {}, out.reason ?? "filter-error");
-  if (verdict !== "pass" && verdict.answer && !audited(verdict)) return answered(verdict.answer.status, verdict.answer.body, verdict.answer.headers, "filter (response hook)");
+  if (verdict !== "pass" && verdict.answer && !audited(verdict)) return answered(verdict.answer.status, verdict.answer.body, verdict.answer.headers, "filter, response hook");
   out.status = c.response.status;
   out.body = c.response.body;
   out.headers = verdict === "pass" ? flow!.response.headers : verdict.headers;
