@@ -11,6 +11,7 @@ const FILTER = `
 import type { Filter } from "@tproxy/tproxy/filter";
 export default {
   request(flow) {
+    if (flow.request.path === "/throw") throw new Error("boom");
     flow.request.headers["x-seen"] = flow.client.address;
     if (flow.request.path.startsWith("/trial")) flow.audit("trial rule");
     if (flow.request.host !== "allowed.example") {
@@ -44,6 +45,9 @@ cases:
   - name: audited denial passes
     request: { url: "https://other.example/trial" }
     expect: { status: pass, audit: trial rule }
+  - name: hook throws
+    request: { url: "https://allowed.example/throw" }
+    expect: { status: 403 }
 `;
 
 const FAILING = `
@@ -86,7 +90,9 @@ describe("tproxy filter test", function () {
     expect(r.stdout).to.include("ok   audited denial passes: pass, would-deny 418 (audit: trial rule)\n");
     // The filter's console lines, under their case.
     expect(r.stdout).to.include("ok   other host gets 418: answer 418 (filter)\n     | denying other.example\n");
-    expect(r.stdout).to.match(/5 cases: 5 ok, 0 failed\n$/);
+    // A hook that throws: denied as the proxy does by default, with what it threw.
+    expect(r.stdout).to.include("ok   hook throws: answer 403 (filter-error)\n     ! request hook failed: Error: boom\n");
+    expect(r.stdout).to.match(/6 cases: 6 ok, 0 failed\n$/);
   });
 
   it("exits 1 and shows expected against actual for each mismatch", async () => {

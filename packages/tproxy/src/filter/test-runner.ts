@@ -31,6 +31,8 @@ export interface Outcome {
   upstreamHeaders: Headers | undefined;
   /** Lines the filter logged during the case. */
   logs: FilterLogLine[];
+  /** A hook that threw or timed out: what it said. */
+  error: string | undefined;
 }
 
 export interface CaseResult {
@@ -48,6 +50,9 @@ export interface RunOptions {
   /** Like `--on-filter-error`. */
   onFilterError?: "deny" | "allow";
 }
+
+/** What the proxy answers when a hook fails and --on-filter-error is deny (interceptor.ts). */
+const FILTER_ERROR_BODY = "tproxy: the filter failed on this request; request denied (see the proxy's log)\n";
 
 /** Where the case's names are headed, for a name (the address the policy would see is beside the point here). */
 const NAMED_DESTINATION = "203.0.113.1";
@@ -88,7 +93,7 @@ export async function runCases(filterPath: string, cases: readonly TestCase[], o
 async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id: string, options: RunOptions): Promise<Outcome> {
   const conn = connectionOf(c);
   const url = c.request.url;
-  const out: Outcome = { kind: "pass", status: undefined, body: undefined, reason: undefined, audit: undefined, auditStatus: undefined, headers: {}, upstreamHeaders: undefined, logs: [] };
+  const out: Outcome = { kind: "pass", status: undefined, body: undefined, reason: undefined, audit: undefined, auditStatus: undefined, headers: {}, upstreamHeaders: undefined, logs: [], error: undefined };
   let flow: FlowData | undefined;
   let audit: string | undefined;
 
@@ -99,7 +104,7 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
       return await host.run(version, name, flow!);
     } catch (err) {
       out.reason = err instanceof FilterTimeoutError ? "filter-timeout" : "filter-error";
-      out.body = `${name} hook failed: ${(err as Error).message}`;
+      out.error = `${name} hook failed: ${(err as Error).message}`;
       return options.onFilterError === "allow" ? "pass" : "deny";
     }
   };
@@ -127,7 +132,7 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
     };
     if (c.request.body !== undefined) (flow.request as Record<string, unknown>).body = c.request.body;
     const verdict = await hook("request");
-    if (verdict === "deny") return { kind: "answer", answer: { status: 403, body: out.body ?? "", headers: {} }, reason: out.reason ?? "filter-error" };
+    if (verdict === "deny") return { kind: "answer", answer: { status: 403, body: FILTER_ERROR_BODY, headers: {} }, reason: out.reason ?? "filter-error" };
     if (verdict !== "pass") audit = verdict.audit;
     if (verdict !== "pass" && verdict.answer && !audited(verdict)) return { kind: "answer", answer: verdict.answer, reason: "filter" };
     return { kind: "pass", headers: verdict === "pass" ? headers : verdict.headers };
@@ -146,7 +151,7 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
   flow!.response = { status: c.response.status, headers: { ...c.response.headers } };
   if (c.response.body !== undefined) (flow!.response as Record<string, unknown>).body = c.response.body;
   const verdict = await hook("response");
-  if (verdict === "deny") return answered(403, out.body ?? "", {}, out.reason ?? "filter-error");
+  if (verdict === "deny") return answered(403, FILTER_ERROR_BODY, {}, out.reason ?? "filter-error");
   if (verdict !== "pass" && verdict.answer && !audited(verdict)) return answered(verdict.answer.status, verdict.answer.body, verdict.answer.headers, "filter, response hook");
   out.status = c.response.status;
   out.body = c.response.body;
@@ -208,6 +213,7 @@ export function formatResults(results: readonly CaseResult[]): string {
   for (const r of results) {
     text += `${r.mismatches.length === 0 ? "ok  " : "FAIL"} ${r.name}: ${describeOutcome(r.outcome)}\n`;
     for (const m of r.mismatches) text += `       ${m}\n`;
+    if (r.outcome.error !== undefined) text += `     ! ${r.outcome.error}\n`;
     for (const l of r.outcome.logs) text += `     | ${l.level === "info" ? "" : `${l.level.toUpperCase()} `}${l.message}\n`;
   }
   const failed = results.filter((r) => r.mismatches.length > 0).length;
