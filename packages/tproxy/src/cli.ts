@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// tproxy command line: `tproxy run` (the proxy) and `tproxy ca create` (make a CA).
+// tproxy command line: `tproxy run` (the proxy), `tproxy ca create` (make a CA), `tproxy filter test` (a filter's cases).
 import { DEFAULT_TRANSPARENT_PORT, PROBE_ADDRESS } from "@tproxy/iptables";
 import { Command, Option } from "commander";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
