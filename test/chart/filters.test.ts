@@ -38,6 +38,8 @@ function flow(method: string, url: string, headers: Headers = {}): { flow: Flow;
     respond(status, body, hdrs) {
       answer = { status, body, headers: hdrs };
     },
+    audit() {},
+    log() {},
   };
   return { flow: f, answer: () => answer };
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// tproxy command line: `tproxy run` (the proxy) and `tproxy ca create` (make a CA).
+// tproxy command line: `tproxy run` (the proxy), `tproxy ca create` (make a CA), `tproxy filter test` (a filter's cases).
 import { DEFAULT_TRANSPARENT_PORT, PROBE_ADDRESS } from "@tproxy/iptables";
 import { Command, Option } from "commander";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
+import { addFilterTest } from "./filter/test-command.ts";
 import { createLogging } from "./observe/log.ts";
 import { connectionCapacity, cpuLimit, cpusAvailable, memoryLimit, planWorkers, type WorkerPlan } from "./resources.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -37,6 +38,7 @@ program
   .addOption(new Option("--upstream-ca <file>", "extra CA bundle (PEM) trusted for upstream servers, besides the system roots").env("TPROXY_UPSTREAM_CA"))
   .addOption(new Option("--insecure-upstream", "do not verify upstream certificates (debugging only)").env("TPROXY_INSECURE_UPSTREAM"))
   .addOption(new Option("--on-filter-error <mode>", "what a hook that throws or times out means for its request").choices(["deny", "allow"]).env("TPROXY_ON_FILTER_ERROR").default("deny"))
+  .addOption(new Option("--filter-audit", "audit mode: the filter's answers (flow.respond) are logged and counted as would-deny, and the requests go on").env("TPROXY_FILTER_AUDIT"))
   .addOption(new Option("--filter-timeout <ms>", "time budget of one hook call").env("TPROXY_FILTER_TIMEOUT").default("100"))
   .addOption(new Option("--handshake-timeout <ms>", "a client connection must show its first bytes and finish any TLS handshake within this (0: off)").env("TPROXY_HANDSHAKE_TIMEOUT").default("10000"))
   .addOption(new Option("--header-timeout <ms>", "a request head must arrive within this of its first byte (0: off)").env("TPROXY_HEADER_TIMEOUT").default("10000"))
@@ -115,5 +117,7 @@ ca.command("create")
       fail(err);
     }
   });
+
+addFilterTest(program);
 
 await program.parseAsync();

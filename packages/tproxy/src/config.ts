@@ -30,6 +30,8 @@ export interface RunConfig extends ConnectionBounds {
   readonly onFilterError: "deny" | "allow";
   /** Time budget of one hook call in ms. Default 100. */
   readonly filterTimeoutMs: number;
+  /** Audit mode for the whole filter: its answers are logged as would-deny and requests go on. Default off. */
+  readonly filterAudit: boolean;
   readonly logFormat: LogFormat;
   /** Readiness-probe address answered by the proxy itself (TEST-NET-1). Default 192.0.2.1. */
   readonly probeAddress: string;
@@ -58,6 +60,7 @@ export interface RawRunOptions {
   insecureUpstream?: boolean;
   onFilterError?: string;
   filterTimeout?: string;
+  filterAudit?: boolean;
   logFormat?: string;
   probeAddress?: string;
   drainTimeout?: string;
@@ -159,6 +162,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     insecureUpstream: raw.insecureUpstream ?? false,
     onFilterError,
     filterTimeoutMs: positiveInt("--filter-timeout", raw.filterTimeout, 100),
+    filterAudit: raw.filterAudit ?? false,
     logFormat,
     probeAddress,
     drainTimeoutMs: positiveInt("--drain-timeout", raw.drainTimeout, 25_000),

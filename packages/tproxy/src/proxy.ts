@@ -115,9 +115,11 @@ export class TproxyServer {
       https: new https.Agent({ keepAlive: true, maxFreeSockets: 256, ...NO_DELAY, secureContext: upstreamContext, rejectUnauthorized: !config.insecureUpstream }),
     };
     if (config.insecureUpstream) this.#log.warn("--insecure-upstream: upstream certificates are NOT verified");
+    if (config.filterAudit) this.#log.warn("--filter-audit: the filter's answers are only logged (would-deny); every request it answers goes on");
 
     const supervised = this.#options.supervised;
-    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs, watch: supervised.watch });
+    // A filter's own lines (flow.log, console.*) are proxy log lines, naming the request and the filter version.
+    const filters = new FilterHost({ timeoutMs: config.filterTimeoutMs, watch: supervised.watch, log: (l) => this.#log[l.level]({ source: "filter", id: l.id, filter: l.filter }, l.message) });
     this.#filters = filters;
     if (supervised.initialFilter) {
       try {
@@ -130,6 +132,7 @@ export class TproxyServer {
     const connections = new WeakMap<Duplex, ConnectionInfo>();
     const interceptor = new Interceptor(filters, this.#log, this.metrics, connections, {
       onFilterError: config.onFilterError,
+      filterAudit: config.filterAudit,
       probeAddress: config.probeAddress,
       requests: this.#logging.requests,
       httpAgent: this.#agents.http,

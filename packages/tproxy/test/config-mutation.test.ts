@@ -35,6 +35,7 @@ describe("tproxy run config", () => {
       insecureUpstream: false,
       onFilterError: "deny",
       filterTimeoutMs: 100,
+      filterAudit: false,
       logFormat: "text",
       probeAddress: "192.0.2.1",
       drainTimeoutMs: 25_000,
@@ -60,11 +61,11 @@ describe("tproxy run config", () => {
   it("takes every value given", () => {
     const c = parse({
       transparentPort: "3129", standardPort: "1080", metricsPort: "0", listenAddress: "10.0.0.5", upstreamCa: "/etc/extra.pem",
-      insecureUpstream: true, onFilterError: "allow", filterTimeout: "250", logFormat: "json", probeAddress: "fd00::1", drainTimeout: "1", workers: "4",
+      insecureUpstream: true, onFilterError: "allow", filterTimeout: "250", filterAudit: true, logFormat: "json", probeAddress: "fd00::1", drainTimeout: "1", workers: "4",
     });
     expect(c).to.deep.include({
       transparentPort: 3129, standardPort: 1080, metricsPort: 0, listenAddress: "10.0.0.5", upstreamCa: "/etc/extra.pem",
-      insecureUpstream: true, onFilterError: "allow", filterTimeoutMs: 250, logFormat: "json", probeAddress: "fd00::1", drainTimeoutMs: 1, workers: 4,
+      insecureUpstream: true, onFilterError: "allow", filterTimeoutMs: 250, filterAudit: true, logFormat: "json", probeAddress: "fd00::1", drainTimeoutMs: 1, workers: 4,
     });
   });
 

@@ -8,7 +8,9 @@
 // host publishes in shared memory (HookWatch) and replaces the whole serving thread when it passes.
 // Nothing is forwarded meanwhile: the stuck request, and the others of that thread, are reset, never let
 // through.
+import { AsyncLocalStorage } from "node:async_hooks";
 import { createRequire } from "node:module";
+import { format } from "node:util";
 import { Script, compileFunction, createContext, type Context } from "node:vm";
 import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.ts";
 import type { CompiledFilter } from "./compile.ts";
@@ -20,7 +22,21 @@ export interface HookResult {
   answer: Answer | undefined;
   /** The headers as the hook left them (request headers for `request`, response headers for `response`). */
   headers: Headers;
+  /** Set when the hook called `flow.audit(reason)`: an answer is then only logged, never sent. */
+  audit?: string | undefined;
 }
+
+/** One line a filter logged (`flow.log`, or `console.*` in its context), for the proxy's own log. */
+export interface FilterLogLine {
+  level: "debug" | "info" | "warn" | "error";
+  message: string;
+  /** The request whose hook logged it; undefined for the filter's top-level code. */
+  id: string | undefined;
+  /** The filter version's source hash. */
+  filter: string;
+}
+
+export type FilterLogSink = (line: FilterLogLine) => void;
 
 /** A loaded filter version, pinned by a request for as long as it is in flight. */
 export interface FilterVersion {
@@ -35,7 +51,13 @@ interface LiveVersion extends FilterVersion {
   refs: number;
 }
 
-type FlowFactory = (data: FlowData, record: (a: Answer) => void) => Flow;
+/** What a flow calls back into its host for, besides `respond`. */
+interface FlowSide {
+  log(args: unknown[]): void;
+  audit(reason: string): void;
+}
+
+type FlowFactory = (data: FlowData, record: (a: Answer) => void, side: FlowSide) => Flow;
 
 /**
  * Shared memory through which a serving thread tells its supervisor how it is doing, without a message
@@ -80,6 +102,20 @@ export interface FilterHostOptions {
   loadTimeoutMs?: number;
   /** Where deadlines are published for the supervisor's watchdog (default: a private one nobody watches). */
   watch?: HookWatch;
+  /** Where a filter's `flow.log` and `console.*` lines go (default: the process's console, as they are). */
+  log?: FilterLogSink;
+}
+
+// The request on whose behalf filter code runs now: what a filter's console.log names as `id`. A store
+// (not a variable set around the call) so that the code after an `await` in an async hook, or in a timer
+// a hook set, still names its request.
+const runningFor = new AsyncLocalStorage<string>();
+
+/** The console a filter version sees: its lines go to `sink` with the request's id and the version's hash. */
+function filterConsole(sink: FilterLogSink, hash: string): Console {
+  const emit = (level: FilterLogLine["level"]) => (...args: unknown[]): void => sink({ level, message: format(...args), id: runningFor.getStore(), filter: hash });
+  // The other methods (table, time, group, ...) stay the process's own.
+  return Object.assign(Object.create(null) as object, console, { log: emit("info"), info: emit("info"), debug: emit("debug"), trace: emit("debug"), warn: emit("warn"), error: emit("error") }) as Console;
 }
 
 // What a filter sees as its globals: the language's own (from its context), plus these of Node's. The
@@ -93,7 +129,7 @@ const NODE_GLOBALS = [
 
 // Built inside each filter's context, so that the flow and its headers have that context's prototypes:
 // whatever a hook does to them stays on its side.
-const FLOW_FACTORY = `(function makeFlow(data, record) {
+const FLOW_FACTORY = `(function makeFlow(data, record, side) {
   const copy = (h) => { const out = {}; for (const k of Object.keys(h || {})) { const v = h[k]; out[k] = Array.isArray(v) ? Array.from(v, String) : v; } return out; };
   const norm = (h) => { const out = {}; if (h) for (const k of Object.keys(h)) out[k.toLowerCase()] = String(h[k]); return out; };
   const r = data.request;
@@ -108,6 +144,8 @@ const FLOW_FACTORY = `(function makeFlow(data, record) {
       if (!Number.isInteger(status) || status < 100 || status > 999) throw new RangeError("respond(): invalid status " + status);
       record({ status, body: typeof body === "string" || body instanceof Uint8Array ? body : String(body), headers: norm(headers) });
     },
+    audit(reason) { side.audit(reason === undefined ? "audit" : String(reason)); },
+    log(...args) { side.log(args); },
   };
 })`;
 
@@ -147,9 +185,10 @@ function isThenable(x: unknown): x is PromiseLike<unknown> {
 }
 
 /** Evaluates a compiled filter in a new context; throws FilterLoadError naming what is wrong. */
-export function evaluateFilter(code: string, filename: string): { filter: Filter; makeFlow: FlowFactory } {
+export function evaluateFilter(code: string, filename: string, filterConsole?: Console): { filter: Filter; makeFlow: FlowFactory } {
   const sandbox: Record<string, unknown> = {};
   for (const name of NODE_GLOBALS) sandbox[name] = (globalThis as Record<string, unknown>)[name];
+  if (filterConsole) sandbox.console = filterConsole;
   const context: Context = createContext(sandbox, { name: `filter ${filename}` });
   try {
     const fn = compileFunction(code, ["exports", "require", "module", "__filename", "__dirname"], { filename, parsingContext: context });
@@ -169,6 +208,7 @@ export class FilterHost {
   readonly timeoutMs: number;
   readonly #loadTimeoutMs: number;
   readonly #watch: HookWatch;
+  readonly #log: FilterLogSink | undefined;
   #nextVersion = 1;
   readonly #versions = new Map<number, LiveVersion>();
   #current: LiveVersion | undefined;
@@ -184,6 +224,7 @@ export class FilterHost {
     this.timeoutMs = options.timeoutMs ?? 100;
     this.#loadTimeoutMs = options.loadTimeoutMs ?? 2000;
     this.#watch = options.watch ?? new HookWatch();
+    this.#log = options.log;
   }
 
   /** The version new requests get, or undefined when no filter has loaded yet. */
@@ -204,7 +245,7 @@ export class FilterHost {
     let evaluated;
     const started = performance.now();
     try {
-      evaluated = evaluateFilter(compiled.code, compiled.path);
+      evaluated = evaluateFilter(compiled.code, compiled.path, this.#log && filterConsole(this.#log, compiled.hash));
     } finally {
       this.#watch.leave();
     }
@@ -253,13 +294,19 @@ export class FilterHost {
     if (!live) return Promise.reject(new FilterHookError(`filter version ${version.version} is not loaded`));
     const hook = live.filter[hookName] as Hook | undefined;
     let answer: Answer | undefined;
+    let audit: string | undefined;
+    const log = this.#log;
+    const side: FlowSide = {
+      audit: (reason) => { audit = reason; },
+      log: log ? (args) => log({ level: "info", message: format(...args), id: data.id, filter: live.hash }) : (args) => console.log(...args),
+    };
     let flow: Flow;
     let returned: unknown;
     this.#watch.enter(this.timeoutMs);
     const started = performance.now();
     try {
-      flow = live.makeFlow(data, (a) => { answer = a; });
-      returned = hook?.call(live.filter, flow);
+      flow = live.makeFlow(data, (a) => { answer = a; }, side);
+      returned = runningFor.run(data.id, () => hook?.call(live.filter, flow));
     } catch (err) {
       return Promise.reject(new FilterHookError(describe(err)));
     } finally {
@@ -267,7 +314,7 @@ export class FilterHost {
     }
     // A hook that finished, but past its budget, is refused all the same: the budget is the contract.
     if (performance.now() - started > this.timeoutMs) return Promise.reject(new FilterTimeoutError(hookName, this.timeoutMs));
-    const result = (): HookResult => ({ answer, headers: hookName === "request" ? flow.request.headers : (flow.response?.headers ?? {}) });
+    const result = (): HookResult => ({ answer, audit, headers: hookName === "request" ? flow.request.headers : (flow.response?.headers ?? {}) });
     if (!isThenable(returned)) return Promise.resolve(result());
     // An async hook: its budget is a timer (the thread stays free while it waits).
     return new Promise<HookResult>((resolve, reject) => {

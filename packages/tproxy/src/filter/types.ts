@@ -54,6 +54,17 @@ export interface Flow {
    * `response`). A request answered by the filter is logged as denied. Calling it again replaces the answer.
    */
   respond(status: number, body?: string | Uint8Array, headers?: Record<string, string>): void;
+  /**
+   * Audit mode for this request: an answer given with `respond`, in this hook or in a later hook of the same
+   * request, before or after this call, is not sent; the request goes on as if it had not been given (upstream, or
+   * the upstream's answer to the client, with the hook's header changes), and the proxy's log line says
+   * `would-deny (audit: <reason>; would answer <status>)`, counted as `tproxy_requests_total{decision="would-deny"}`.
+   * Without a `respond` it changes nothing: the request is allowed as usual. `tproxy run --filter-audit` does the
+   * same for every request (reason "filter-audit").
+   */
+  audit(reason?: string): void;
+  /** A line in the proxy's log (its format, text or JSON), with this request's id and the filter's version hash. */
+  log(...args: unknown[]): void;
 }
 
 /** A hook may finish synchronously or return a promise. */

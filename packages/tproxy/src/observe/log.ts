@@ -55,7 +55,8 @@ export interface RequestRecord {
   status: number | string;
   bytes: number;
   ms: number;
-  decision: "allowed" | "denied";
+  /** "would-deny": the filter answered under audit (flow.audit, --filter-audit) and the request went on. */
+  decision: "allowed" | "denied" | "would-deny";
   reason: string | undefined;
   filter: string | undefined;
 }

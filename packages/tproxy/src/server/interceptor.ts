@@ -38,6 +38,8 @@ export interface InterceptorOptions {
   policy: AddressJudge;
   /** TLS settings for upstream connections made without the agent (WebSocket upgrades). */
   upstreamTls: { secureContext: SecureContext; rejectUnauthorized: boolean };
+  /** `--filter-audit`: every answer of the filter is logged as would-deny and the request goes on. */
+  filterAudit?: boolean;
 }
 
 interface RequestState {
@@ -49,8 +51,10 @@ interface RequestState {
   flow: FlowData | undefined;
   version: FilterVersion | undefined;
   started: number;
-  decision: "allowed" | "denied";
+  decision: "allowed" | "denied" | "would-deny";
   reason: string | undefined;
+  /** The reason the request hook gave to `flow.audit`: it also covers the response hook. */
+  audit: string | undefined;
   bytes: number;
 }
 
@@ -184,6 +188,7 @@ export class Interceptor {
       started: performance.now(),
       decision: "allowed",
       reason: undefined,
+      audit: undefined,
       bytes: 0,
     };
   }
@@ -217,7 +222,8 @@ export class Interceptor {
     }
     const verdict = await this.#runHook(state, "request");
     if (verdict === "deny") return { kind: "answer", answer: this.#filterErrorAnswer(state), reason: state.reason ?? "filter-error" };
-    if (verdict !== "pass" && verdict.answer) return { kind: "answer", answer: verdict.answer, reason: "filter" };
+    if (verdict !== "pass") state.audit = verdict.audit;
+    if (verdict !== "pass" && verdict.answer && !this.#audited(state, verdict)) return { kind: "answer", answer: verdict.answer, reason: "filter" };
     return { kind: "pass", headers: verdict === "pass" ? headers : verdict.headers };
   }
 
@@ -258,6 +264,18 @@ export class Interceptor {
       flow.response = undefined;
       return "deny";
     }
+  }
+
+  /**
+   * Whether a hook's answer is only to be logged (audit mode): the request then goes on, and is recorded as
+   * would-deny with the reason and the status it would have got.
+   */
+  #audited(state: RequestState, verdict: HookResult): boolean {
+    const why = verdict.audit ?? state.audit ?? (this.#opts.filterAudit ? "filter-audit" : undefined);
+    if (why === undefined || !verdict.answer) return false;
+    state.decision = "would-deny";
+    state.reason = `audit: ${why}; would answer ${verdict.answer.status}`;
+    return true;
   }
 
   #filterErrorAnswer(state: RequestState): Answer {
@@ -351,7 +369,7 @@ export class Interceptor {
   async #respondFromUpstream(state: RequestState, res: ServerResponse, upRes: IncomingMessage): Promise<void> {
     state.flow!.response = { status: upRes.statusCode ?? 502, headers: upRes.headers };
     const verdict = await this.#runHook(state, "response");
-    if (verdict === "deny" || (verdict !== "pass" && verdict.answer)) {
+    if (verdict === "deny" || (verdict !== "pass" && verdict.answer && !this.#audited(state, verdict))) {
       upRes.destroy();
       state.decision = "denied";
       if (verdict === "deny") return this.#answer(res, this.#filterErrorAnswer(state), state);
