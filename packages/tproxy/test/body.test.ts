@@ -188,3 +188,47 @@ describe("filter hooks that read bodies (network namespaces, curl)", function ()
     console.log(`      upload RSS growth: ${Math.round((peak - before) / 1024 / 1024)} MiB`);
   });
 });
+
+describe("a hook waiting for the body of a client that stalls (--request-timeout)", function () {
+  this.timeout(60_000);
+  let world: ProxyWorld;
+  let proxy: Proc;
+  let ca: { cert: string; key: string };
+
+  before(async function () {
+    world = await ProxyWorld.create("tps");
+    ca = await world.makeProxyCa();
+    const filterDir = join(world.dir, "filter");
+    writeConfigMap(filterDir, { "filter.ts": BODY_FILTER });
+    proxy = await world.startProxy([
+      "--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"),
+      "--upstream-ca", world.publicCa.certPath, "--filter-timeout", "300", "--request-timeout", "1500", "--workers", "1",
+    ]);
+    await world.redirectPod();
+  });
+  after(async () => {
+    await world?.close();
+  });
+
+  it("closes the connection at the bound without forwarding the request, and keeps serving", async () => {
+    // Half the promised body, then silence: the hook's read waits, its budget paused, until the bound.
+    const script = `
+      const net = require("node:net");
+      const started = Date.now();
+      const s = net.connect(80, "storage.googleapis.com", () => {
+        s.write("POST /echo/slow-hook HTTP/1.1\\r\\nhost: storage.googleapis.com\\r\\ncontent-length: 100\\r\\n\\r\\n" + "x".repeat(50));
+      });
+      let out = "";
+      s.on("data", (d) => { out += d; });
+      s.on("close", () => { console.log(JSON.stringify({ out, ms: Date.now() - started })); process.exit(0); });
+      s.on("error", () => undefined);
+      setTimeout(() => { console.log(JSON.stringify({ out, ms: "still open after 10 s" })); process.exit(0); }, 10000);`;
+    const r = await world.pod.run(process.execPath, ["-e", script], { timeoutMs: 15_000 });
+    const result = JSON.parse(r.stdout.trim()) as { out: string; ms: number | string };
+    expect(result.ms, r.stdout).to.be.a("number");
+    expect(result.out).to.not.match(/HTTP\/1\.1 200/);
+    const after = await world.curl(["--cacert", ca.cert, "-w", "\n%{http_code}", "--data-binary", '{"action":"read"}', "https://storage.googleapis.com/echo/api"]);
+    expect(after.stdout).to.match(/\n200$/);
+    expect(proxy.output).to.not.match(/internal error/);
+  });
+});
