@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import type { Filter, Flow, Headers } from "@tproxy/tproxy/filter";
+import type { BodyReader, Filter, Flow, Headers } from "@tproxy/tproxy/filter";
 import { REPO_ROOT } from "../support/helm.ts";
 
 const pexec = promisify(execFile);
@@ -16,8 +16,18 @@ interface Answer {
   headers: Record<string, string> | undefined;
 }
 
+/** Body readers over fixed bytes, as the proxy gives a hook (without the --max-body bound). */
+function reader(body: string | Uint8Array): BodyReader {
+  const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
+  return {
+    body: async () => bytes.slice(),
+    text: async () => new TextDecoder().decode(bytes),
+    peek: async (n: number) => bytes.slice(0, n),
+  };
+}
+
 /** A flow as the proxy hands it to a hook; records what `respond` was called with. */
-function flow(method: string, url: string, headers: Headers = {}): { flow: Flow; answer: () => Answer | undefined } {
+function flow(method: string, url: string, headers: Headers = {}, body: string | Uint8Array = ""): { flow: Flow; answer: () => Answer | undefined } {
   const u = new URL(url);
   let answer: Answer | undefined;
   const f: Flow = {
@@ -33,6 +43,7 @@ function flow(method: string, url: string, headers: Headers = {}): { flow: Flow;
       path: `${u.pathname}${u.search}`,
       url,
       headers,
+      ...reader(body),
     },
     response: undefined,
     respond(status, body, hdrs) {
@@ -101,5 +112,30 @@ describe("the chart's filters", function () {
     const put = await decide("PUT", "https://storage.googleapis.com/solutions-public-assets/a.py");
     expect(put?.status).to.equal(405);
     expect((await decide("GET", "https://www.google.com/"))?.status).to.equal(418);
+  });
+
+  it("examples/filters/body-rules.ts judges batch calls by their JSON action and downloads by their first bytes", async () => {
+    const filter = await load("examples/filters/body-rules.ts");
+    const call = async (body: string) => {
+      const f = flow("POST", "https://api.example.com/v1/batch", { "accept-encoding": "gzip" }, body);
+      await filter.request!(f.flow);
+      expect(f.flow.request.headers["accept-encoding"]).to.equal(undefined);
+      return f.answer();
+    };
+    expect(await call('{"action":"read","ids":[1,2]}')).to.equal(undefined);
+    expect((await call('{"action":"delete","ids":[1,2]}'))?.status).to.equal(403);
+    expect((await call("{}"))?.status).to.equal(403);
+    expect((await call("not json"))?.status).to.equal(400);
+    const download = async (first: string, headers: Headers = {}) => {
+      const f = flow("GET", "https://downloads.example.com/file");
+      const response = { status: 200, headers, ...reader(first + "rest of the file") };
+      const withResponse: Flow = { ...f.flow, response, respond: f.flow.respond };
+      await filter.response!(withResponse);
+      return f.answer();
+    };
+    expect(await download("PK\x03\x04")).to.equal(undefined);
+    expect((await download("MZ\x90\x00"))?.status).to.equal(403);
+    expect((await download("%PDF-1.7"))?.status).to.equal(403);
+    expect((await download("PK", { "content-encoding": "gzip" }))?.status).to.equal(502);
   });
 });

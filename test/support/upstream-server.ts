@@ -3,7 +3,8 @@
 //   node test/support/upstream-server.ts NAME ADDRESS HTTP_PORT HTTPS_PORT CERT KEY
 // Routes: /close-on-reuse closes a kept-alive connection instead of answering its second request
 // (a server whose idle timeout fired as the client reused it) and otherwise answers with the count of
-// such closes; /bytes/N streams N bytes; /slow/MS answers after MS milliseconds; /headers echoes the request headers as JSON; anything else answers
+// such closes; /bytes/N streams N bytes (/bytes/N?prefix=TEXT: starting with TEXT); /echo answers with
+// the request's framing headers, byte count and (up to 64 KiB) body as JSON; /slow/MS answers after MS milliseconds; /headers echoes the request headers as JSON; anything else answers
 // "NAME METHOD PATH". WebSocket upgrades are echoed back, prefixed with NAME.
 import http from "node:http";
 import https from "node:https";
@@ -38,9 +39,26 @@ function handler(req: http.IncomingMessage, res: http.ServerResponse): void {
   }
   const bytes = /^\/bytes\/(\d+)/.exec(path);
   res.setHeader("x-upstream", name!);
+  if (path.startsWith("/echo")) {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size <= 64 * 1024) chunks.push(c);
+    });
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/json" });
+      const h = req.headers;
+      res.end(JSON.stringify({ "content-length": h["content-length"], "transfer-encoding": h["transfer-encoding"], bytes: size, body: size <= 64 * 1024 ? Buffer.concat(chunks).toString("latin1") : undefined }));
+    });
+    return;
+  }
   if (bytes) {
     let left = Number(bytes[1]);
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": left });
+    const prefix = Buffer.from(new URL(path, "http://x").searchParams.get("prefix") ?? "", "latin1").subarray(0, left);
+    if (prefix.length > 0) res.write(prefix);
+    left -= prefix.length;
     const pump = (): void => {
       while (left > 0) {
         const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left);

@@ -40,6 +40,7 @@ program
   .addOption(new Option("--on-filter-error <mode>", "what a hook that throws or times out means for its request").choices(["deny", "allow"]).env("TPROXY_ON_FILTER_ERROR").default("deny"))
   .addOption(new Option("--filter-audit", "audit mode: the filter's answers (flow.respond) are logged and counted as would-deny, and the requests go on").env("TPROXY_FILTER_AUDIT"))
   .addOption(new Option("--filter-timeout <ms>", "time budget of one hook call").env("TPROXY_FILTER_TIMEOUT").default("100"))
+  .addOption(new Option("--max-body <bytes>", "most bytes of a body a hook may read whole (flow.request.body()); a larger body is refused (413 request, 502 response)").env("TPROXY_MAX_BODY").default("1048576"))
   .addOption(new Option("--handshake-timeout <ms>", "a client connection must show its first bytes and finish any TLS handshake within this (0: off)").env("TPROXY_HANDSHAKE_TIMEOUT").default("10000"))
   .addOption(new Option("--header-timeout <ms>", "a request head must arrive within this of its first byte (0: off)").env("TPROXY_HEADER_TIMEOUT").default("10000"))
   .addOption(new Option("--idle-timeout <ms>", "a client connection may wait this long for its next request (0: off)").env("TPROXY_IDLE_TIMEOUT").default("30000"))

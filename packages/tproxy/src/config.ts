@@ -32,6 +32,8 @@ export interface RunConfig extends ConnectionBounds {
   readonly filterTimeoutMs: number;
   /** Audit mode for the whole filter: its answers are logged as would-deny and requests go on. Default off. */
   readonly filterAudit: boolean;
+  /** Most bytes of a body a hook may read whole (`flow.request.body()`); larger ones are refused. Default 1 MiB. */
+  readonly maxBodyBytes: number;
   readonly logFormat: LogFormat;
   /** Readiness-probe address answered by the proxy itself (TEST-NET-1). Default 192.0.2.1. */
   readonly probeAddress: string;
@@ -61,6 +63,7 @@ export interface RawRunOptions {
   onFilterError?: string;
   filterTimeout?: string;
   filterAudit?: boolean;
+  maxBody?: string;
   logFormat?: string;
   probeAddress?: string;
   drainTimeout?: string;
@@ -121,6 +124,14 @@ function bound(flag: string, value: string | undefined, fallback: number, unit: 
   return n;
 }
 
+/** `--max-body`: bytes, at least 1, at most 1 GiB (a buffer per request that reads its body). */
+function maxBody(value: string | undefined): number {
+  if (value === undefined || value === "") return 1024 * 1024;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 1024 ** 3) throw new ConfigError(`--max-body "${value}" must be a whole number of bytes from 1 to ${1024 ** 3}`);
+  return n;
+}
+
 function required(flag: string, value: string | undefined): string {
   if (value === undefined || value === "") throw new ConfigError(`${flag} is required`);
   return value;
@@ -163,6 +174,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     onFilterError,
     filterTimeoutMs: positiveInt("--filter-timeout", raw.filterTimeout, 100),
     filterAudit: raw.filterAudit ?? false,
+    maxBodyBytes: maxBody(raw.maxBody),
     logFormat,
     probeAddress,
     drainTimeoutMs: positiveInt("--drain-timeout", raw.drainTimeout, 25_000),

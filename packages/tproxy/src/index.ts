@@ -1,5 +1,5 @@
 // Public API of @tproxy/tproxy. The filter contract is importable on its own as "@tproxy/tproxy/filter".
-export type { Filter, Flow, FlowClient, FlowRequest, FlowResponse, Headers, Hook } from "./filter/types.ts";
+export type { BodyReader, Filter, Flow, FlowClient, FlowRequest, FlowResponse, Headers, Hook } from "./filter/types.ts";
 export { TproxyServer, type ProxyAddresses } from "./proxy.ts";
 export { parseRunConfig, type RunConfig, type RawRunOptions } from "./config.ts";
 export { createCa, loadCa, writeCa, type CertificateAuthority } from "./certs/ca.ts";

@@ -140,6 +140,9 @@ export class TproxyServer {
       rules: { allowedPorts: new Set(config.allowPorts) },
       policy,
       upstreamTls: { secureContext: upstreamContext, rejectUnauthorized: !config.insecureUpstream },
+      maxBodyBytes: config.maxBodyBytes,
+      // An upstream's body that a response hook waits for is bounded like a client's request body.
+      bodyWaitMs: config.requestTimeoutMs,
     });
     this.#interceptor = interceptor;
 

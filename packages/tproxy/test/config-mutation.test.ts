@@ -36,6 +36,7 @@ describe("tproxy run config", () => {
       onFilterError: "deny",
       filterTimeoutMs: 100,
       filterAudit: false,
+      maxBodyBytes: 1_048_576,
       logFormat: "text",
       probeAddress: "192.0.2.1",
       drainTimeoutMs: 25_000,
@@ -61,11 +62,11 @@ describe("tproxy run config", () => {
   it("takes every value given", () => {
     const c = parse({
       transparentPort: "3129", standardPort: "1080", metricsPort: "0", listenAddress: "10.0.0.5", upstreamCa: "/etc/extra.pem",
-      insecureUpstream: true, onFilterError: "allow", filterTimeout: "250", filterAudit: true, logFormat: "json", probeAddress: "fd00::1", drainTimeout: "1", workers: "4",
+      insecureUpstream: true, onFilterError: "allow", filterTimeout: "250", filterAudit: true, maxBody: "4096", logFormat: "json", probeAddress: "fd00::1", drainTimeout: "1", workers: "4",
     });
     expect(c).to.deep.include({
       transparentPort: 3129, standardPort: 1080, metricsPort: 0, listenAddress: "10.0.0.5", upstreamCa: "/etc/extra.pem",
-      insecureUpstream: true, onFilterError: "allow", filterTimeoutMs: 250, filterAudit: true, logFormat: "json", probeAddress: "fd00::1", drainTimeoutMs: 1, workers: 4,
+      insecureUpstream: true, onFilterError: "allow", filterTimeoutMs: 250, filterAudit: true, maxBodyBytes: 4096, logFormat: "json", probeAddress: "fd00::1", drainTimeoutMs: 1, workers: 4,
     });
   });
 
@@ -105,6 +106,9 @@ describe("tproxy run config", () => {
     [{ metricsPort: " 9090" }, '--metrics-port " 9090" is not a port number (0-65535)'],
     [{ metricsPort: "70000" }, '--metrics-port "70000" is not a port number (0-65535)'],
     [{ filterTimeout: "0" }, '--filter-timeout "0" must be a positive whole number of milliseconds'],
+    [{ maxBody: "0" }, '--max-body "0" must be a whole number of bytes from 1 to 1073741824'],
+    [{ maxBody: "1Mi" }, '--max-body "1Mi" must be a whole number of bytes from 1 to 1073741824'],
+    [{ maxBody: "1073741825" }, '--max-body "1073741825" must be a whole number of bytes from 1 to 1073741824'],
     [{ filterTimeout: "1.5" }, '--filter-timeout "1.5" must be a positive whole number of milliseconds'],
     [{ filterTimeout: "100ms" }, '--filter-timeout "100ms" must be a positive whole number of milliseconds'],
     [{ drainTimeout: "0" }, '--drain-timeout "0" must be a positive whole number of milliseconds'],

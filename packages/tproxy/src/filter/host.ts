@@ -13,6 +13,7 @@ import { createRequire } from "node:module";
 import { format } from "node:util";
 import { Script, compileFunction, createContext, type Context } from "node:vm";
 import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.ts";
+import { HookBudget } from "./budget.ts";
 import type { CompiledFilter } from "./compile.ts";
 import type { Answer, FlowData, HookName } from "./protocol.ts";
 import type { Filter, Flow, Headers, Hook } from "./types.ts";
@@ -57,7 +58,8 @@ interface FlowSide {
   audit(reason: string): void;
 }
 
-type FlowFactory = (data: FlowData, record: (a: Answer) => void, side: FlowSide) => Flow;
+/** `wait` wraps every body read of the hook (it pauses the hook's budget meanwhile). */
+type FlowFactory = (data: FlowData, record: (a: Answer) => void, side: FlowSide, wait: <T>(read: Promise<T>) => Promise<T>) => Flow;
 
 /**
  * Shared memory through which a serving thread tells its supervisor how it is doing, without a message
@@ -129,17 +131,29 @@ const NODE_GLOBALS = [
 
 // Built inside each filter's context, so that the flow and its headers have that context's prototypes:
 // whatever a hook does to them stays on its side.
-const FLOW_FACTORY = `(function makeFlow(data, record, side) {
+const FLOW_FACTORY = `(function makeFlow(data, record, side, wait) {
   const copy = (h) => { const out = {}; for (const k of Object.keys(h || {})) { const v = h[k]; out[k] = Array.isArray(v) ? Array.from(v, String) : v; } return out; };
   const norm = (h) => { const out = {}; if (h) for (const k of Object.keys(h)) out[k.toLowerCase()] = String(h[k]); return out; };
   const r = data.request;
+  // Body readers: copies made here, in the filter's context, so that nothing the hook does to the bytes
+  // changes what is sent on. A rejection is marked handled: a hook that never awaits its read must not
+  // take the thread down with an unhandled rejection.
+  const reader = (source) => {
+    const read = (want) => source === undefined ? Promise.resolve(new Uint8Array(0)) : wait(source(want));
+    const handled = (p) => { p.catch(() => {}); return p; };
+    return {
+      body: () => handled((async () => new Uint8Array(await read()))()),
+      text: () => handled((async () => new TextDecoder().decode(await read()))()),
+      peek: (n) => handled((async () => new Uint8Array(await read(n)))()),
+    };
+  };
   return {
     id: data.id,
     client: { address: data.client.address, port: data.client.port },
     destination: data.destination === undefined ? undefined : { address: data.destination.address, port: data.destination.port },
     sni: data.sni,
-    request: { method: r.method, scheme: r.scheme, host: r.host, port: r.port, path: r.path, url: r.url, headers: copy(r.headers) },
-    response: data.response === undefined ? undefined : { status: data.response.status, headers: copy(data.response.headers) },
+    request: { method: r.method, scheme: r.scheme, host: r.host, port: r.port, path: r.path, url: r.url, headers: copy(r.headers), ...reader(r.body) },
+    response: data.response === undefined ? undefined : { status: data.response.status, headers: copy(data.response.headers), ...reader(data.response.body) },
     respond(status, body = "", headers) {
       if (!Number.isInteger(status) || status < 100 || status > 999) throw new RangeError("respond(): invalid status " + status);
       record({ status, body: typeof body === "string" || body instanceof Uint8Array ? body : String(body), headers: norm(headers) });
@@ -302,10 +316,11 @@ export class FilterHost {
     };
     let flow: Flow;
     let returned: unknown;
+    const budget = new HookBudget(this.timeoutMs, () => this.#stalledMs);
     this.#watch.enter(this.timeoutMs);
     const started = performance.now();
     try {
-      flow = live.makeFlow(data, (a) => { answer = a; }, side);
+      flow = live.makeFlow(data, (a) => { answer = a; }, side, budget.wait);
       returned = runningFor.run(data.id, () => hook?.call(live.filter, flow));
     } catch (err) {
       return Promise.reject(new FilterHookError(describe(err)));
@@ -316,19 +331,13 @@ export class FilterHost {
     if (performance.now() - started > this.timeoutMs) return Promise.reject(new FilterTimeoutError(hookName, this.timeoutMs));
     const result = (): HookResult => ({ answer, audit, headers: hookName === "request" ? flow.request.headers : (flow.response?.headers ?? {}) });
     if (!isThenable(returned)) return Promise.resolve(result());
-    // An async hook: its budget is a timer (the thread stays free while it waits).
+    // An async hook: its budget is a timer (the thread stays free while it waits), paused while the hook
+    // waits for a body (budget.ts).
     return new Promise<HookResult>((resolve, reject) => {
-      let stalledAt = this.#stalledMs;
-      const expire = (): void => {
-        const owed = this.#stalledMs - stalledAt;
-        stalledAt = this.#stalledMs;
-        if (owed > 0) timer = setTimeout(expire, owed);
-        else reject(new FilterTimeoutError(hookName, this.timeoutMs));
-      };
-      let timer = setTimeout(expire, this.timeoutMs);
+      budget.start(() => reject(new FilterTimeoutError(hookName, this.timeoutMs)));
       returned.then(
-        () => { clearTimeout(timer); resolve(result()); },
-        (err: unknown) => { clearTimeout(timer); reject(new FilterHookError(describe(err))); },
+        () => { budget.stop(); resolve(result()); },
+        (err: unknown) => { budget.stop(); reject(new FilterHookError(describe(err))); },
       );
     });
   }

@@ -6,9 +6,15 @@ export interface FlowData {
   client: { address: string; port: number };
   destination: { address: string; port: number } | undefined;
   sni: string | undefined;
-  request: { method: string; scheme: "http" | "https"; host: string; port: number; path: string; url: string; headers: Headers };
-  response?: { status: number; headers: Headers };
+  request: { method: string; scheme: "http" | "https"; host: string; port: number; path: string; url: string; headers: Headers; body?: BodySource };
+  response?: { status: number; headers: Headers; body?: BodySource };
 }
+
+/**
+ * Reads a message body for a hook: the whole body (`want` undefined) or its first `want` bytes. Absent
+ * when the message has none to read (a WebSocket upgrade): the hook then sees an empty body.
+ */
+export type BodySource = (want?: number) => Promise<Uint8Array>;
 
 export interface Answer {
   status: number;

@@ -9,7 +9,7 @@ import { DEFAULT_TARGET_RULES, type ConnectionInfo } from "../server/target.ts";
 import type { HeaderExpectation, TestCase } from "./cases.ts";
 import { compileFilter } from "./compile.ts";
 import { FilterHost, type FilterLogLine, type FilterVersion, type HookResult } from "./host.ts";
-import type { FlowData, HookName } from "./protocol.ts";
+import type { BodySource, FlowData, HookName } from "./protocol.ts";
 import type { Headers } from "./types.ts";
 
 /** What the filter made of one case, as the proxy would have acted on it. */
@@ -130,7 +130,7 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
       sni: conn.sni === undefined ? undefined : target.host,
       request: { method: c.request.method, scheme: target.scheme, host: target.host, port: target.port, path: target.path, url: target.url, headers },
     };
-    if (c.request.body !== undefined) (flow.request as Record<string, unknown>).body = c.request.body;
+    if (c.request.body !== undefined) flow.request.body = bodySource(c.request.body);
     const verdict = await hook("request");
     if (verdict === "deny") return { kind: "answer", answer: { status: 403, body: FILTER_ERROR_BODY, headers: {} }, reason: out.reason ?? "filter-error" };
     if (verdict !== "pass") audit = verdict.audit;
@@ -149,7 +149,7 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
   if (c.response === undefined) return out;
 
   flow!.response = { status: c.response.status, headers: { ...c.response.headers } };
-  if (c.response.body !== undefined) (flow!.response as Record<string, unknown>).body = c.response.body;
+  if (c.response.body !== undefined) flow!.response.body = bodySource(c.response.body);
   const verdict = await hook("response");
   if (verdict === "deny") return answered(403, FILTER_ERROR_BODY, {}, out.reason ?? "filter-error");
   if (verdict !== "pass" && verdict.answer && !audited(verdict)) return answered(verdict.answer.status, verdict.answer.body, verdict.answer.headers, "filter, response hook");
@@ -219,4 +219,10 @@ export function formatResults(results: readonly CaseResult[]): string {
   const failed = results.filter((r) => r.mismatches.length > 0).length;
   text += `${results.length} case${results.length === 1 ? "" : "s"}: ${results.length - failed} ok, ${failed} failed\n`;
   return text;
+}
+
+/** A case's body as the hook's body reader gets it: the whole (UTF-8) text, or its first `want` bytes. */
+function bodySource(text: string): BodySource {
+  const bytes = new TextEncoder().encode(text);
+  return (want) => Promise.resolve(want === undefined ? bytes : bytes.subarray(0, want));
 }

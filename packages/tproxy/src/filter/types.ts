@@ -10,8 +10,30 @@ export interface FlowClient {
   readonly port: number;
 }
 
+/**
+ * Reading a message's body, in the hook that sees the message (the request's in `request`, the response's in
+ * `response`). A hook that never reads leaves the body streamed through untouched. The bytes are the body as
+ * sent: still compressed when the message has a `content-encoding`. Waiting for them does not count against
+ * the hook's time budget (--filter-timeout); the wait is bounded by --request-timeout for a request body.
+ */
+export interface BodyReader {
+  /**
+   * The whole body, buffered (up to `--max-body` bytes, default 1 MiB); it is then sent on as read. A body
+   * larger than that is never judged by a prefix: the read rejects and the message is refused whatever the
+   * hook then does (413 to the client for a request, 502 for a response), unless the hook itself answers.
+   */
+  body(): Promise<Uint8Array>;
+  /** body(), decoded as UTF-8 (e.g. `JSON.parse(await flow.request.text())`). */
+  text(): Promise<string>;
+  /**
+   * The first `bytes` bytes (fewer only when the body is shorter), e.g. to tell a file type by its magic
+   * number; the rest is streamed on unread. `bytes` may be at most `--max-body`.
+   */
+  peek(bytes: number): Promise<Uint8Array>;
+}
+
 /** The request as the client sent it. Only `headers` may be changed (in the `request` hook). */
-export interface FlowRequest {
+export interface FlowRequest extends BodyReader {
   /** "GET", "POST", ... */
   readonly method: string;
   /** "http" or "https" (the connection to the proxy was TLS). */
@@ -31,7 +53,7 @@ export interface FlowRequest {
 }
 
 /** The upstream's answer, seen by the `response` hook. Only `headers` may be changed. */
-export interface FlowResponse {
+export interface FlowResponse extends BodyReader {
   readonly status: number;
   /** Response headers; changes made in the `response` hook reach the client. */
   headers: Headers;

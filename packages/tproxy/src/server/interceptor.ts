@@ -19,6 +19,7 @@ import type { Headers } from "../filter/types.ts";
 import type { RequestLog } from "../observe/log.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
 import { createGuardedLookup, DestinationDeniedError, type AddressJudge, type LookupFunction } from "../policy/guarded-lookup.ts";
+import { BodyTap, DEFAULT_MAX_BODY_BYTES, type BodyRefusal, type Held } from "./body.ts";
 import { decide, type Decision, type DecideDeps, type FilterOutcome } from "./decide.ts";
 import type { ConnectionInfo, Target, TargetRules } from "./target.ts";
 
@@ -40,6 +41,10 @@ export interface InterceptorOptions {
   upstreamTls: { secureContext: SecureContext; rejectUnauthorized: boolean };
   /** `--filter-audit`: every answer of the filter is logged as would-deny and the request goes on. */
   filterAudit?: boolean;
+  /** Most bytes a hook's whole-body read buffers (`--max-body`). Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** Longest wait for an upstream's response body that a hook reads, in ms (0: none). Default 0. */
+  bodyWaitMs?: number;
 }
 
 interface RequestState {
@@ -56,6 +61,13 @@ interface RequestState {
   /** The reason the request hook gave to `flow.audit`: it also covers the response hook. */
   audit: string | undefined;
   bytes: number;
+  /** The client's request, whose body a request hook may read (none for an upgrade). */
+  req: IncomingMessage | undefined;
+  /** Made when a hook first reads its message's body (server/body.ts). */
+  requestTap: BodyTap | undefined;
+  responseTap: BodyTap | undefined;
+  /** What the request hook read of the body, to be sent upstream before the rest. */
+  requestHeld: Held | undefined;
 }
 
 /**
@@ -190,6 +202,10 @@ export class Interceptor {
       reason: undefined,
       audit: undefined,
       bytes: 0,
+      req: undefined,
+      requestTap: undefined,
+      responseTap: undefined,
+      requestHeld: undefined,
     };
   }
 
@@ -216,19 +232,34 @@ export class Interceptor {
       sni: conn.sni === undefined ? undefined : target.host,
       request: { method: state.method, scheme: target.scheme, host: target.host, port: target.port, path: target.path, url: target.url, headers },
     };
+    const req = state.req;
+    if (req !== undefined) {
+      // The client's body bounds its own wait (--request-timeout closes the connection: net/bounds.ts).
+      state.flow.request.body = (want) => (state.requestTap ??= new BodyTap(req, { which: "request", maxBytes: this.#maxBody })).read(want);
+    }
     state.version = this.#filters.acquire();
     if (!state.version) {
       return { kind: "answer", answer: { status: 503, body: "tproxy: no filter is loaded (see the proxy's log for why); request denied\n", headers: {} }, reason: "no-filter" };
     }
     const verdict = await this.#runHook(state, "request");
+    state.requestHeld = state.requestTap?.release();
+    const refusal = state.requestTap?.refusal;
+    if (verdict !== "pass" && verdict !== "deny") state.audit = verdict.audit;
+    // The filter's own answer stands (unless audit mode only logs it); otherwise a body the hook asked for
+    // and could not have refuses the request, whatever the hook made of the failed read (caught it and
+    // passed, or threw).
+    const answered = verdict !== "pass" && verdict !== "deny" && verdict.answer !== undefined && !this.#audited(state, verdict);
+    if (refusal && !answered) {
+      return { kind: "answer", answer: this.#bodyRefusalAnswer(state, "request", refusal), reason: `body: ${refusal.kind}` };
+    }
     if (verdict === "deny") return { kind: "answer", answer: this.#filterErrorAnswer(state), reason: state.reason ?? "filter-error" };
-    if (verdict !== "pass") state.audit = verdict.audit;
-    if (verdict !== "pass" && verdict.answer && !this.#audited(state, verdict)) return { kind: "answer", answer: verdict.answer, reason: "filter" };
+    if (answered) return { kind: "answer", answer: verdict.answer!, reason: "filter" };
     return { kind: "pass", headers: verdict === "pass" ? headers : verdict.headers };
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const state = this.#newState(this.connectionInfo(req.socket), req);
+    state.req = req;
     this.inFlight += 1;
     res.once("close", () => {
       this.inFlight -= 1;
@@ -278,6 +309,22 @@ export class Interceptor {
     return true;
   }
 
+  get #maxBody(): number {
+    return this.#opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  }
+
+  #bodyRefusalAnswer(state: RequestState, which: "request" | "response", refusal: BodyRefusal): Answer {
+    state.reason = `body: ${refusal.kind}`;
+    this.#log.warn({ id: state.id, url: state.flow?.request.url, hook: which, err: refusal.message }, `the ${which} hook read a body that could not be had; ${which} refused`);
+    const status = which === "request"
+      ? (refusal.kind === "too-large" ? 413 : refusal.kind === "timeout" ? 408 : 400)
+      : (refusal.kind === "timeout" ? 504 : 502);
+    const why = refusal.kind === "too-large"
+      ? `the ${which} body is larger than the ${this.#maxBody} bytes the filter may read (--max-body)`
+      : refusal.message;
+    return { status, body: `tproxy: ${why}; ${which} refused\n`, headers: {} };
+  }
+
   #filterErrorAnswer(state: RequestState): Answer {
     const why = state.reason === "filter-timeout" ? `the filter did not decide within ${this.#filters.timeoutMs} ms` : "the filter failed on this request";
     return { status: 403, body: `tproxy: ${why}; request denied (see the proxy's log)\n`, headers: {} };
@@ -314,7 +361,15 @@ export class Interceptor {
   }
 
   #forward(state: RequestState, req: IncomingMessage, res: ServerResponse, target: Target, headers: Headers, retry = false): void {
-    const options = this.#upstreamOptions(target, state.method, forwardableHeaders(headers));
+    const out = forwardableHeaders(headers);
+    // What the request hook read goes first; read whole, it is sent with its own length (a chunked
+    // upload becomes a sized one), whatever the headers claimed.
+    const held = retry ? undefined : state.requestHeld;
+    state.requestHeld = undefined;
+    if (held?.ended && (held.size > 0 || req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined)) {
+      out["content-length"] = String(held.size);
+    }
+    const options = this.#upstreamOptions(target, state.method, out);
     if (retry) this.#ownConnection(options, target);
     else options.agent = target.scheme === "https" ? this.#opts.httpsAgent : this.#opts.httpAgent;
     const upstream = (target.scheme === "https" ? https : http).request(options);
@@ -349,6 +404,16 @@ export class Interceptor {
       else upstream.end();
       return;
     }
+    if (held) {
+      for (const chunk of held.chunks) upstream.write(chunk);
+      if (held.ended) {
+        // The stream is done (and may be destroyed already): only the client's connection tells whether
+        // anyone still waits for the answer.
+        if (res.destroyed) upstream.destroy();
+        else upstream.end();
+        return;
+      }
+    }
     if (req.destroyed) {
       upstream.destroy();
       return;
@@ -367,9 +432,23 @@ export class Interceptor {
   }
 
   async #respondFromUpstream(state: RequestState, res: ServerResponse, upRes: IncomingMessage): Promise<void> {
-    state.flow!.response = { status: upRes.statusCode ?? 502, headers: upRes.headers };
+    state.flow!.response = {
+      status: upRes.statusCode ?? 502,
+      headers: upRes.headers,
+      body: (want) => (state.responseTap ??= new BodyTap(upRes, { which: "response", maxBytes: this.#maxBody, waitMs: this.#opts.bodyWaitMs ?? 0 })).read(want),
+    };
     const verdict = await this.#runHook(state, "response");
-    if (verdict === "deny" || (verdict !== "pass" && verdict.answer && !this.#audited(state, verdict))) {
+    const held = state.responseTap?.release();
+    const refusal = state.responseTap?.refusal;
+    // An answer of the hook stands (unless audit mode only logs it); a body the hook could not have
+    // refuses the response otherwise, whatever the hook then did.
+    const answered = verdict !== "pass" && verdict !== "deny" && verdict.answer !== undefined && !this.#audited(state, verdict);
+    if (refusal && !answered) {
+      upRes.destroy();
+      state.decision = "denied";
+      return this.#answer(res, this.#bodyRefusalAnswer(state, "response", refusal), state);
+    }
+    if (verdict === "deny" || answered) {
       upRes.destroy();
       state.decision = "denied";
       if (verdict === "deny") return this.#answer(res, this.#filterErrorAnswer(state), state);
@@ -385,6 +464,16 @@ export class Interceptor {
     const out = forwardableHeaders(headers);
     if (this.draining) out.connection = "close";
     res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
+    if (held) {
+      for (const chunk of held.chunks) {
+        state.bytes += chunk.length;
+        res.write(chunk);
+      }
+      if (held.ended) {
+        res.end();
+        return;
+      }
+    }
     upRes.on("data", (chunk: Buffer) => {
       state.bytes += chunk.length;
     });
