@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// tproxy command line: `tproxy run` (the proxy) and `tproxy ca create` (make a CA).
+// tproxy command line: `tproxy run` (the proxy), `tproxy ca create` (make a CA), `tproxy filter ...` (filter/commands.ts).
 import { DEFAULT_TRANSPARENT_PORT, PROBE_ADDRESS } from "@tproxy/iptables";
 import { Command, Option } from "commander";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
+import { filterCommands } from "./filter/commands.ts";
 import { createLogging } from "./observe/log.ts";
 import { connectionCapacity, cpuLimit, cpusAvailable, memoryLimit, planWorkers, type WorkerPlan } from "./resources.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -115,5 +116,7 @@ ca.command("create")
       fail(err);
     }
   });
+
+filterCommands(program);
 
 await program.parseAsync();
