@@ -108,6 +108,9 @@ declare var AbortController: any; type AbortController = any;
 declare var AbortSignal: any; type AbortSignal = any;
 declare var Buffer: any; type Buffer = any;
 declare var process: any;
+/** The filter's directory and entry file, as CommonJS names them (the bundle runs as CommonJS). */
+declare var __dirname: string;
+declare var __filename: string;
 /** The filter's entry file (filter.ts), also in the files it imports: they all sit in its directory. */
 interface ImportMeta { readonly url: string; readonly filename: string; readonly dirname: string }
 `;

@@ -14,6 +14,7 @@ import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../errors.
 import type { CompiledFilter } from "./compile.ts";
 import type { Answer, FlowData, HookName } from "./protocol.ts";
 import type { Filter, Flow, Headers, Hook } from "./types.ts";
+import { errorLocator } from "./sourcemap.ts";
 
 export interface HookResult {
   /** Set when the hook called `flow.respond`. */
@@ -32,6 +33,8 @@ export interface FilterVersion {
 interface LiveVersion extends FilterVersion {
   filter: Filter;
   makeFlow: FlowFactory;
+  /** Where in the filter's source files an error was thrown (its source map), for the hook's log line. */
+  locate: (err: unknown) => string | undefined;
   refs: number;
 }
 
@@ -136,7 +139,12 @@ function validate(exports: Record<string, unknown>): Filter {
   return filter as Filter;
 }
 
-function describe(err: unknown): string {
+function describe(err: unknown, locate?: (err: unknown) => string | undefined): string {
+  const at = locate?.(err);
+  return (at === undefined ? "" : `${at}: `) + describeError(err);
+}
+
+function describeError(err: unknown): string {
   return err instanceof Error || (err !== null && typeof err === "object" && "message" in err && "name" in err)
     ? `${String((err as Error).name)}: ${String((err as Error).message)}`
     : `non-error thrown: ${String(err)}`;
@@ -147,7 +155,8 @@ function isThenable(x: unknown): x is PromiseLike<unknown> {
 }
 
 /** Evaluates a compiled filter in a new context; throws FilterLoadError naming what is wrong. */
-export function evaluateFilter(code: string, filename: string): { filter: Filter; makeFlow: FlowFactory } {
+export function evaluateFilter(code: string, filename: string): { filter: Filter; makeFlow: FlowFactory; locate: (err: unknown) => string | undefined } {
+  const locate = errorLocator(code, filename);
   const sandbox: Record<string, unknown> = {};
   for (const name of NODE_GLOBALS) sandbox[name] = (globalThis as Record<string, unknown>)[name];
   const context: Context = createContext(sandbox, { name: `filter ${filename}` });
@@ -158,9 +167,9 @@ export function evaluateFilter(code: string, filename: string): { filter: Filter
     fn(module.exports, createRequire(filename), module, filename, dir);
     const filter = validate(module.exports);
     const makeFlow = new Script(FLOW_FACTORY, { filename: "tproxy:flow" }).runInContext(context) as FlowFactory;
-    return { filter, makeFlow };
+    return { filter, makeFlow, locate };
   } catch (err) {
-    throw new FilterLoadError(describe(err));
+    throw new FilterLoadError(describe(err, locate));
   }
 }
 
@@ -207,7 +216,7 @@ export class FilterHost {
       throw new FilterLoadError(`${compiled.path}: evaluating the filter's top-level code took ${Math.round(ms)} ms, more than ${this.#loadTimeoutMs} ms`);
     }
     const hooks = (["request", "response"] as const).filter((h) => typeof evaluated.filter[h] === "function");
-    const live: LiveVersion = { version: this.#nextVersion++, hash: compiled.hash, hooks: new Set(hooks), filter: evaluated.filter, makeFlow: evaluated.makeFlow, refs: 0 };
+    const live: LiveVersion = { version: this.#nextVersion++, hash: compiled.hash, hooks: new Set(hooks), filter: evaluated.filter, makeFlow: evaluated.makeFlow, locate: evaluated.locate, refs: 0 };
     return live;
   }
 
@@ -254,7 +263,7 @@ export class FilterHost {
       flow = live.makeFlow(data, (a) => { answer = a; });
       returned = hook?.call(live.filter, flow);
     } catch (err) {
-      return Promise.reject(new FilterHookError(describe(err)));
+      return Promise.reject(new FilterHookError(describe(err, live.locate)));
     } finally {
       this.#watch.leave();
     }
@@ -267,7 +276,7 @@ export class FilterHost {
       const timer = setTimeout(() => reject(new FilterTimeoutError(hookName, this.timeoutMs)), this.timeoutMs);
       returned.then(
         () => { clearTimeout(timer); resolve(result()); },
-        (err: unknown) => { clearTimeout(timer); reject(new FilterHookError(describe(err))); },
+        (err: unknown) => { clearTimeout(timer); reject(new FilterHookError(describe(err, live.locate))); },
       );
     });
   }
