@@ -57,8 +57,9 @@ program
     `
 The filter is a TypeScript module whose default export has a request(flow) hook, a response(flow) hook,
 or both (types: import type { Filter } from "@tproxy/tproxy/filter"). It is reloaded within about a second
-when the file (or the ConfigMap volume holding it) changes; a version that does not compile is logged
-with file:line:col and the previous one stays in force. Without any loaded filter every request is denied.
+when any file of its directory (the ConfigMap volume) changes; a version that does not compile or
+type-check against the contract is logged, each error with file:line:col, and the previous one stays in
+force (tproxy filter check does the same before you ship one). Without any loaded filter every request is denied.
 
 Example:
   tproxy run --ca-cert ca.pem --ca-key ca.key --filter /etc/tproxy/filter/filter.ts --standard-port 1080`,
