@@ -105,6 +105,21 @@ describe("multi-file filters", function () {
     }
   });
 
+  it("--filter may name the directory: filter.ts there is the entry, and its swaps reload", async () => {
+    writeConfigMap(dir, { "filter.ts": RULES_FILTER, "rules.json": JSON.stringify({ deny: ["a.example"], greeting: "hi" }), "hosts.txt": "a.example\n" });
+    const host = new FilterHost();
+    const reloader = new FilterReloader(dir, host, pino({ level: process.env.FB_DEBUG ? "debug" : "silent" }));
+    try {
+      await reloader.start({ pollMs: 3_600_000 });
+      expect(await answer(host, "a.example")).to.deep.equal({ status: 451, body: "denied by rules.json" });
+      writeConfigMap(dir, { "filter.ts": RULES_FILTER, "rules.json": JSON.stringify({ deny: ["z.example"], greeting: "hi" }), "hosts.txt": "a.example\n" });
+      await waitFor("the new rules.json", async () => (await answer(host, "a.example"))?.status === 200, 5000, 20);
+    } finally {
+      await reloader.close();
+      await host.close();
+    }
+  });
+
   it("names the imported file, not filter.ts, for a syntax error in it; refuses imports from outside the directory", async () => {
     writeFileSync(join(dir, "filter.ts"), `import { deny } from "./rules.ts";\nexport default { request(flow) { if (deny(flow.request.host)) flow.respond(403); } };\n`);
     writeFileSync(join(dir, "rules.ts"), `export function deny(host: string): boolean {\n  return host ==== "x";\n}\n`);

@@ -5,7 +5,7 @@
 import type { Logger } from "pino";
 import { FilterLoadError, formatDiagnostic } from "../errors.ts";
 import { buildSnapshot } from "./build.ts";
-import { readFilterSnapshot } from "./compile.ts";
+import { filterEntry, readFilterSnapshot } from "./compile.ts";
 import { VolumeWatch } from "../util/volume-watch.ts";
 import type { CompiledFilter } from "./compile.ts";
 
@@ -40,7 +40,9 @@ export class FilterReloader {
   /** Loads the filter once (a failure leaves no filter: every request is denied), then watches it. */
   async start(options: { pollMs?: number } = {}): Promise<void> {
     await this.check();
-    this.#watch = await VolumeWatch.start([this.#path], "filter", this.#log, () => { void this.check(); }, options);
+    // --filter may name the directory: watch inside it (the watch is on the folder of the path it gets).
+    const entry = await filterEntry(this.#path).catch(() => this.#path);
+    this.#watch = await VolumeWatch.start([entry], "filter", this.#log, () => { void this.check(); }, options);
     // A swap between the first load and the watch becoming ready produced no event: look once more.
     await this.check();
   }
