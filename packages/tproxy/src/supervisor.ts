@@ -126,8 +126,9 @@ export class Supervisor {
     // the filter already evaluated, so that none of those connections gets "no filter is loaded". This
     // compile is only a head start: the reloader below loads the file again, and reports what is wrong
     // with it; a version the threads cannot evaluate leaves them without a filter, as it did before. It is
-    // type-checked like every version: one with type errors must not get in force by the head start.
-    this.#initial = await buildFilter(config.filter).catch(() => undefined);
+    // type-checked like every version (when the memory limit affords it, as for every version): one with
+    // type errors must not get in force by the head start.
+    this.#initial = await buildFilter(config.filter, { onCheckSkipped: () => undefined }).catch(() => undefined);
     // Threads only once the admin port is ours: a start that fails, fails before any thread runs. The
     // first binds the ports; the others (and every replacement) bind the same ones, also when the
     // configuration asked for any free port (0).

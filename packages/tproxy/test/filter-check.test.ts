@@ -9,7 +9,7 @@ import pino from "pino";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { run, waitFor } from "../../../test/support/netns.ts";
 import { FilterHookError, FilterLoadError } from "../src/errors.ts";
-import { buildFilter } from "../src/filter/build.ts";
+import { buildFilter, checkUnaffordable, CHECK_MIB } from "../src/filter/build.ts";
 import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost } from "../src/filter/host.ts";
 import { FilterReloader } from "../src/filter/reloader.ts";
@@ -106,6 +106,13 @@ describe("filter type check", function () {
       await reloader.close();
       await host.close();
     }
+  });
+
+  it("is skipped, saying why, when the memory limit cannot hold a check's process above the proxy", () => {
+    const rss = process.memoryUsage().rss;
+    expect(checkUnaffordable(undefined)).to.equal(undefined);
+    expect(checkUnaffordable(rss + (CHECK_MIB + 10) * 2 ** 20)).to.equal(undefined);
+    expect(checkUnaffordable(rss + 50 * 2 ** 20)).to.match(new RegExp(`leaves 50 MiB above the proxy's \\d+ MiB, and a type check takes up to ${CHECK_MIB} MiB`));
   });
 
   it("names the line of the filter's own file where a hook threw, not the bundle's", async () => {

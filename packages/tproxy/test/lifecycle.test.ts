@@ -62,7 +62,8 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
       ["the file is missing", { "other.ts": GOOD }, /cannot read filter .*filter\.ts: ENOENT/],
       ["a syntax error", { "filter.ts": "export default {\n  request(flow) { const x = ; }\n};" }, /filter\.ts:2:29: Unexpected/],
       ["a top-level throw", { "filter.ts": `throw new Error("top-level boom");\nexport default { request() {} };` }, /Error: top-level boom/],
-      ["a default export without hooks", { "filter.ts": "export default { requests() {} };" }, /neither a request nor a response hook \(it has: requests\)/],
+      // Refused by the type check against the contract, before any thread evaluates it.
+      ["a default export without hooks", { "filter.ts": "export default { requests() {} };" }, /filter\.ts:1:18: Object literal may only specify known properties, but 'requests' does not exist in type 'Filter'/],
     ];
     for (const [what, files, reason] of CASES) {
       it(`${what}: every request gets 503 and /readyz 503; a good version makes requests judged and /readyz 200`, async () => {

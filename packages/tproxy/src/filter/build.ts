@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { FilterLoadError, type FilterDiagnostic } from "../errors.ts";
 import { compileSnapshot, readFilterSnapshot, type CompiledFilter, type FilterSnapshot } from "./compile.ts";
 import type { CheckInput } from "./check.ts";
+import { memoryLimit } from "../resources.ts";
 
 const CHECK_PROCESS = fileURLToPath(new URL(`./check-process${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
 
@@ -62,16 +63,49 @@ export async function typeCheck(snap: FilterSnapshot): Promise<FilterDiagnostic[
   }
 }
 
+/**
+ * What a check's process may take at its peak: measured 110 to 160 MiB resident (the compiler's code is
+ * most of it; V8 flags brought it no lower than 110 MiB).
+ */
+export const CHECK_MIB = 160;
+
+/**
+ * Why the proxy cannot afford a type check now, or undefined: its container's memory limit leaves less
+ * than CHECK_MIB above what the proxy holds. The kernel would end a process of the cgroup, maybe the
+ * proxy itself, and with it every locked pod's egress: a version is then loaded unchecked (compiled, and
+ * its shape checked when the threads evaluate it, as before type checks), and the log says so.
+ */
+export function checkUnaffordable(limit: number | undefined = memoryLimit()): string | undefined {
+  if (limit === undefined) return undefined;
+  const rss = process.memoryUsage().rss;
+  const left = limit - rss;
+  if (left >= CHECK_MIB * 2 ** 20) return undefined;
+  const mib = (n: number): number => Math.round(n / 2 ** 20);
+  return `the memory limit ${mib(limit)} MiB leaves ${Math.max(0, mib(left))} MiB above the proxy's ${mib(rss)} MiB, and a type check takes up to ${CHECK_MIB} MiB`;
+}
+
+export interface BuildOptions {
+  /** Called instead of type-checking when the memory limit cannot afford a check (see checkUnaffordable); without it, always check. */
+  onCheckSkipped?: (why: string) => void;
+}
+
 /** Compiles and type-checks a snapshot; throws FilterLoadError (reason "compile" or "type") with every error. */
-export async function buildSnapshot(snap: FilterSnapshot, path: string = snap.entry): Promise<CompiledFilter> {
+export async function buildSnapshot(snap: FilterSnapshot, path: string = snap.entry, options: BuildOptions = {}): Promise<CompiledFilter> {
   // esbuild first: it is quick, and a syntax error is better said once, by it, than again by the checker.
   const compiled = await compileSnapshot(snap, path);
+  if (options.onCheckSkipped) {
+    const why = checkUnaffordable();
+    if (why !== undefined) {
+      options.onCheckSkipped(why);
+      return compiled;
+    }
+  }
   const errors = await typeCheck(snap);
   if (errors.length > 0) throw FilterLoadError.from("type", errors);
   return compiled;
 }
 
 /** Reads, compiles and type-checks the filter at `path` (its entry file, or its directory). */
-export async function buildFilter(path: string): Promise<CompiledFilter> {
-  return buildSnapshot(await readFilterSnapshot(path), path);
+export async function buildFilter(path: string, options: BuildOptions = {}): Promise<CompiledFilter> {
+  return buildSnapshot(await readFilterSnapshot(path), path, options);
 }
