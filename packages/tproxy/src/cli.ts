@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// tproxy command line: `tproxy run` (the proxy), `tproxy ca create` (make a CA), `tproxy filter test` (a filter's cases).
+// tproxy command line: `tproxy run` (the proxy), `tproxy ca create` (make a CA), `tproxy filter check|init|test` (filter/commands.ts).
 import { DEFAULT_TRANSPARENT_PORT, PROBE_ADDRESS } from "@tproxy/iptables";
 import { Command, Option } from "commander";
 import { parseRunConfig, type RawRunOptions } from "./config.ts";
 import { TproxyError } from "./errors.ts";
-import { addFilterTest } from "./filter/test-command.ts";
+import { filterCommands } from "./filter/commands.ts";
 import { createLogging } from "./observe/log.ts";
 import { connectionCapacity, cpuLimit, cpusAvailable, memoryLimit, planWorkers, type WorkerPlan } from "./resources.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -59,8 +59,9 @@ program
     `
 The filter is a TypeScript module whose default export has a request(flow) hook, a response(flow) hook,
 or both (types: import type { Filter } from "@tproxy/tproxy/filter"). It is reloaded within about a second
-when the file (or the ConfigMap volume holding it) changes; a version that does not compile is logged
-with file:line:col and the previous one stays in force. Without any loaded filter every request is denied.
+when any file of its directory (the ConfigMap volume) changes; a version that does not compile or
+type-check against the contract is logged, each error with file:line:col, and the previous one stays in
+force (tproxy filter check does the same before you ship one). Without any loaded filter every request is denied.
 
 Example:
   tproxy run --ca-cert ca.pem --ca-key ca.key --filter /etc/tproxy/filter/filter.ts --standard-port 1080`,
@@ -119,6 +120,6 @@ ca.command("create")
     }
   });
 
-addFilterTest(program);
+filterCommands(program);
 
 await program.parseAsync();

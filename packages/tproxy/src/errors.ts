@@ -22,13 +22,44 @@ export class CertificateError extends TproxyError {
   }
 }
 
+/** One thing wrong with a filter, where the compiler or type checker found it. */
+export interface FilterDiagnostic {
+  /** Absolute path of the file at fault, when known. */
+  file: string | undefined;
+  line: number | undefined;
+  column: number | undefined;
+  message: string;
+}
+
+/** Why a filter version was refused: unreadable, does not compile, has type errors, or its code fails when evaluated. */
+export type FilterLoadReason = "read" | "compile" | "type" | "evaluate";
+
+/** "file:line:col: message" (or less, when the location is not known). */
+export function formatDiagnostic(d: FilterDiagnostic): string {
+  const at = d.file === undefined ? undefined : d.line === undefined ? d.file : `${d.file}:${d.line}:${d.column ?? 1}`;
+  return at === undefined ? d.message : `${at}: ${d.message}`;
+}
+
 /** The filter script does not compile or its module does not have the expected shape. */
 export class FilterLoadError extends TproxyError {
   /** "file:line:col" of the first error, when the compiler gave one. */
   readonly location: string | undefined;
-  constructor(message: string, location?: string, options?: { cause?: unknown }) {
+  readonly reason: FilterLoadReason;
+  /** Every error found (compile and type errors), each with its own file:line:col. */
+  readonly diagnostics: FilterDiagnostic[];
+  constructor(message: string, location?: string, options?: { cause?: unknown; reason?: FilterLoadReason; diagnostics?: FilterDiagnostic[] }) {
     super("ERR_FILTER_LOAD", message, options);
     this.location = location;
+    this.reason = options?.reason ?? "evaluate";
+    this.diagnostics = options?.diagnostics ?? [];
+  }
+
+  /** One error for a list of diagnostics: its message is the first (and how many more), `diagnostics` has them all. */
+  static from(reason: FilterLoadReason, diagnostics: FilterDiagnostic[]): FilterLoadError {
+    const first = diagnostics[0]!;
+    const more = diagnostics.length > 1 ? ` (and ${diagnostics.length - 1} more error${diagnostics.length > 2 ? "s" : ""})` : "";
+    const location = first.file !== undefined && first.line !== undefined ? `${first.file}:${first.line}:${first.column ?? 1}` : undefined;
+    return new FilterLoadError(`${formatDiagnostic(first)}${more}`, location, { reason, diagnostics });
   }
 }
 

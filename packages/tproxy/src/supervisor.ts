@@ -19,7 +19,8 @@ import { readCaFiles } from "./certs/check.ts";
 import { VolumeWatch } from "./util/volume-watch.ts";
 import { newLeafKeyPem } from "./certs/leaf-key.ts";
 import { FilterLoadError } from "./errors.ts";
-import { compileFilter, type CompiledFilter } from "./filter/compile.ts";
+import { buildFilter } from "./filter/build.ts";
+import type { CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, clock } from "./filter/host.ts";
 import { FilterReloader } from "./filter/reloader.ts";
 import { trialEvaluate } from "./filter/trial.ts";
@@ -129,8 +130,10 @@ export class Supervisor {
     // the kernel hands its listeners connections from the moment they are bound: its threads start with
     // the filter already evaluated, so that none of those connections gets "no filter is loaded". This
     // compile is only a head start: the reloader below loads the file again, and reports what is wrong
-    // with it; a version the threads cannot evaluate leaves them without a filter, as it did before.
-    this.#initial = await compileFilter(config.filter).catch(() => undefined);
+    // with it; a version the threads cannot evaluate leaves them without a filter, as it did before. It is
+    // type-checked like every version (when the memory limit affords it, as for every version): one with
+    // type errors must not get in force by the head start.
+    this.#initial = await buildFilter(config.filter, { onCheckSkipped: () => undefined }).catch(() => undefined);
     // Threads only once the admin port is ours: a start that fails, fails before any thread runs. The
     // first binds the ports; the others (and every replacement) bind the same ones, also when the
     // configuration asked for any free port (0).
@@ -148,7 +151,10 @@ export class Supervisor {
         this.metrics.filterReloads.inc({ result: "success" });
         this.metrics.setFilter(hash);
       },
-      onError: () => this.metrics.filterReloads.inc({ result: "error" }),
+      onError: (err) => {
+        this.metrics.filterReloads.inc({ result: "error" });
+        this.metrics.filterLoadFailures.inc({ reason: err.reason });
+      },
     });
     await this.#reloader.start();
     this.#caWatch = await VolumeWatch.start([config.caCert, config.caKey], "CA", this.#log, () => { void this.#checkCa(); });

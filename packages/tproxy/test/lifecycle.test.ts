@@ -62,7 +62,8 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
       ["the file is missing", { "other.ts": GOOD }, /cannot read filter .*filter\.ts: ENOENT/],
       ["a syntax error", { "filter.ts": "export default {\n  request(flow) { const x = ; }\n};" }, /filter\.ts:2:29: Unexpected/],
       ["a top-level throw", { "filter.ts": `throw new Error("top-level boom");\nexport default { request() {} };` }, /Error: top-level boom/],
-      ["a default export without hooks", { "filter.ts": "export default { requests() {} };" }, /neither a request nor a response hook \(it has: requests\)/],
+      // Refused by the type check against the contract, before any thread evaluates it.
+      ["a default export without hooks", { "filter.ts": "export default { requests() {} };" }, /filter\.ts:1:18: Object literal may only specify known properties, but 'requests' does not exist in type 'Filter'/],
     ];
     for (const [what, files, reason] of CASES) {
       it(`${what}: every request gets 503 and /readyz 503; a good version makes requests judged and /readyz 200`, async () => {
@@ -95,7 +96,7 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
     }
   });
 
-  describe("a reload that compiles but cannot be used", () => {
+  describe("a reload that does not type-check against the contract, or compiles but cannot be used", () => {
     let proxy: Proc;
     let dir: string;
     before(async () => {
@@ -106,15 +107,16 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
       await proxy?.stop();
     });
 
-    const BAD: Array<[string, string, RegExp]> = [
-      ["throws at top level", `throw new Error("top-level boom");\nexport default { request() {} };`, /Error: top-level boom/],
-      ["has only a named export", "export function request(flow) {}", /no default export \(named exports: request\)/],
-      ["misspells the hook", "export default { requests(flow) {} };", /neither a request nor a response hook \(it has: requests\)/],
-      ["exports an empty object", "export default {};", /neither a request nor a response hook \(it is empty\)/],
-      ["exports a string", `export default "allow";`, /must be an object with request and\/or response hooks, not string/],
-      ["has a hook that is not a function", "export default { request: true };", /"request" export must be a function, not boolean/],
+    // What the type check (against the filter contract) refuses first, and what only evaluating the module shows.
+    const BAD: Array<[string, string, RegExp, "type" | "evaluate"]> = [
+      ["throws at top level", `throw new Error("top-level boom");\nexport default { request() {} };`, /filter\.ts:1:\d+: Error: top-level boom/, "evaluate"],
+      ["has only a named export", "export function request(flow) {}", /filter\.ts:1:1: the default export is not a Filter .*has no default export/, "type"],
+      ["misspells the hook", "export default { requests(flow) {} };", /filter\.ts:1:18: Object literal may only specify known properties, but 'requests' does not exist in type 'Filter'/, "type"],
+      ["exports an empty object", "export default {};", /neither a request nor a response hook \(it is empty\)/, "evaluate"],
+      ["exports a string", `export default "allow";`, /Type '"allow"' has no properties in common with type 'Filter'/, "type"],
+      ["has a hook that is not a function", "export default { request: true };", /filter\.ts:1:18: Type 'boolean' is not assignable to type 'Hook'/, "type"],
     ];
-    for (const [what, source, reason] of BAD) {
+    for (const [what, source, reason, label] of BAD) {
       it(`keeps the previous version when the new one ${what}, and logs why`, async () => {
         // Each case starts from the good version in force, whatever the one before left.
         writeConfigMap(dir, { "filter.ts": GOOD });
@@ -130,6 +132,7 @@ describe("tproxy filter lifecycle, flags and metrics (network namespaces, iptabl
         expect(await curl(["https://storage.googleapis.com/still"])).to.include({ status: 200, body: "storage.googleapis.com GET /still\n" });
         const after = await metricsOf(world);
         expect(metric(after, "tproxy_filter_reloads_total", { result: "error" }) - metric(before, "tproxy_filter_reloads_total", { result: "error" })).to.equal(1);
+        expect(metric(after, "tproxy_filter_load_failures_total", { reason: label }) - metric(before, "tproxy_filter_load_failures_total", { reason: label })).to.equal(1);
         expect(metric(after, "tproxy_filter_info", { hash: sourceHash(GOOD) })).to.equal(1);
         expect((await readyz(world)).status).to.equal(200);
       });

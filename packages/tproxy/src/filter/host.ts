@@ -17,6 +17,7 @@ import { HookBudget } from "./budget.ts";
 import type { CompiledFilter } from "./compile.ts";
 import type { Answer, FlowData, HookName } from "./protocol.ts";
 import type { Filter, Flow, Headers, Hook } from "./types.ts";
+import { errorLocator } from "./sourcemap.ts";
 
 export interface HookResult {
   /** Set when the hook called `flow.respond`. */
@@ -49,6 +50,8 @@ export interface FilterVersion {
 interface LiveVersion extends FilterVersion {
   filter: Filter;
   makeFlow: FlowFactory;
+  /** Where in the filter's source files an error was thrown (its source map), for the hook's log line. */
+  locate: (err: unknown) => string | undefined;
   refs: number;
 }
 
@@ -188,7 +191,12 @@ function validate(exports: Record<string, unknown>): Filter {
   return filter as Filter;
 }
 
-function describe(err: unknown): string {
+function describe(err: unknown, locate?: (err: unknown) => string | undefined): string {
+  const at = locate?.(err);
+  return (at === undefined ? "" : `${at}: `) + describeError(err);
+}
+
+function describeError(err: unknown): string {
   return err instanceof Error || (err !== null && typeof err === "object" && "message" in err && "name" in err)
     ? `${String((err as Error).name)}: ${String((err as Error).message)}`
     : `non-error thrown: ${String(err)}`;
@@ -199,7 +207,8 @@ function isThenable(x: unknown): x is PromiseLike<unknown> {
 }
 
 /** Evaluates a compiled filter in a new context; throws FilterLoadError naming what is wrong. */
-export function evaluateFilter(code: string, filename: string, filterConsole?: Console): { filter: Filter; makeFlow: FlowFactory } {
+export function evaluateFilter(code: string, filename: string, filterConsole?: Console): { filter: Filter; makeFlow: FlowFactory; locate: (err: unknown) => string | undefined } {
+  const locate = errorLocator(code, filename);
   const sandbox: Record<string, unknown> = {};
   for (const name of NODE_GLOBALS) sandbox[name] = (globalThis as Record<string, unknown>)[name];
   if (filterConsole) sandbox.console = filterConsole;
@@ -211,9 +220,9 @@ export function evaluateFilter(code: string, filename: string, filterConsole?: C
     fn(module.exports, createRequire(filename), module, filename, dir);
     const filter = validate(module.exports);
     const makeFlow = new Script(FLOW_FACTORY, { filename: "tproxy:flow" }).runInContext(context) as FlowFactory;
-    return { filter, makeFlow };
+    return { filter, makeFlow, locate };
   } catch (err) {
-    throw new FilterLoadError(describe(err));
+    throw new FilterLoadError(describe(err, locate));
   }
 }
 
@@ -269,7 +278,7 @@ export class FilterHost {
       throw new FilterLoadError(`${compiled.path}: evaluating the filter's top-level code took ${Math.round(ms)} ms, more than ${this.#loadTimeoutMs} ms`);
     }
     const hooks = (["request", "response"] as const).filter((h) => typeof evaluated.filter[h] === "function");
-    const live: LiveVersion = { version: this.#nextVersion++, hash: compiled.hash, hooks: new Set(hooks), filter: evaluated.filter, makeFlow: evaluated.makeFlow, refs: 0 };
+    const live: LiveVersion = { version: this.#nextVersion++, hash: compiled.hash, hooks: new Set(hooks), filter: evaluated.filter, makeFlow: evaluated.makeFlow, locate: evaluated.locate, refs: 0 };
     return live;
   }
 
@@ -323,7 +332,7 @@ export class FilterHost {
       flow = live.makeFlow(data, (a) => { answer = a; }, side, budget.wait);
       returned = runningFor.run(data.id, () => hook?.call(live.filter, flow));
     } catch (err) {
-      return Promise.reject(new FilterHookError(describe(err)));
+      return Promise.reject(new FilterHookError(describe(err, live.locate)));
     } finally {
       this.#watch.leave();
     }
@@ -337,7 +346,7 @@ export class FilterHost {
       budget.start(() => reject(new FilterTimeoutError(hookName, this.timeoutMs)));
       returned.then(
         () => { budget.stop(); resolve(result()); },
-        (err: unknown) => { budget.stop(); reject(new FilterHookError(describe(err))); },
+        (err: unknown) => { budget.stop(); reject(new FilterHookError(describe(err, live.locate))); },
       );
     });
   }

@@ -1,8 +1,11 @@
-// Watches the filter file the way Kubernetes updates a ConfigMap volume (util/volume-watch.ts) and loads
-// each new version: any event leads to re-reading the file through its path and comparing hashes.
+// Watches the filter's directory the way Kubernetes updates a ConfigMap volume (util/volume-watch.ts) and
+// loads each new version: any event leads to re-reading every file of the directory and comparing hashes,
+// so a change to an imported file alone is a new version. Each version is compiled and type-checked
+// (build.ts) before the target evaluates it.
 import type { Logger } from "pino";
-import { FilterLoadError } from "../errors.ts";
-import { compileFilter, hashFilterSource } from "./compile.ts";
+import { FilterLoadError, formatDiagnostic } from "../errors.ts";
+import { buildSnapshot } from "./build.ts";
+import { filterEntry, readFilterSnapshot } from "./compile.ts";
 import { VolumeWatch } from "../util/volume-watch.ts";
 import type { CompiledFilter } from "./compile.ts";
 
@@ -37,7 +40,9 @@ export class FilterReloader {
   /** Loads the filter once (a failure leaves no filter: every request is denied), then watches it. */
   async start(options: { pollMs?: number } = {}): Promise<void> {
     await this.check();
-    this.#watch = await VolumeWatch.start([this.#path], "filter", this.#log, () => { void this.check(); }, options);
+    // --filter may name the directory: watch inside it (the watch is on the folder of the path it gets).
+    const entry = await filterEntry(this.#path).catch(() => this.#path);
+    this.#watch = await VolumeWatch.start([entry], "filter", this.#log, () => { void this.check(); }, options);
     // A swap between the first load and the watch becoming ready produced no event: look once more.
     await this.check();
   }
@@ -50,20 +55,27 @@ export class FilterReloader {
 
   async #check(): Promise<void> {
     try {
-      const hash = await hashFilterSource(this.#path);
-      if (hash === this.#lastSeen) return;
-      this.#lastSeen = hash;
-      const compiled = await compileFilter(this.#path);
+      const snap = await readFilterSnapshot(this.#path);
+      if (snap.hash === this.#lastSeen) return;
+      this.#lastSeen = snap.hash;
       const started = performance.now();
+      const compiled = await buildSnapshot(snap, this.#path, {
+        onCheckSkipped: (why) => this.#log.warn({ filter: this.#path, hash: snap.hash }, `filter not type-checked: ${why}; it is compiled and its shape checked when evaluated (raise the limit to have it checked)`),
+      });
+      const checked = performance.now();
       await this.#host.load(compiled);
-      this.#log.info({ filter: this.#path, hash: compiled.hash, ms: Math.round(performance.now() - started) }, "filter loaded");
+      this.#log.info({ filter: this.#path, hash: compiled.hash, files: snap.files.size, checkMs: Math.round(checked - started), ms: Math.round(performance.now() - checked) }, "filter loaded");
       this.#events.onLoaded?.(compiled.hash);
     } catch (err) {
       const e = err instanceof FilterLoadError ? err : new FilterLoadError(String(err));
       if (e.message.startsWith("cannot read filter")) this.#lastSeen = undefined; // try again on the next event
       const current = this.#host.current;
+      // Every error on a line of its own, each with its file:line:col: the summary below names only the first.
+      if (e.diagnostics.length > 1) {
+        for (const d of e.diagnostics) this.#log.error({ filter: this.#path, reason: e.reason, file: d.file, line: d.line, column: d.column }, formatDiagnostic(d));
+      }
       this.#log.error(
-        { filter: this.#path, location: e.location, kept: current?.hash ?? null },
+        { filter: this.#path, location: e.location, reason: e.reason, kept: current?.hash ?? null },
         current ? `filter not loaded, previous version stays in force: ${e.message}` : `filter not loaded, no filter in force (every request is denied): ${e.message}`,
       );
       this.#events.onError?.(e);

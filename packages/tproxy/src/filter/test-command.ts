@@ -4,13 +4,9 @@ import { resolve } from "node:path";
 import { Option, type Command } from "commander";
 import { TproxyError } from "../errors.ts";
 
-/** The `filter` command group: the one another module registered, or a new one. */
-export function filterCommands(program: Command): Command {
-  return program.commands.find((c) => c.name() === "filter") ?? program.command("filter").description("Filter tools.");
-}
-
-export function addFilterTest(program: Command): void {
-  filterCommands(program)
+/** Adds `test` to the `filter` command group (filter/commands.ts). */
+export function addFilterTest(filter: Command): void {
+  filter
     .command("test")
     .description("Run the requests of a case file (YAML or JSON) through a filter offline and check what it decides.")
     .argument("<filter>", "filter script (TypeScript)")

@@ -92,6 +92,14 @@ export interface Flow {
 /** A hook may finish synchronously or return a promise. */
 export type Hook = (flow: Flow) => void | Promise<void>;
 
+/** The flow a `response` hook gets: the upstream's answer is there. */
+export interface ResponseFlow extends Flow {
+  readonly response: FlowResponse;
+}
+
+/** A `response` hook: `flow.response` is always present in it. */
+export type ResponseHook = (flow: ResponseFlow) => void | Promise<void>;
+
 /**
  * A filter script's default export: at least one of the hooks (a module with neither is refused when it
  * loads, like one that does not compile). With no `request` hook every request passes to `response`.
@@ -111,5 +119,5 @@ export interface Filter {
   /** Runs before the request goes upstream: call `flow.respond` to answer (deny), or edit headers. */
   request?: Hook;
   /** Runs when the upstream's status and headers arrive: edit headers, or `flow.respond` to replace the answer. */
-  response?: Hook;
+  response?: ResponseHook;
 }

@@ -153,6 +153,7 @@ export class ProxyMetrics {
   readonly certCacheEntries = new Gauge("tproxy_certificate_cache_entries", "Leaf certificates held in memory");
   readonly certCacheLookups = new Counter<"result">("tproxy_certificate_cache_lookups_total", "Leaf certificate lookups, by result: hit (in this thread's cache), shared (minted by another serving thread), mint");
   readonly filterReloads = new Counter<"result">("tproxy_filter_reloads_total", "Filter loads, by result (success or error)");
+  readonly filterLoadFailures = new Counter<"reason">("tproxy_filter_load_failures_total", "Filter versions refused, by reason: read (the files cannot be read), compile (esbuild), type (type errors against the filter contract), evaluate (its top-level code threw, or its default export is no filter)");
   readonly filterErrors = new Counter<"kind">("tproxy_filter_errors_total", "Hook calls that failed, by kind (throw or timeout)");
   readonly workerRestarts = new Counter<"reason">("tproxy_worker_restarts_total", "Serving threads replaced, by reason: hook-stuck (a filter hook ran past twice its budget without yielding), stalled (no heartbeat), exited (the thread ended or crashed)");
   readonly caReloads = new Counter<"result">("tproxy_ca_reloads_total", "CA changes seen on the mounted files, by result (success, or error: the previous CA stays)");
@@ -165,6 +166,6 @@ export class ProxyMetrics {
   }
 
   toJSON(): MetricJson[] {
-    return [this.requests, this.duration, this.openConnections, this.rejectedConnections, this.certCacheEntries, this.certCacheLookups, this.filterReloads, this.filterErrors, this.workerRestarts, this.caReloads, this.caExpiry, this.filterInfo].map((m) => m.toJSON());
+    return [this.requests, this.duration, this.openConnections, this.rejectedConnections, this.certCacheEntries, this.certCacheLookups, this.filterReloads, this.filterLoadFailures, this.filterErrors, this.workerRestarts, this.caReloads, this.caExpiry, this.filterInfo].map((m) => m.toJSON());
   }
 }
