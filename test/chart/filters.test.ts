@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import type { BodyReader, Filter, Flow, Headers } from "@tproxy/tproxy/filter";
+import type { BodyReader, Filter, Flow, Headers, ResponseFlow } from "@tproxy/tproxy/filter";
 import { REPO_ROOT } from "../support/helm.ts";
 
 const pexec = promisify(execFile);
@@ -129,7 +129,7 @@ describe("the chart's filters", function () {
     const download = async (first: string, headers: Headers = {}) => {
       const f = flow("GET", "https://downloads.example.com/file");
       const response = { status: 200, headers, ...reader(first + "rest of the file") };
-      const withResponse: Flow = { ...f.flow, response, respond: f.flow.respond };
+      const withResponse: ResponseFlow = { ...f.flow, response, respond: f.flow.respond };
       await filter.response!(withResponse);
       return f.answer();
     };

@@ -90,8 +90,8 @@ describe("tproxy filter test", function () {
     expect(r.stdout).to.include("ok   audited denial passes: pass, would-deny 418 (audit: trial rule)\n");
     // The filter's console lines, under their case.
     expect(r.stdout).to.include("ok   other host gets 418: answer 418 (filter)\n     | denying other.example\n");
-    // A hook that throws: denied as the proxy does by default, with what it threw.
-    expect(r.stdout).to.include("ok   hook throws: answer 403 (filter-error)\n     ! request hook failed: Error: boom\n");
+    // A hook that throws: denied as the proxy does by default, with what it threw and where (source line).
+    expect(r.stdout).to.match(/ok   hook throws: answer 403 \(filter-error\)\n     ! request hook failed: \S+\/filter\.ts:5:47: Error: boom\n/);
     expect(r.stdout).to.match(/6 cases: 6 ok, 0 failed\n$/);
   });
 
