@@ -155,6 +155,11 @@ export class IdentityPublisher {
     }
   }
 
+  /** Resolves once the writes started so far are done. */
+  async idle(): Promise<void> {
+    await this.#writing;
+  }
+
   /** Stops writing and deletes the file: nothing follows the pods any more, so it must not be trusted. */
   async stop(): Promise<void> {
     this.#stopped = true;
