@@ -29,8 +29,8 @@ export interface FlowClient {
    * The pod of this node that has `address`, from podwatch (`tproxy run --pod-identity-file`, which the
    * chart sets). Undefined when no pod of this node has the address (the node itself, host-network pods,
    * pods of other nodes) and whenever the map is missing or older than 30 s: a filter that allows by pod
-   * should deny when it is undefined. As trustworthy as the source address: podwatch's enforce chain
-   * drops spoofed sources of locked pods.
+   * should deny when it is undefined. As trustworthy as the connection's source address (a pod sending
+   * with another's address never completes the TCP handshake: the answer goes to the other pod).
    */
   readonly pod?: PodIdentity;
 }
