@@ -5,6 +5,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { parseRunConfig } from "../src/config.ts";
 import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost } from "../src/filter/host.ts";
 import { PodDirectory, PodIdentitySource, parseSnapshot, type PodSnapshot } from "../src/identity/pods.ts";
@@ -18,6 +19,14 @@ function file(generatedAt: number, pods: Record<string, unknown> = { "10.244.0.5
 
 describe("pod identity (proxy side)", function () {
   this.timeout(10_000);
+
+  it("takes --pod-identity-file as an absolute path, and is off without it", () => {
+    const base = { caCert: "c", caKey: "k", filter: "f.ts" };
+    expect(parseRunConfig({ ...base, podIdentityFile: "/run/tproxy/pods.json" }).podIdentityFile).to.equal("/run/tproxy/pods.json");
+    expect(parseRunConfig({ ...base, podIdentityFile: "pods.json" }).podIdentityFile).to.equal(join(process.cwd(), "pods.json"));
+    expect(parseRunConfig({ ...base, podIdentityFile: "" })).not.to.have.property("podIdentityFile");
+    expect(parseRunConfig(base)).not.to.have.property("podIdentityFile");
+  });
 
   it("parses podwatch's file and names what is wrong with a broken one", () => {
     const s = parseSnapshot(file(5));
