@@ -31,6 +31,7 @@ const program = new Command("tproxy-podwatch")
   .addOption(new Option("--daemonset <namespace/name>", "the DaemonSet running this podwatch: on SIGTERM, when it is gone or being deleted (an uninstall), the node's chains are removed, but for locked pods still running; otherwise (a restart, a rolling update) they stay").env("TPROXY_DAEMONSET"))
   .addOption(new Option("--metrics-address <ip>", "address /healthz and /metrics listen on (the node's loopback by default: probes use host 127.0.0.1; 0.0.0.0 for a Prometheus scraping the node)").env("TPROXY_METRICS_ADDRESS").default(DEFAULT_METRICS_ADDRESS))
   .addOption(new Option("--iptables-backend <mode>", "iptables backend of the node's rules: auto (the one kube-proxy uses, detected as its image does), nft or legacy").env("TPROXY_IPTABLES_BACKEND").default(DEFAULT_IPTABLES_BACKEND))
+  .addOption(new Option("--pod-identity-file <path>", "write this node's pods by IP (namespace, name, labels, annotations, service account) to this file, for the proxy's flow.client.pod; rewritten on every change and every 5 s, deleted on stop; default: not written").env("TPROXY_POD_IDENTITY_FILE"))
   .action(async (raw: RawOptions) => {
     const config = parseConfig(raw);
     const log = pino({ name: "tproxy-podwatch", level: process.env.TPROXY_LOG_LEVEL ?? "info" });

@@ -54,6 +54,11 @@ export interface PodwatchConfig {
    * never (every stop is a restart).
    */
   readonly daemonSet: { readonly namespace: string; readonly name: string } | undefined;
+  /**
+   * Where this node's pods are published by IP for the proxy (`flow.client.pod`; see identity.ts). Flag
+   * `--pod-identity-file`, env `TPROXY_POD_IDENTITY_FILE`; undefined (default): not published.
+   */
+  readonly podIdentityFile: string | undefined;
 }
 
 /** Raw values as commander hands them over (strings from flags or environment). */
@@ -71,6 +76,7 @@ export interface RawOptions {
   metricsAddress?: string;
   iptablesBackend?: string;
   daemonset?: string;
+  podIdentityFile?: string;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -120,6 +126,7 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
     metricsAddress: parseAddress("--metrics-address", raw.metricsAddress ?? DEFAULT_METRICS_ADDRESS),
     iptablesBackend: parseBackend(raw.iptablesBackend ?? DEFAULT_IPTABLES_BACKEND),
     daemonSet: parseDaemonSet(raw.daemonset),
+    podIdentityFile: parseFilePath("--pod-identity-file", raw.podIdentityFile),
   });
 }
 
@@ -147,6 +154,13 @@ function parseDaemonSet(value: string | undefined): PodwatchConfig["daemonSet"] 
     throw new ConfigError(`--daemonset ${JSON.stringify(value)} is not namespace/name of a DaemonSet (e.g. tproxy/tproxy)`);
   }
   return Object.freeze({ namespace, name });
+}
+
+function parseFilePath(flag: string, value: string | undefined): string | undefined {
+  const text = (value ?? "").trim();
+  if (text === "") return undefined;
+  if (!text.startsWith("/") || text.endsWith("/")) throw new ConfigError(`${flag} ${JSON.stringify(value)} is not an absolute file path (e.g. /run/tproxy/pods.json)`);
+  return text;
 }
 
 function parseAddress(flag: string, value: string): string {

@@ -10,6 +10,7 @@ import { daemonSetState, tcpMigrateReq, type DaemonSetState } from "./lifecycle.
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Reconciler } from "./reconciler.ts";
 import { startStatusServer, type Health, type StatusServer } from "./server.ts";
+import { IdentityPublisher } from "./identity.ts";
 import { PodWatcher } from "./watcher.ts";
 
 /** Side effects podwatch uses; each defaults to the real thing. */
@@ -70,6 +71,15 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     standardPort: config.standardPort,
     resyncMs: config.resyncMs,
   });
+  const identityFile = config.podIdentityFile;
+  const identity = identityFile === undefined ? undefined : new IdentityPublisher({
+    path: identityFile,
+    nodeName: config.nodeName,
+    pods: () => watcher?.pods() ?? [],
+    watching: () => watcher?.watching ?? false,
+    clock,
+    log,
+  });
   watcher = new PodWatcher({
     kubeConfig,
     nodeName: config.nodeName,
@@ -77,8 +87,14 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     clock,
     log,
     metrics,
-    onChange: (reason) => reconciler.enqueue(reason),
-    onSynced: () => reconciler.start(),
+    onChange: (reason) => {
+      reconciler.enqueue(reason);
+      identity?.changed();
+    },
+    onSynced: () => {
+      reconciler.start();
+      identity?.changed();
+    },
   });
   const w = watcher;
 
@@ -107,7 +123,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     log.info({ port: server.port }, "serving /healthz and /metrics");
   }
   log.info(
-    { node: config.nodeName, namespaces: config.namespaces.length > 0 ? config.namespaces : "all", annotation: config.annotation, initContainer: config.initContainer, allowDns: config.allowDns.length > 0 ? config.allowDns : "port 53 anywhere", standardPort: config.standardPort, proxyPort: config.proxyPort, redirectTo: config.redirectTo, resyncMs: config.resyncMs },
+    { node: config.nodeName, namespaces: config.namespaces.length > 0 ? config.namespaces : "all", annotation: config.annotation, initContainer: config.initContainer, allowDns: config.allowDns.length > 0 ? config.allowDns : "port 53 anywhere", standardPort: config.standardPort, proxyPort: config.proxyPort, redirectTo: config.redirectTo, resyncMs: config.resyncMs, podIdentityFile: identityFile },
     "watching pods of this node",
   );
   w.start();
@@ -167,12 +183,14 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     health,
     async stop() {
       await w.stop();
+      await identity?.stop();
       await reconciler.stop();
       await server?.close();
     },
     async shutdown() {
       await dsProbed;
       await w.stop();
+      await identity?.stop();
       await reconciler.stop();
       try {
         await finalStop();

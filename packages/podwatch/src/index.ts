@@ -18,6 +18,8 @@ export type { IptablesRunner, ExecIptablesOptions, Table } from "./iptables.ts";
 export { Reconciler } from "./reconciler.ts";
 export type { ReconcilerOptions, ReconcileResult } from "./reconciler.ts";
 export { PodWatcher } from "./watcher.ts";
+export { IdentityPublisher, identitySnapshot, IDENTITY_FORMAT } from "./identity.ts";
+export type { PodIdentity, IdentitySnapshot, IdentityPublisherOptions } from "./identity.ts";
 export type { PodWatcherOptions } from "./watcher.ts";
 export { systemClock, Backoff } from "./clock.ts";
 export type { Clock, Timer } from "./clock.ts";

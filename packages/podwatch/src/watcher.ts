@@ -86,6 +86,11 @@ export class PodWatcher {
     return this.#synced;
   }
 
+  /** True while the cache follows the API: every informer has listed and none is waiting to restart. */
+  get watching(): boolean {
+    return this.#synced && !this.#stopped && this.#slots.every((s) => !s.restarting);
+  }
+
   /** Every cached pod of this node. */
   pods(): V1Pod[] {
     return this.#slots.flatMap((s) => [...s.informer.list()]);

@@ -19,8 +19,16 @@ describe("podwatch config", () => {
       metricsAddress: "127.0.0.1",
       iptablesBackend: "auto",
       daemonSet: undefined,
+      podIdentityFile: undefined,
     });
     expect(Object.isFrozen(c)).to.equal(true);
+  });
+
+  it("takes an absolute --pod-identity-file and refuses a relative one or a folder", () => {
+    expect(parseConfig({ nodeName: "n", podIdentityFile: " /run/tproxy/pods.json " }).podIdentityFile).to.equal("/run/tproxy/pods.json");
+    expect(parseConfig({ nodeName: "n", podIdentityFile: "" }).podIdentityFile).to.equal(undefined);
+    expect(() => parseConfig({ nodeName: "n", podIdentityFile: "pods.json" })).to.throw(ConfigError, '--pod-identity-file "pods.json" is not an absolute file path (e.g. /run/tproxy/pods.json)');
+    expect(() => parseConfig({ nodeName: "n", podIdentityFile: "/run/tproxy/" })).to.throw(ConfigError, "is not an absolute file path");
   });
 
   it("takes an iptables backend by name and refuses any other", () => {

@@ -7,7 +7,7 @@
 import { expect } from "chai";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -306,10 +306,11 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     const help = await must(process.execPath, [CLI, "--help"]);
     const listed = [...help.matchAll(/env:\s+([A-Z][A-Z_]+)\)/g)].map((m) => m[1]).sort();
     expect(listed).to.deep.equal([
-      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_DAEMONSET", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_PROXY_PORT", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
+      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_DAEMONSET", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_POD_IDENTITY_FILE", "TPROXY_PROXY_PORT", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
     ]);
 
     const other = await otherNode();
+    const identityFile = join(tmpdir(), `podwatch-env-${process.pid}-pods.json`);
     const fromEnv = await launch({
       ...other,
       args: [],
@@ -327,6 +328,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
         TPROXY_METRICS_ADDRESS: "0.0.0.0",
         TPROXY_IPTABLES_BACKEND: "nft",
         TPROXY_DAEMONSET: "tproxy-system/not-there",
+        TPROXY_POD_IDENTITY_FILE: identityFile,
       },
     });
     try {
@@ -343,6 +345,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       api.createPod({ name: "other-node", namespace: "env-a", nodeName: "node-a", annotations: custom, podIP: "10.246.0.5" });
       api.createPod({ name: "init", namespace: "env-b", nodeName: "node-env", initContainers: ["lock"], podIP: "10.246.0.6" });
       await waitRules("rules of env-a and env-b with the custom key and init container", ["env-a/yes 10.246.0.1", "env-b/init 10.246.0.6", "env-b/yes 10.246.0.2"], "ipv4", 5_000, other.node);
+      await waitFor("the pod identity file of TPROXY_POD_IDENTITY_FILE", () => { try { return readFileSync(identityFile, "utf8").includes('"10.246.0.6"'); } catch { return false; } }, 5_000);
       const filter = await other.node.must("iptables-save", ["-t", "filter"]);
       expect(filter).to.match(/^-A TPROXY-ENFORCE -p udp -m conntrack --ctorigdst 10\.96\.0\.11 --ctorigdstport 53 -m comment .*-j RETURN$/m);
       expect(filter).to.match(/^-A TPROXY-ENFORCE -p tcp -m tcp --dport 1080 -m addrtype --dst-type LOCAL -m comment .*-j RETURN$/m);

@@ -53,6 +53,7 @@ program
   .addOption(new Option("--block-cidr <cidr>", "range no upstream connection may reach, e.g. the Service CIDR (repeatable; env: comma-separated)").env("TPROXY_BLOCK_CIDR").argParser(collect))
   .addOption(new Option("--allow-upstream-cidr <cidr>", "range upstream connections may reach even if node-local, link-local or blocked (repeatable; env: comma-separated)").env("TPROXY_ALLOW_UPSTREAM_CIDR").argParser(collect))
   .addOption(new Option("--allow-port <port>", "port a standard-mode request or CONNECT may reach; default 80 and 443 (repeatable; env: comma-separated)").env("TPROXY_ALLOW_PORT").argParser(collect))
+  .addOption(new Option("--pod-identity-file <path>", "podwatch's map of this node's pods by IP (its --pod-identity-file, in a volume both share): filters see flow.client.pod; missing or older than 30 s, no pod is named").env("TPROXY_POD_IDENTITY_FILE"))
   .addOption(new Option("--workers <n>", 'serving threads (one process) sharing the ports; "auto": one per CPU the container may use (its CPU limit, else its cores), no more than its memory limit holds').env("TPROXY_WORKERS").default("auto"))
   .addHelpText(
     "after",

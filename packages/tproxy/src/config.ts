@@ -47,6 +47,8 @@ export interface RunConfig extends ConnectionBounds {
   readonly allowUpstreamCidrs: readonly string[];
   /** Ports a standard-mode (explicit proxy) request may reach. Default 80 and 443. */
   readonly allowPorts: readonly number[];
+  /** podwatch's map of this node's pods by IP, for `flow.client.pod` (identity/pods.ts); undefined: none. */
+  readonly podIdentityFile?: string;
 }
 
 export interface RawRunOptions {
@@ -77,6 +79,7 @@ export interface RawRunOptions {
   requestTimeout?: string;
   maxClientConnections?: string;
   maxConnections?: string;
+  podIdentityFile?: string;
 }
 
 /** A repeatable flag: each value (and an environment variable's value) may hold several, comma-separated. */
@@ -182,6 +185,8 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     blockCidrs: Object.freeze(cidrs("--block-cidr", raw.blockCidr)),
     allowUpstreamCidrs: Object.freeze(cidrs("--allow-upstream-cidr", raw.allowUpstreamCidr)),
     allowPorts: Object.freeze(ports(raw.allowPort)),
+    // Only when given: a configuration without it is the one from before the flag existed.
+    ...(raw.podIdentityFile === undefined || raw.podIdentityFile.trim() === "" ? {} : { podIdentityFile: resolve(raw.podIdentityFile.trim()) }),
     handshakeTimeoutMs: bound("--handshake-timeout", raw.handshakeTimeout, 10_000, "milliseconds"),
     headerTimeoutMs: bound("--header-timeout", raw.headerTimeout, 10_000, "milliseconds"),
     idleTimeoutMs: bound("--idle-timeout", raw.idleTimeout, 30_000, "milliseconds"),

@@ -15,6 +15,7 @@ import { caFromPem } from "./certs/ca.ts";
 import { LeafCertificates, type CertificateShare } from "./certs/leaf-cache.ts";
 import { FilterHost, type FilterVersion, type HookWatch } from "./filter/host.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
+import type { PodIdentity } from "./filter/types.ts";
 import { ProxyMetrics } from "./observe/metrics.ts";
 import { ClientCounts } from "./net/client-counts.ts";
 import { listen } from "./net/listen.ts";
@@ -47,6 +48,8 @@ export interface ServeOptions {
   certificateShare?: CertificateShare;
   /** Connections per source address, counted in memory every serving thread shares. */
   clientCounts?: SharedArrayBuffer;
+  /** Which pod of this node has a client address (`flow.client.pod`); default: none known. */
+  pods?: { lookup(address: string): PodIdentity | undefined };
 }
 
 export interface ProxyAddresses {
@@ -143,6 +146,7 @@ export class TproxyServer {
       maxBodyBytes: config.maxBodyBytes,
       // An upstream's body that a response hook waits for is bounded like a client's request body.
       bodyWaitMs: config.requestTimeoutMs,
+      ...(this.#options.pods ? { pods: this.#options.pods } : {}),
     });
     this.#interceptor = interceptor;
 

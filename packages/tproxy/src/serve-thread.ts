@@ -6,6 +6,7 @@ import type { CertificateShare } from "./certs/leaf-cache.ts";
 import type { RunConfig } from "./config.ts";
 import type { CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, type FilterVersion } from "./filter/host.ts";
+import { PodDirectory, type PodSnapshot } from "./identity/pods.ts";
 import { createLogging, stdoutFd } from "./observe/log.ts";
 import type { MetricJson } from "./observe/metrics.ts";
 import { TproxyServer, type ServingState } from "./proxy.ts";
@@ -20,6 +21,8 @@ export interface ThreadData {
   clientCounts: SharedArrayBuffer;
   watch: SharedArrayBuffer;
   filter: CompiledFilter | undefined;
+  /** podwatch's pod map as the supervisor read it last (with --pod-identity-file). */
+  pods?: PodSnapshot | undefined;
 }
 
 /** Supervisor → thread. */
@@ -30,6 +33,7 @@ export type ToThread =
   | { type: "load"; filter: CompiledFilter }
   | { type: "metrics"; id: number }
   | { type: "ca"; certPem: string; keyPem: string }
+  | { type: "pods"; snapshot: PodSnapshot | undefined }
   | { type: "drain" };
 
 /** Thread → supervisor. */
@@ -59,12 +63,15 @@ setInterval(() => watch.beat(), HEARTBEAT_MS).unref();
 // Certificates one thread mints, the others use without signing again.
 const certificates = new BroadcastChannel(LEAF_CHANNEL);
 certificates.unref();
+const pods = new PodDirectory();
+pods.set(data.pods);
 const server = new TproxyServer(data.config, logging, {
   reusePort: true,
   ticketKeys: Buffer.from(data.ticketKeys),
   leafKeyPem: data.leafKeyPem,
   ca: data.ca,
   clientCounts: data.clientCounts,
+  pods,
   certificateShare: certificates as unknown as CertificateShare,
   supervised: { watch, initialFilter: data.filter, onState: (state) => send({ type: "state", state }) },
 });
@@ -109,6 +116,9 @@ port.on("message", (msg: ToThread) => {
       } catch (err) {
         logging.log.error({ err: (err as Error).message }, "the new CA did not load in this thread; it signs with the previous one");
       }
+      return;
+    case "pods":
+      pods.set(msg.snapshot);
       return;
     case "drain":
       server.stop().then(() => {

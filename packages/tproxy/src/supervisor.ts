@@ -24,6 +24,7 @@ import type { CompiledFilter } from "./filter/compile.ts";
 import { HookWatch, clock } from "./filter/host.ts";
 import { FilterReloader } from "./filter/reloader.ts";
 import { trialEvaluate } from "./filter/trial.ts";
+import { PodIdentitySource } from "./identity/pods.ts";
 import { ClientCounts } from "./net/client-counts.ts";
 import { listen } from "./net/listen.ts";
 import { createAdminServer } from "./observe/admin.ts";
@@ -99,6 +100,8 @@ export class Supervisor {
   #caSeen: string | undefined;
   #caWatch: VolumeWatch | undefined;
   #watchdog: NodeJS.Timeout | undefined;
+  /** podwatch's pod map (--pod-identity-file), read here once for all threads. */
+  #pods: PodIdentitySource | undefined;
 
   constructor(config: RunConfig, logging: Logging) {
     this.#config = config;
@@ -134,6 +137,13 @@ export class Supervisor {
     // type-checked like every version (when the memory limit affords it, as for every version): one with
     // type errors must not get in force by the head start.
     this.#initial = await buildFilter(config.filter, { onCheckSkipped: () => undefined }).catch(() => undefined);
+    // Read before the first thread starts, so that it starts knowing the pods.
+    if (config.podIdentityFile !== undefined) {
+      this.#pods = new PodIdentitySource(config.podIdentityFile, this.#log, (snapshot) => {
+        for (const t of this.#threads.values()) t.worker.postMessage({ type: "pods", snapshot } satisfies ToThread);
+      });
+      await this.#pods.start();
+    }
     // Threads only once the admin port is ours: a start that fails, fails before any thread runs. The
     // first binds the ports; the others (and every replacement) bind the same ones, also when the
     // configuration asked for any free port (0).
@@ -169,7 +179,7 @@ export class Supervisor {
 
   #spawn(index: number): void {
     const watch = new HookWatch();
-    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, ca: this.#ca!, clientCounts: this.#clientCounts.buffer, watch: watch.buffer, filter: this.#current ?? this.#initial };
+    const data: ThreadData = { index, config: this.#config, ticketKeys: this.#ticketKeys, leafKeyPem: this.#leafKeyPem, ca: this.#ca!, clientCounts: this.#clientCounts.buffer, watch: watch.buffer, filter: this.#current ?? this.#initial, pods: this.#pods?.snapshot };
     const worker = new Worker(THREAD_URL, {
       workerData: data,
       // Young-generation space is what grows with throughput in each isolate; bounded, throughput stays
@@ -321,7 +331,7 @@ export class Supervisor {
 
   async #scrape(): Promise<string> {
     const parts = await Promise.all([...this.#threads.values()].map((t) => this.#ask<Extract<FromThread, { type: "metrics" }>>(t, (id) => ({ type: "metrics", id }), 2000)));
-    return render(this.#process, [this.metrics.toJSON(), this.#retired, ...parts.filter((p) => p !== undefined).map((p) => p.metrics)]);
+    return render(this.#process, [this.metrics.toJSON(), this.#retired, this.#pods?.metrics() ?? [], ...parts.filter((p) => p !== undefined).map((p) => p.metrics)]);
   }
 
   // Ready: every thread up, not draining, and running the filter in force (without one, every request is denied).
@@ -344,6 +354,7 @@ export class Supervisor {
     clearInterval(this.#watchdog);
     void this.#reloader?.close();
     void this.#caWatch?.close();
+    void this.#pods?.close();
     if (this.#threads.size === 0) return this.#finish();
     for (const t of this.#threads.values()) t.worker.postMessage({ type: "drain" } satisfies ToThread);
     // Threads that do not finish draining in time are ended with the process.

@@ -136,7 +136,10 @@ const NODE_GLOBALS = [
 // whatever a hook does to them stays on its side.
 const FLOW_FACTORY = `(function makeFlow(data, record, side, wait) {
   const copy = (h) => { const out = {}; for (const k of Object.keys(h || {})) { const v = h[k]; out[k] = Array.isArray(v) ? Array.from(v, String) : v; } return out; };
-  const norm = (h) => { const out = {}; if (h) for (const k of Object.keys(h)) out[k.toLowerCase()] = String(h[k]); return out; };
+  const norm = (h, keepCase) => { const out = {}; if (h) for (const k of Object.keys(h)) out[keepCase ? k : k.toLowerCase()] = String(h[k]); return out; };
+  // Which pod is asking: copied into this context and frozen, so that a hook can neither change it for
+  // the requests after it nor reach the proxy's objects through it.
+  const pod = (p) => Object.freeze({ namespace: p.namespace, name: p.name, uid: p.uid, labels: Object.freeze(norm(p.labels, true)), annotations: Object.freeze(norm(p.annotations, true)), serviceAccount: p.serviceAccount, node: p.node });
   const r = data.request;
   // Body readers: copies made here, in the filter's context, so that nothing the hook does to the bytes
   // changes what is sent on. A rejection is marked handled: a hook that never awaits its read must not
@@ -152,7 +155,7 @@ const FLOW_FACTORY = `(function makeFlow(data, record, side, wait) {
   };
   return {
     id: data.id,
-    client: { address: data.client.address, port: data.client.port },
+    client: data.client.pod === undefined ? { address: data.client.address, port: data.client.port } : { address: data.client.address, port: data.client.port, pod: pod(data.client.pod) },
     destination: data.destination === undefined ? undefined : { address: data.destination.address, port: data.destination.port },
     sni: data.sni,
     request: { method: r.method, scheme: r.scheme, host: r.host, port: r.port, path: r.path, url: r.url, headers: copy(r.headers), ...reader(r.body) },

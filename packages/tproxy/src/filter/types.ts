@@ -4,10 +4,35 @@
 /** Header map with lower-case names. A repeated header is an array. Writable where the hook allows. */
 export type Headers = Record<string, string | string[] | undefined>;
 
+/**
+ * A pod of this node, as podwatch saw it last (through the Kubernetes API). Frozen: a filter reads it,
+ * it cannot change it.
+ */
+export interface PodIdentity {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid: string;
+  readonly labels: Readonly<Record<string, string>>;
+  /** The pod's annotations, but kubectl.kubernetes.io/last-applied-configuration (a copy of the whole object). */
+  readonly annotations: Readonly<Record<string, string>>;
+  /** `spec.serviceAccountName` ("default" when the pod names none). */
+  readonly serviceAccount: string;
+  /** The node the pod runs on (this proxy's node). */
+  readonly node: string;
+}
+
 /** Who made the request: the pod's address as the node sees it. */
 export interface FlowClient {
   readonly address: string;
   readonly port: number;
+  /**
+   * The pod of this node that has `address`, from podwatch (`tproxy run --pod-identity-file`, which the
+   * chart sets). Undefined when no pod of this node has the address (the node itself, host-network pods,
+   * pods of other nodes) and whenever the map is missing or older than 30 s: a filter that allows by pod
+   * should deny when it is undefined. As trustworthy as the connection's source address (a pod sending
+   * with another's address never completes the TCP handshake: the answer goes to the other pod).
+   */
+  readonly pod?: PodIdentity;
 }
 
 /**

@@ -15,6 +15,7 @@ import type { Logger } from "pino";
 import { FilterTimeoutError } from "../errors.ts";
 import type { FilterHost, FilterVersion, HookResult } from "../filter/host.ts";
 import type { Answer, FlowData, HookName } from "../filter/protocol.ts";
+import type { PodIdentity } from "../filter/types.ts";
 import type { Headers } from "../filter/types.ts";
 import type { RequestLog } from "../observe/log.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
@@ -45,6 +46,8 @@ export interface InterceptorOptions {
   maxBodyBytes?: number;
   /** Longest wait for an upstream's response body that a hook reads, in ms (0: none). Default 0. */
   bodyWaitMs?: number;
+  /** Which pod of this node has a client address (identity/pods.ts); absent: `flow.client.pod` is always undefined. */
+  pods?: { lookup(address: string): PodIdentity | undefined };
 }
 
 interface RequestState {
@@ -226,7 +229,8 @@ export class Interceptor {
     // Not copied: nothing here writes to them, and the filter's flow gets its own copy (filter/host.ts).
     state.flow = {
       id: state.id,
-      client: conn.client,
+      // Looked up per request, not per connection: a label changed meanwhile counts from the next request.
+      client: withPod(conn.client, this.#opts.pods?.lookup(conn.client.address)),
       destination: conn.destination,
       // A valid server name is the target's host (they must agree); an invalid one never gets this far.
       sni: conn.sni === undefined ? undefined : target.host,
@@ -613,4 +617,8 @@ function canResend(method: string, req: IncomingMessage): boolean {
   if (method !== "GET" && method !== "HEAD" && method !== "OPTIONS") return false;
   const length = req.headers["content-length"];
   return req.headers["transfer-encoding"] === undefined && (length === undefined || length === "0");
+}
+
+function withPod(client: { address: string; port: number }, pod: PodIdentity | undefined): FlowData["client"] {
+  return pod === undefined ? client : { address: client.address, port: client.port, pod };
 }
