@@ -4,14 +4,13 @@ import { expect } from "chai";
 import { execFile, spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { parse as parseYaml } from "yaml";
 import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
 import { Netns, uniqueName } from "../support/netns.ts";
-import { CHART_DIR, REPO_ROOT, flagValue, helm, makeTestCa, mustHelm, one, parseManifests, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
+import { CHART_DIR, REPO_ROOT, flagValue, freePort, helm, makeTestCa, mustHelm, one, parseManifests, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
 import { BASE_MIB, PER_CONNECTION_KIB, PER_WORKER_MIB, RESERVE_CONNECTIONS, planWorkers } from "../../packages/tproxy/src/resources.ts";
 
 const pexec = promisify(execFile);
@@ -1067,14 +1066,3 @@ describe("helm chart charts/tproxy", function () {
     });
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}

@@ -7,10 +7,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
 import { request } from "node:http";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { REPO_ROOT, flagValue, helm, makeTestCa, one, parseManifests, renderArgs, validateObject, type K8sObject } from "../support/helm.ts";
+import { REPO_ROOT, flagValue, freePort, helm, makeTestCa, one, parseManifests, renderArgs, validateObject, type K8sObject } from "../support/helm.ts";
 
 interface SecurityContext { [field: string]: unknown }
 interface Container { name: string; args?: string[]; ports?: { name: string; containerPort: number }[]; securityContext?: SecurityContext; volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[] }
@@ -305,16 +304,5 @@ function viaProxy(port: number, url: string): Promise<{ status: number; body: st
     });
     req.on("error", reject);
     req.end();
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
   });
 }

@@ -6,6 +6,7 @@
 import { execFile } from "node:child_process";
 import { createRequire } from "node:module";
 import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -289,4 +290,16 @@ export async function makeTestCa(dir: string, commonName: string): Promise<{ cer
     ], (err) => (err ? fail(err) : done())),
   );
   return { cert: readFileSync(join(dir, "ca.crt"), "utf8"), key: readFileSync(join(dir, "ca.key"), "utf8") };
+}
+
+/** A TCP port free on 127.0.0.1 now, for a rendered binary's admin listener. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }

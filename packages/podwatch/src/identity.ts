@@ -14,6 +14,7 @@ import type { V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { Clock, Timer } from "./clock.ts";
 import { canonicalIp, podIps, podKey } from "./desired.ts";
+import type { PodIdentity } from "@tproxy/tproxy/filter";
 
 /** The format's version; a reader refuses others. */
 export const IDENTITY_FORMAT = 1;
@@ -21,15 +22,8 @@ export const IDENTITY_FORMAT = 1;
 /** Annotations left out of the file: a copy of the whole object, often the largest part of it. */
 const DROPPED_ANNOTATIONS = new Set(["kubectl.kubernetes.io/last-applied-configuration"]);
 
-export interface PodIdentity {
-  readonly namespace: string;
-  readonly name: string;
-  readonly uid: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly annotations: Readonly<Record<string, string>>;
-  readonly serviceAccount: string;
-  readonly node: string;
-}
+/** What a filter sees as `flow.client.pod`: the filter contract's own type, so the two cannot drift. */
+export type { PodIdentity };
 
 export interface IdentitySnapshot {
   readonly version: typeof IDENTITY_FORMAT;

@@ -1,15 +1,11 @@
 // The pieces of body reading without a network: the tap over a stream (server/body.ts) and the hook's
 // budget that pauses while a hook waits for a body (filter/budget.ts, through FilterHost).
 import { expect } from "chai";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { PassThrough } from "node:stream";
-import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost } from "../src/filter/host.ts";
 import { FilterTimeoutError } from "../src/errors.ts";
 import { BodyTap, BodyTooLargeError } from "../src/server/body.ts";
-import { flow } from "./helpers.ts";
+import { flow, filterHostFixture } from "./helpers.ts";
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -81,20 +77,12 @@ describe("BodyTap", () => {
 
 describe("a hook's budget while it reads a body", function () {
   this.timeout(10_000);
-  let dir: string;
+  const fixture = filterHostFixture(() => ({ timeoutMs: 50 }));
   let host: FilterHost;
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "tproxy-body-"));
-    host = new FilterHost({ timeoutMs: 50 });
+    host = fixture.host;
   });
-  afterEach(async () => {
-    await host.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const load = async (source: string) => {
-    writeFileSync(join(dir, "filter.ts"), source);
-    return host.load(await compileFilter(join(dir, "filter.ts")));
-  };
+  const load = (source: string) => fixture.load(source);
   /** A body source whose bytes come after `ms`. */
   const late = (text: string, ms: number) => () => new Promise<Uint8Array>((r) => setTimeout(() => r(new TextEncoder().encode(text)), ms));
 

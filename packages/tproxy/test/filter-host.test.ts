@@ -1,31 +1,19 @@
 import { expect } from "chai";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost } from "../src/filter/host.ts";
 import { FilterHookError, FilterLoadError, FilterTimeoutError } from "../src/errors.ts";
-import { flow } from "./helpers.ts";
+import { flow, filterHostFixture } from "./helpers.ts";
 
 
 describe("filter compile and host", function () {
   this.timeout(10_000);
+  const fixture = filterHostFixture(() => ({ timeoutMs: 200 }));
   let dir: string;
   let host: FilterHost;
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "tproxy-filter-"));
-    host = new FilterHost({ timeoutMs: 200 });
+    ({ dir, host } = fixture);
   });
-  afterEach(async () => {
-    await host.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  const load = async (source: string, extra: Record<string, string> = {}) => {
-    for (const [name, text] of Object.entries(extra)) writeFileSync(join(dir, name), text);
-    writeFileSync(join(dir, "filter.ts"), source);
-    return host.load(await compileFilter(join(dir, "filter.ts")));
-  };
+  const load = fixture.load;
 
   it("compiles TypeScript with relative imports and runs sync and async hooks", async () => {
     const v = await load(

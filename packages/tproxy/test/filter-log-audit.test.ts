@@ -1,30 +1,20 @@
 // A filter's own log lines (flow.log, console.* in its context) and flow.audit, at the FilterHost.
 import { expect } from "chai";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost, type FilterLogLine } from "../src/filter/host.ts";
-import { flow } from "./helpers.ts";
+import { flow, filterHostFixture } from "./helpers.ts";
 
 describe("filter log lines and flow.audit", function () {
   this.timeout(10_000);
-  let dir: string;
-  let host: FilterHost;
   let lines: FilterLogLine[];
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "tproxy-filter-log-"));
     lines = [];
-    host = new FilterHost({ timeoutMs: 500, log: (l) => lines.push(l) });
   });
-  afterEach(async () => {
-    await host.close();
-    rmSync(dir, { recursive: true, force: true });
+  const fixture = filterHostFixture(() => ({ timeoutMs: 500, log: (l) => lines.push(l) }));
+  let host: FilterHost;
+  beforeEach(() => {
+    host = fixture.host;
   });
-  const load = async (source: string) => {
-    writeFileSync(join(dir, "filter.ts"), source);
-    return host.load(await compileFilter(join(dir, "filter.ts")));
-  };
+  const load = (source: string) => fixture.load(source);
 
   it("names the request in console and flow.log lines, also after an await and in a timer; top-level lines name only the version", async () => {
     const v = await load(`

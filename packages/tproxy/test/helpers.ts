@@ -1,7 +1,12 @@
 // What the proxy suites read back from a running proxy: its metrics, its readiness, its log lines.
 import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { waitFor } from "../../../test/support/netns.ts";
 import { METRICS_PORT, type Proc, type ProxyWorld } from "../../../test/support/world.ts";
+import { compileFilter } from "../src/filter/compile.ts";
+import { FilterHost, type FilterHostOptions, type FilterVersion } from "../src/filter/host.ts";
 import type { FlowData } from "../src/filter/protocol.ts";
 import type { ConnectionInfo } from "../src/server/target.ts";
 
@@ -76,4 +81,35 @@ export function requestRecords(proc: Proc): Array<{ url: string; status: number;
     if (r.kind === "request") out.push({ url: r.url, status: r.status, thread: r.thread, decision: r.decision });
   }
   return out;
+}
+
+/** A FilterHost and the folder its filter is written to, new for each test of the describe it is made in. */
+export interface FilterHostFixture {
+  readonly host: FilterHost;
+  readonly dir: string;
+  /** Writes `filter.ts` (and `extra` files beside it), compiles it and loads it in the host. */
+  load(source: string, extra?: Record<string, string>): Promise<FilterVersion>;
+}
+
+/** Registers the beforeEach/afterEach of a FilterHostFixture in the calling describe; `options` is read per test. */
+export function filterHostFixture(options: () => FilterHostOptions): FilterHostFixture {
+  let dir = "";
+  let host: FilterHost | undefined;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "tproxy-filter-"));
+    host = new FilterHost(options());
+  });
+  afterEach(async () => {
+    await host?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    get host() { return host!; },
+    get dir() { return dir; },
+    async load(source, extra = {}) {
+      for (const [name, text] of Object.entries(extra)) writeFileSync(join(dir, name), text);
+      writeFileSync(join(dir, "filter.ts"), source);
+      return host!.load(await compileFilter(join(dir, "filter.ts")));
+    },
+  };
 }

@@ -9,7 +9,7 @@ import { parseRunConfig } from "../src/config.ts";
 import { compileFilter } from "../src/filter/compile.ts";
 import { FilterHost } from "../src/filter/host.ts";
 import { PodDirectory, PodIdentitySource, parseSnapshot, type PodSnapshot } from "../src/identity/pods.ts";
-import { flow } from "./helpers.ts";
+import { flow, filterHostFixture } from "./helpers.ts";
 
 const WEB = { namespace: "payments", name: "web", uid: "u1", labels: { app: "web" }, annotations: { a: "b" }, serviceAccount: "web-sa", node: "node-a" };
 
@@ -115,15 +115,11 @@ describe("pod identity (proxy side)", function () {
   });
 
   describe("in a filter", () => {
+    const fixture = filterHostFixture(() => ({ timeoutMs: 500 }));
     let dir: string;
     let host: FilterHost;
     beforeEach(() => {
-      dir = mkdtempSync(join(tmpdir(), "tproxy-pod-filter-"));
-      host = new FilterHost({ timeoutMs: 500 });
-    });
-    afterEach(async () => {
-      await host.close();
-      rmSync(dir, { recursive: true, force: true });
+      ({ dir, host } = fixture);
     });
 
     it("sees the pod, frozen (labels and annotations too), and undefined for an unknown address", async () => {
