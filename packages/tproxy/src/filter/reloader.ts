@@ -58,6 +58,13 @@ export class FilterReloader {
       const snap = await readFilterSnapshot(this.#path);
       if (snap.hash === this.#lastSeen) return;
       this.#lastSeen = snap.hash;
+      // Already in force (the supervisor's head start at startup, or a file put back after a refused
+      // version): nothing to check or evaluate again.
+      if (snap.hash === this.#host.current?.hash) {
+        this.#log.info({ filter: this.#path, hash: snap.hash, files: snap.files.size }, "filter loaded (the version in force)");
+        this.#events.onLoaded?.(snap.hash);
+        return;
+      }
       const started = performance.now();
       const compiled = await buildSnapshot(snap, this.#path, {
         onCheckSkipped: (why) => this.#log.warn({ filter: this.#path, hash: snap.hash }, `filter not type-checked: ${why}; it is compiled and its shape checked when evaluated (raise the limit to have it checked)`),
