@@ -3,6 +3,7 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { DEFAULT_TRANSPARENT_PORT, PROBE_ADDRESS } from "@tproxy/iptables";
 import { ConfigError } from "./errors.ts";
+import { DEFAULT_MAX_BODY_BYTES } from "./server/body.ts";
 import { parseCidr } from "./policy/address-policy.ts";
 import type { ConnectionBounds } from "./net/bounds.ts";
 import type { LogFormat } from "./observe/log.ts";
@@ -128,8 +129,8 @@ function bound(flag: string, value: string | undefined, fallback: number, unit: 
 }
 
 /** `--max-body`: bytes, at least 1, at most 1 GiB (a buffer per request that reads its body). */
-function maxBody(value: string | undefined): number {
-  if (value === undefined || value === "") return 1024 * 1024;
+export function parseMaxBody(value: string | undefined): number {
+  if (value === undefined || value === "") return DEFAULT_MAX_BODY_BYTES;
   const n = Number(value);
   if (!/^\d+$/.test(value) || n < 1 || n > 1024 ** 3) throw new ConfigError(`--max-body "${value}" must be a whole number of bytes from 1 to ${1024 ** 3}`);
   return n;
@@ -177,7 +178,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     onFilterError,
     filterTimeoutMs: positiveInt("--filter-timeout", raw.filterTimeout, 100),
     filterAudit: raw.filterAudit ?? false,
-    maxBodyBytes: maxBody(raw.maxBody),
+    maxBodyBytes: parseMaxBody(raw.maxBody),
     logFormat,
     probeAddress,
     drainTimeoutMs: positiveInt("--drain-timeout", raw.drainTimeout, 25_000),

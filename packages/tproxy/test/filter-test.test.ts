@@ -136,6 +136,44 @@ describe("tproxy filter test", function () {
     });
   }
 
+  it("--max-body: a whole-body read of a larger body refuses the message as the proxy does (413 request, 502 response)", async () => {
+    writeFileSync(join(dir, "body.ts"), `
+export default {
+  async request(flow) {
+    if (JSON.parse(await flow.request.text()).admin) flow.respond(403, "no admin");
+  },
+  async response(flow) {
+    if ((await flow.response!.text()).includes("secret")) flow.respond(451, "withheld");
+  },
+} satisfies import("@tproxy/tproxy/filter").Filter;
+`);
+    writeFileSync(join(dir, "body.yaml"), `
+- { name: small body passes, request: { method: POST, url: "https://a.example/", body: '{"admin":false}' }, expect: { status: pass } }
+- { name: small body denied, request: { method: POST, url: "https://a.example/", body: '{"admin":true}' }, expect: { status: 403 } }
+- { name: large request, request: { method: POST, url: "https://a.example/", body: '{"admin":false,"padding":"xxxxxxxxxxxx"}' }, expect: { status: 413 } }
+- name: large response
+  request: { method: POST, url: "https://a.example/", body: "{}" }
+  response: { status: 200, body: "a long response body without the word" }
+  expect: { status: 502 }
+`);
+    const args = (extra: string[]) => [TPROXY_CLI, "filter", "test", ...extra, join(dir, "body.ts"), join(dir, "body.yaml")];
+    const r = await run(process.execPath, args(["--max-body", "20"]));
+    expect(r.stderr).to.equal("");
+    expect(r.stdout).to.include("ok   small body denied: answer 403 (filter)\n");
+    expect(r.stdout).to.include("ok   large request: answer 413 (body: too-large)\n");
+    expect(r.stdout).to.include("ok   large response: answer 502 (body: too-large)\n");
+    expect(r.code, r.stdout).to.equal(0);
+    // Control: under the default limit (1 MiB) the same bodies are read whole and pass.
+    const control = await run(process.execPath, args([]));
+    expect(control.code).to.equal(1);
+    expect(control.stdout).to.include("FAIL large request: pass\n");
+    expect(control.stdout).to.include("FAIL large response: pass, upstream 200\n");
+    // A bad limit is named.
+    const bad = await run(process.execPath, args(["--max-body", "0"]));
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.include('--max-body "0" must be a whole number of bytes from 1 to');
+  });
+
   it("exits 2 with file:line:col for a filter that does not compile", async () => {
     writeFileSync(join(dir, "broken.ts"), "export default {\n  request(flow) { const x = ; }\n};\n");
     writeFileSync(join(dir, "one.yaml"), `- { name: a, request: { url: "https://a.example/" }, expect: { status: pass } }`);

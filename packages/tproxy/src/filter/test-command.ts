@@ -14,13 +14,15 @@ export function addFilterTest(filter: Command): void {
     .option("--audit", "as with `tproxy run --filter-audit`: the filter's answers are would-deny and requests pass")
     .addOption(new Option("--filter-timeout <ms>", "time budget of one hook call").default("100"))
     .addOption(new Option("--on-filter-error <mode>", "what a hook that throws or times out means").choices(["deny", "allow"]).default("deny"))
-    .action(async (filter: string, casesPath: string, opts: { audit?: boolean; filterTimeout: string; onFilterError: "deny" | "allow" }) => {
-      const [{ readCases }, { runCases, formatResults }] = await Promise.all([import("./cases.ts"), import("./test-runner.ts")]);
+    .addOption(new Option("--max-body <bytes>", "most bytes of a body a hook may read whole; a larger one is refused (413 request, 502 response)").default("1048576"))
+    .action(async (filter: string, casesPath: string, opts: { audit?: boolean; filterTimeout: string; onFilterError: "deny" | "allow"; maxBody: string }) => {
+      const [{ readCases }, { runCases, formatResults }, { parseMaxBody }] = await Promise.all([import("./cases.ts"), import("./test-runner.ts"), import("../config.ts")]);
       try {
         const timeoutMs = Number(opts.filterTimeout);
         if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new TproxyError("ERR_CONFIG", `--filter-timeout "${opts.filterTimeout}" must be a positive whole number of milliseconds`);
+        const maxBodyBytes = parseMaxBody(opts.maxBody);
         const cases = await readCases(casesPath);
-        const results = await runCases(resolve(filter), cases, { audit: opts.audit ?? false, timeoutMs, onFilterError: opts.onFilterError });
+        const results = await runCases(resolve(filter), cases, { audit: opts.audit ?? false, timeoutMs, onFilterError: opts.onFilterError, maxBodyBytes });
         process.stdout.write(formatResults(results));
         process.exitCode = results.some((r) => r.mismatches.length > 0) ? 1 : 0;
       } catch (err) {

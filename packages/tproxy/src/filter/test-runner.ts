@@ -3,12 +3,14 @@
 // and the path normalisation. No network: the upstream's answer, when a case gives one, is the case's.
 // What it leaves out: the address policy (it judges resolved addresses, not the filter) and the relays.
 import { isIP } from "node:net";
-import { FilterTimeoutError } from "../errors.ts";
+import { Readable } from "node:stream";
+import { BodyTap, DEFAULT_MAX_BODY_BYTES, refusalAnswer } from "../server/body.ts";
 import { decide, type FilterOutcome } from "../server/decide.ts";
 import { DEFAULT_TARGET_RULES, type ConnectionInfo } from "../server/target.ts";
 import type { HeaderExpectation, TestCase } from "./cases.ts";
 import { compileFilter } from "./compile.ts";
-import { FilterHost, type FilterLogLine, type FilterVersion, type HookResult } from "./host.ts";
+import { FilterHost, type FilterLogLine, type FilterVersion } from "./host.ts";
+import { judge, runHook, type Judgement } from "./judge.ts";
 import type { BodySource, FlowData, HookName } from "./protocol.ts";
 import type { Headers } from "./types.ts";
 
@@ -49,6 +51,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Like `--on-filter-error`. */
   onFilterError?: "deny" | "allow";
+  /** Like `--max-body`: a whole-body read of a larger body refuses the message, as in the proxy. */
+  maxBodyBytes?: number;
 }
 
 /** What the proxy answers when a hook fails and --on-filter-error is deny (interceptor.ts). */
@@ -96,25 +100,30 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
   const out: Outcome = { kind: "pass", status: undefined, body: undefined, reason: undefined, audit: undefined, auditStatus: undefined, headers: {}, upstreamHeaders: undefined, logs: [], error: undefined };
   let flow: FlowData | undefined;
   let audit: string | undefined;
-
-  // The interceptor's steps (server/interceptor.ts: #runHook, #audited), without sockets.
-  const hook = async (name: HookName): Promise<HookResult | "pass" | "deny"> => {
-    if (!version.hooks.has(name)) return "pass";
-    try {
-      return await host.run(version, name, flow!);
-    } catch (err) {
-      out.reason = err instanceof FilterTimeoutError ? "filter-timeout" : "filter-error";
-      out.error = `${name} hook failed: ${(err as Error).message}`;
-      return options.onFilterError === "allow" ? "pass" : "deny";
-    }
+  // The proxy's body reader over the case's bytes: the same limit, the same refusal.
+  const maxBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const taps: Partial<Record<HookName, BodyTap>> = {};
+  const bodySource = (name: HookName, text: string): BodySource => {
+    const tap = (taps[name] = new BodyTap(Readable.from([Buffer.from(text)]), { which: name, maxBytes }));
+    return (want) => tap.read(want);
   };
-  const audited = (r: HookResult): boolean => {
-    const why = r.audit ?? audit ?? (options.audit ? "filter-audit" : undefined);
-    if (why === undefined || !r.answer) return false;
-    out.audit = why;
-    out.auditStatus = r.answer.status;
-    out.reason = `audit: ${why}; would answer ${r.answer.status}`;
-    return true;
+
+  // The proxy's run and judgement of each hook (filter/judge.ts), recorded for the report.
+  const judgeOptions = { filterAudit: options.audit ?? false, onFilterError: options.onFilterError ?? "deny" } as const;
+  const hook = async (name: HookName): Promise<Judgement> => {
+    const ran = await runHook((v, n, f) => host.run(v, n, f), version, name, flow!);
+    if (ran.failure !== undefined) {
+      out.reason = ran.failure;
+      out.error = `${name} hook failed: ${ran.error!.message}`;
+    }
+    taps[name]?.release();
+    const j = judge(ran, taps[name]?.refusal, audit, judgeOptions);
+    if (j.kind === "pass" && j.wouldDeny) {
+      out.audit = j.wouldDeny.why;
+      out.auditStatus = j.wouldDeny.answer.status;
+      out.reason = `audit: ${j.wouldDeny.why}; would answer ${j.wouldDeny.answer.status}`;
+    }
+    return j;
   };
   const answered = (status: number, body: string | Uint8Array, headers: Headers, reason: string): Outcome => {
     Object.assign(out, { kind: "answer", status, body: typeof body === "string" ? body : Buffer.from(body).toString(), headers, reason });
@@ -130,12 +139,15 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
       sni: conn.sni === undefined ? undefined : target.host,
       request: { method: c.request.method, scheme: target.scheme, host: target.host, port: target.port, path: target.path, url: target.url, headers },
     };
-    if (c.request.body !== undefined) flow.request.body = bodySource(c.request.body);
-    const verdict = await hook("request");
-    if (verdict === "deny") return { kind: "answer", answer: { status: 403, body: FILTER_ERROR_BODY, headers: {} }, reason: out.reason ?? "filter-error" };
-    if (verdict !== "pass") audit = verdict.audit;
-    if (verdict !== "pass" && verdict.answer && !audited(verdict)) return { kind: "answer", answer: verdict.answer, reason: "filter" };
-    return { kind: "pass", headers: verdict === "pass" ? headers : verdict.headers };
+    if (c.request.body !== undefined) flow.request.body = bodySource("request", c.request.body);
+    const j = await hook("request");
+    audit = j.audit;
+    switch (j.kind) {
+      case "answer": return { kind: "answer", answer: j.answer, reason: "filter" };
+      case "failed": return { kind: "answer", answer: { status: 403, body: FILTER_ERROR_BODY, headers: {} }, reason: j.failure };
+      case "body": return { kind: "answer", answer: refusalAnswer("request", j.refusal, maxBytes), reason: `body: ${j.refusal.kind}` };
+      case "pass": return { kind: "pass", headers: j.headers ?? headers };
+    }
   };
 
   const headers: Record<string, string> = { ...c.request.headers, host: url.host };
@@ -149,13 +161,20 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
   if (c.response === undefined) return out;
 
   flow!.response = { status: c.response.status, headers: { ...c.response.headers } };
-  if (c.response.body !== undefined) flow!.response.body = bodySource(c.response.body);
-  const verdict = await hook("response");
-  if (verdict === "deny") return answered(403, FILTER_ERROR_BODY, {}, out.reason ?? "filter-error");
-  if (verdict !== "pass" && verdict.answer && !audited(verdict)) return answered(verdict.answer.status, verdict.answer.body, verdict.answer.headers, "filter, response hook");
+  if (c.response.body !== undefined) flow!.response.body = bodySource("response", c.response.body);
+  const j = await hook("response");
+  switch (j.kind) {
+    case "answer": return answered(j.answer.status, j.answer.body, j.answer.headers, "filter, response hook");
+    case "failed": return answered(403, FILTER_ERROR_BODY, {}, j.failure);
+    case "body": {
+      const a = refusalAnswer("response", j.refusal, maxBytes);
+      return answered(a.status, a.body, a.headers, `body: ${j.refusal.kind}`);
+    }
+    case "pass": break;
+  }
   out.status = c.response.status;
   out.body = c.response.body;
-  out.headers = verdict === "pass" ? flow!.response.headers : verdict.headers;
+  out.headers = j.headers ?? flow!.response.headers;
   return out;
 }
 
@@ -219,10 +238,4 @@ export function formatResults(results: readonly CaseResult[]): string {
   const failed = results.filter((r) => r.mismatches.length > 0).length;
   text += `${results.length} case${results.length === 1 ? "" : "s"}: ${results.length - failed} ok, ${failed} failed\n`;
   return text;
-}
-
-/** A case's body as the hook's body reader gets it: the whole (UTF-8) text, or its first `want` bytes. */
-function bodySource(text: string): BodySource {
-  const bytes = new TextEncoder().encode(text);
-  return (want) => Promise.resolve(want === undefined ? bytes : bytes.subarray(0, want));
 }

@@ -21,6 +21,18 @@ export interface BodyRefusal {
   message: string;
 }
 
+/**
+ * What a message refused for its body gets: a request 413 (too large), 408 (the client was too slow) or
+ * 400; a response 504 (the upstream was too slow) or 502.
+ */
+export function refusalAnswer(which: "request" | "response", refusal: BodyRefusal, maxBytes: number): { status: number; body: string; headers: Record<string, string> } {
+  const status = which === "request"
+    ? (refusal.kind === "too-large" ? 413 : refusal.kind === "timeout" ? 408 : 400)
+    : (refusal.kind === "timeout" ? 504 : 502);
+  const why = refusal.kind === "too-large" ? `the ${which} body is larger than the ${maxBytes} bytes the filter may read (--max-body)` : refusal.message;
+  return { status, body: `tproxy: ${why}; ${which} refused\n`, headers: {} };
+}
+
 export class BodyTooLargeError extends Error {
   constructor(which: string, limit: number) {
     super(`the ${which} body is larger than ${limit} bytes (--max-body); the ${which} is refused. To look at the first bytes of a large body, use peek(n)`);
