@@ -55,14 +55,46 @@ interface LiveVersion extends FilterVersion {
   refs: number;
 }
 
-/** What a flow calls back into its host for, besides `respond`. */
-interface FlowSide {
-  log(args: unknown[]): void;
+/** What a flow calls back into (through a private field of the flow, out of the filter's reach). */
+interface FlowCall {
+  record(answer: Answer): void;
   audit(reason: string): void;
+  log(args: unknown[]): void;
+  /** Wraps every body read of the hook (it pauses the hook's budget meanwhile). */
+  wait<T>(read: Promise<T>): Promise<T>;
 }
 
-/** `wait` wraps every body read of the hook (it pauses the hook's budget meanwhile). */
-type FlowFactory = (data: FlowData, record: (a: Answer) => void, side: FlowSide, wait: <T>(read: Promise<T>) => Promise<T>) => Flow;
+type FlowFactory = (data: FlowData, call: FlowCall) => Flow;
+
+/** One hook call: what its flow recorded, and its budget (made when a hook first needs it). */
+class HookCall implements FlowCall {
+  answer: Answer | undefined = undefined;
+  auditReason: string | undefined = undefined;
+  #budget: HookBudget | undefined = undefined;
+  readonly #host: FilterHost;
+  readonly #id: string;
+  readonly #hash: string;
+  constructor(host: FilterHost, id: string, hash: string) {
+    this.#host = host;
+    this.#id = id;
+    this.#hash = hash;
+  }
+  get budget(): HookBudget {
+    return (this.#budget ??= this.#host.newBudget());
+  }
+  record(answer: Answer): void {
+    this.answer = answer;
+  }
+  audit(reason: string): void {
+    this.auditReason = reason;
+  }
+  log(args: unknown[]): void {
+    this.#host.filterLog(args, this.#id, this.#hash);
+  }
+  wait<T>(read: Promise<T>): Promise<T> {
+    return this.budget.wait(read);
+  }
+}
 
 /**
  * Shared memory through which a serving thread tells its supervisor how it is doing, without a message
@@ -133,41 +165,61 @@ const NODE_GLOBALS = [
 ] as const;
 
 // Built inside each filter's context, so that the flow and its headers have that context's prototypes:
-// whatever a hook does to them stays on its side.
-const FLOW_FACTORY = `(function makeFlow(data, record, side, wait) {
+// whatever a hook does to them stays on its side. Classes, so that a flow costs its fields and no
+// closures (a hook runs for every request); the call (HookCall) sits in private fields, out of the
+// filter's reach.
+const FLOW_FACTORY = `(function () {
   const copy = (h) => { const out = {}; for (const k of Object.keys(h || {})) { const v = h[k]; out[k] = Array.isArray(v) ? Array.from(v, String) : v; } return out; };
   const norm = (h, keepCase) => { const out = {}; if (h) for (const k of Object.keys(h)) out[keepCase ? k : k.toLowerCase()] = String(h[k]); return out; };
   // Which pod is asking: copied into this context and frozen, so that a hook can neither change it for
   // the requests after it nor reach the proxy's objects through it.
   const pod = (p) => Object.freeze({ namespace: p.namespace, name: p.name, uid: p.uid, labels: Object.freeze(norm(p.labels, true)), annotations: Object.freeze(norm(p.annotations, true)), serviceAccount: p.serviceAccount, node: p.node });
-  const r = data.request;
-  // Body readers: copies made here, in the filter's context, so that nothing the hook does to the bytes
-  // changes what is sent on. A rejection is marked handled: a hook that never awaits its read must not
-  // take the thread down with an unhandled rejection.
-  const reader = (source) => {
-    const read = (want) => source === undefined ? Promise.resolve(new Uint8Array(0)) : wait(source(want));
-    const handled = (p) => { p.catch(() => {}); return p; };
-    return {
-      body: () => handled((async () => new Uint8Array(await read()))()),
-      text: () => handled((async () => new TextDecoder().decode(await read()))()),
-      peek: (n) => handled((async () => new Uint8Array(await read(n)))()),
-    };
-  };
-  return {
-    id: data.id,
-    client: data.client.pod === undefined ? { address: data.client.address, port: data.client.port } : { address: data.client.address, port: data.client.port, pod: pod(data.client.pod) },
-    destination: data.destination === undefined ? undefined : { address: data.destination.address, port: data.destination.port },
-    sni: data.sni,
-    request: { method: r.method, scheme: r.scheme, host: r.host, port: r.port, path: r.path, url: r.url, headers: copy(r.headers), ...reader(r.body) },
-    response: data.response === undefined ? undefined : { status: data.response.status, headers: copy(data.response.headers), ...reader(data.response.body) },
+  // A rejection is marked handled: a hook that never awaits its read must not take the thread down with
+  // an unhandled rejection.
+  const handled = (p) => { p.catch(() => {}); return p; };
+  // Body readers: the bytes are copied into this context, so that nothing the hook does to them changes
+  // what is sent on; async methods, so that the promises a hook gets are this context's too.
+  class Message {
+    #source; #call;
+    constructor(source, call) { this.#source = source; this.#call = call; }
+    #read(want) { return this.#source === undefined ? Promise.resolve(new Uint8Array(0)) : this.#call.wait(this.#source(want)); }
+    async #bytes(want) { return new Uint8Array(await this.#read(want)); }
+    body() { return handled(this.#bytes()); }
+    peek(n) { return handled(this.#bytes(n)); }
+    text() { return handled(this.#bytes().then((b) => new TextDecoder().decode(b))); }
+  }
+  class FlowRequest extends Message {
+    constructor(r, call) {
+      super(r.body, call);
+      this.method = r.method; this.scheme = r.scheme; this.host = r.host; this.port = r.port; this.path = r.path; this.url = r.url; this.headers = copy(r.headers);
+    }
+  }
+  class FlowResponse extends Message {
+    constructor(r, call) {
+      super(r.body, call);
+      this.status = r.status; this.headers = copy(r.headers);
+    }
+  }
+  class Flow {
+    #call;
+    constructor(data, call) {
+      this.#call = call;
+      this.id = data.id;
+      this.client = data.client.pod === undefined ? { address: data.client.address, port: data.client.port } : { address: data.client.address, port: data.client.port, pod: pod(data.client.pod) };
+      this.destination = data.destination === undefined ? undefined : { address: data.destination.address, port: data.destination.port };
+      this.sni = data.sni;
+      this.request = new FlowRequest(data.request, call);
+      this.response = data.response === undefined ? undefined : new FlowResponse(data.response, call);
+    }
     respond(status, body = "", headers) {
       if (!Number.isInteger(status) || status < 100 || status > 999) throw new RangeError("respond(): invalid status " + status);
-      record({ status, body: typeof body === "string" || body instanceof Uint8Array ? body : String(body), headers: norm(headers) });
-    },
-    audit(reason) { side.audit(reason === undefined ? "audit" : String(reason)); },
-    log(...args) { side.log(args); },
-  };
-})`;
+      this.#call.record({ status, body: typeof body === "string" || body instanceof Uint8Array ? body : String(body), headers: norm(headers) });
+    }
+    audit(reason) { this.#call.audit(reason === undefined ? "audit" : String(reason)); }
+    log(...args) { this.#call.log(args); }
+  }
+  return (data, call) => new Flow(data, call);
+})()`;
 
 function validate(exports: Record<string, unknown>): Filter {
   // Only a default export counts: a module that exports `request` by name, or nothing at all, would
@@ -203,6 +255,10 @@ function describeError(err: unknown): string {
   return err instanceof Error || (err !== null && typeof err === "object" && "message" in err && "name" in err)
     ? `${String((err as Error).name)}: ${String((err as Error).message)}`
     : `non-error thrown: ${String(err)}`;
+}
+
+function callHook(hook: Hook, filter: Filter, flow: Flow): unknown {
+  return hook.call(filter, flow);
 }
 
 function isThenable(x: unknown): x is PromiseLike<unknown> {
@@ -319,21 +375,14 @@ export class FilterHost {
     // Never judge a request without its filter: an unknown version is an error, which denies.
     if (!live) return Promise.reject(new FilterHookError(`filter version ${version.version} is not loaded`));
     const hook = live.filter[hookName] as Hook | undefined;
-    let answer: Answer | undefined;
-    let audit: string | undefined;
-    const log = this.#log;
-    const side: FlowSide = {
-      audit: (reason) => { audit = reason; },
-      log: log ? (args) => log({ level: "info", message: format(...args), id: data.id, filter: live.hash }) : (args) => console.log(...args),
-    };
+    const call = new HookCall(this, data.id, live.hash);
     let flow: Flow;
     let returned: unknown;
-    const budget = new HookBudget(this.timeoutMs, () => this.#stalledMs);
     this.#watch.enter(this.timeoutMs);
     const started = performance.now();
     try {
-      flow = live.makeFlow(data, (a) => { answer = a; }, side, budget.wait);
-      returned = runningFor.run(data.id, () => hook?.call(live.filter, flow));
+      flow = live.makeFlow(data, call);
+      returned = hook === undefined ? undefined : runningFor.run(data.id, callHook, hook, live.filter, flow);
     } catch (err) {
       return Promise.reject(new FilterHookError(describe(err, live.locate)));
     } finally {
@@ -341,10 +390,11 @@ export class FilterHost {
     }
     // A hook that finished, but past its budget, is refused all the same: the budget is the contract.
     if (performance.now() - started > this.timeoutMs) return Promise.reject(new FilterTimeoutError(hookName, this.timeoutMs));
-    const result = (): HookResult => ({ answer, audit, headers: hookName === "request" ? flow.request.headers : (flow.response?.headers ?? {}) });
+    const result = (): HookResult => ({ answer: call.answer, audit: call.auditReason, headers: hookName === "request" ? flow.request.headers : (flow.response?.headers ?? {}) });
     if (!isThenable(returned)) return Promise.resolve(result());
     // An async hook: its budget is a timer (the thread stays free while it waits), paused while the hook
     // waits for a body (budget.ts).
+    const budget = call.budget;
     return new Promise<HookResult>((resolve, reject) => {
       budget.start(() => reject(new FilterTimeoutError(hookName, this.timeoutMs)));
       returned.then(
@@ -352,6 +402,17 @@ export class FilterHost {
         (err: unknown) => { budget.stop(); reject(new FilterHookError(describe(err, live.locate))); },
       );
     });
+  }
+
+  /** A budget of one hook call (HookCall). */
+  newBudget(): HookBudget {
+    return new HookBudget(this.timeoutMs, () => this.#stalledMs);
+  }
+
+  /** A line of `flow.log`: to the sink, or the process's console when there is none. */
+  filterLog(args: unknown[], id: string, hash: string): void {
+    if (this.#log) this.#log({ level: "info", message: format(...args), id, filter: hash });
+    else console.log(...args);
   }
 
   async close(): Promise<void> {
