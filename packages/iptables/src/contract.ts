@@ -14,3 +14,24 @@ export const PROBE_VALUE = "ok";
 export const REDIRECTED_PORTS: readonly number[] = Object.freeze([80, 443]);
 /** The port the transparent proxy listens on and the node's REDIRECT sends to, unless configured. */
 export const DEFAULT_TRANSPARENT_PORT = 15170;
+
+// The pod identity file: podwatch writes this node's pods by address into a volume the proxy container
+// shares (podwatch's identity.ts), the proxy reads it for `flow.client.pod` (tproxy's identity/pods.ts).
+
+/** The file's format version; a reader refuses others. */
+export const POD_IDENTITY_FORMAT = 1;
+/** podwatch rewrites the file this often while its watch is healthy (and on every change). */
+export const POD_IDENTITY_REFRESH_MS = 5_000;
+/** A file older than this names no pod (fail closed): room for five missed rewrites. */
+export const POD_IDENTITY_MAX_AGE_MS = 30_000;
+
+/** The file's JSON. `P` is the filter contract's PodIdentity (tproxy's filter types). */
+export interface PodIdentityFile<P> {
+  readonly version: typeof POD_IDENTITY_FORMAT;
+  /** The node whose pods these are. */
+  readonly node: string;
+  /** Milliseconds since the epoch when podwatch made it (both containers read the node's clock). */
+  readonly generatedAt: number;
+  /** Canonical address (IPv4, or IPv6 compressed, lower case) → the pod that has it. */
+  readonly pods: Readonly<Record<string, P>>;
+}

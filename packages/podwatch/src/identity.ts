@@ -11,13 +11,12 @@
 import { randomBytes } from "node:crypto";
 import { rename, rm, writeFile } from "node:fs/promises";
 import type { V1Pod } from "@kubernetes/client-node";
+import { POD_IDENTITY_FORMAT, POD_IDENTITY_REFRESH_MS, type PodIdentityFile } from "@tproxy/iptables";
 import type { Logger } from "pino";
 import type { Clock, Timer } from "./clock.ts";
 import { canonicalIp, podIps, podKey } from "./desired.ts";
 import type { PodIdentity } from "@tproxy/tproxy/filter";
 
-/** The format's version; a reader refuses others. */
-export const IDENTITY_FORMAT = 1;
 
 /** Annotations left out of the file: a copy of the whole object, often the largest part of it. */
 const DROPPED_ANNOTATIONS = new Set(["kubectl.kubernetes.io/last-applied-configuration"]);
@@ -25,14 +24,8 @@ const DROPPED_ANNOTATIONS = new Set(["kubectl.kubernetes.io/last-applied-configu
 /** What a filter sees as `flow.client.pod`: the filter contract's own type, so the two cannot drift. */
 export type { PodIdentity };
 
-export interface IdentitySnapshot {
-  readonly version: typeof IDENTITY_FORMAT;
-  readonly node: string;
-  /** Milliseconds since the epoch when this podwatch made it. */
-  readonly generatedAt: number;
-  /** Canonical address (IPv4, or IPv6 compressed, lower case) → the pod that has it. */
-  readonly pods: Readonly<Record<string, PodIdentity>>;
-}
+/** The file's JSON, as the node-pod contract defines it. */
+export type IdentitySnapshot = PodIdentityFile<PodIdentity>;
 
 const TERMINAL_PHASES = new Set(["Succeeded", "Failed"]);
 
@@ -61,7 +54,7 @@ export function identitySnapshot(pods: Iterable<V1Pod>, nodeName: string, now: n
     const identity = byIp.get(ip);
     if (identity) out[ip] = identity;
   }
-  return { version: IDENTITY_FORMAT, node: nodeName, generatedAt: now, pods: out };
+  return { version: POD_IDENTITY_FORMAT, node: nodeName, generatedAt: now, pods: out };
 }
 
 function identityOf(pod: V1Pod, nodeName: string): PodIdentity {
@@ -120,7 +113,7 @@ export class IdentityPublisher {
   #publish(): void {
     if (this.#stopped) return;
     this.#refresh?.cancel();
-    this.#refresh = this.#o.clock.after(this.#o.refreshMs ?? 5000, () => {
+    this.#refresh = this.#o.clock.after(this.#o.refreshMs ?? POD_IDENTITY_REFRESH_MS, () => {
       this.#refresh = undefined;
       this.#publish();
     });

@@ -18,7 +18,7 @@ export type { IptablesRunner, ExecIptablesOptions, Table } from "./iptables.ts";
 export { Reconciler } from "./reconciler.ts";
 export type { ReconcilerOptions, ReconcileResult } from "./reconciler.ts";
 export { PodWatcher } from "./watcher.ts";
-export { IdentityPublisher, identitySnapshot, IDENTITY_FORMAT } from "./identity.ts";
+export { IdentityPublisher, identitySnapshot } from "./identity.ts";
 export type { PodIdentity, IdentitySnapshot, IdentityPublisherOptions } from "./identity.ts";
 export type { PodWatcherOptions } from "./watcher.ts";
 export { systemClock, Backoff } from "./clock.ts";

@@ -9,30 +9,24 @@
 // unreadable or of another format makes every address unknown: `flow.client.pod` is undefined, as it
 // is for addresses no pod of this node has (host-network pods, the node, other nodes' pods).
 import { readFile } from "node:fs/promises";
+import { POD_IDENTITY_FORMAT, POD_IDENTITY_MAX_AGE_MS, type PodIdentityFile } from "@tproxy/iptables";
 import type { Logger } from "pino";
 import type { PodIdentity } from "../filter/types.ts";
 import { Gauge } from "../observe/metrics.ts";
 import type { MetricJson } from "../observe/metrics.ts";
 import { VolumeWatch } from "../util/volume-watch.ts";
 
-/** A map older than this names no pod. Podwatch rewrites it every 5 s; this leaves room for 5 missed writes. */
-export const MAX_AGE_MS = 30_000;
-/** The file podwatch writes has this format version. */
-export const FORMAT = 1;
+/** A map older than this names no pod (the node-pod contract's limit). */
+export const MAX_AGE_MS = POD_IDENTITY_MAX_AGE_MS;
 
 /** The parsed file, as the supervisor hands it to the serving threads (structured-clone friendly). */
-export interface PodSnapshot {
-  readonly node: string;
-  /** Milliseconds since the epoch when podwatch made it. */
-  readonly generatedAt: number;
-  readonly pods: Readonly<Record<string, PodIdentity>>;
-}
+export type PodSnapshot = Omit<PodIdentityFile<PodIdentity>, "version">;
 
 /** Parses the file's text; throws an Error naming what is wrong. */
 export function parseSnapshot(text: string): PodSnapshot {
   const data = JSON.parse(text) as unknown;
   if (!isObject(data)) throw new Error("not a JSON object");
-  if (data.version !== FORMAT) throw new Error(`format version ${JSON.stringify(data.version)}, expected ${FORMAT}`);
+  if (data.version !== POD_IDENTITY_FORMAT) throw new Error(`format version ${JSON.stringify(data.version)}, expected ${POD_IDENTITY_FORMAT}`);
   if (typeof data.generatedAt !== "number" || !Number.isFinite(data.generatedAt)) throw new Error("generatedAt is not a number");
   if (typeof data.node !== "string") throw new Error("node is not a string");
   if (!isObject(data.pods)) throw new Error("pods is not an object");
