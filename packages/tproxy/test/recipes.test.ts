@@ -15,7 +15,7 @@ describe("filter recipes (examples/filters) pass their case files", function () 
   const recipes = readdirSync(DIR).filter((f) => f.endsWith(".ts")).map((f) => f.slice(0, -3)).sort();
 
   it("has recipes with case files", () => {
-    expect(recipes.filter((r) => existsSync(join(DIR, `${r}.cases.yaml`)))).to.include.members(["audit-rollout", "credential-injection", "per-path-methods", "response-headers", "tracing-header"]);
+    expect(recipes.filter((r) => existsSync(join(DIR, `${r}.cases.yaml`)))).to.include.members(["allowlist-file", "audit-rollout", "body-rules", "credential-injection", "per-path-methods", "per-pod", "rate-limit", "response-headers", "tracing-header"]);
   });
 
   for (const recipe of recipes) {
