@@ -33,6 +33,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ChildProcess, SpawnOptions } from "node:child_process";
+import type { AdmissionStandIn, PodObject } from "./admission-stand-in.ts";
 
 /** A pod in the API's JSON form (the fields the stand-in knows about, plus anything a test adds). */
 export interface Pod {
@@ -259,6 +260,8 @@ export class KubeApiStandIn {
   /** DaemonSets by `namespace/name`: served to GET by name only. */
   readonly #daemonSets = new Map<string, object>();
   readonly #namespaces = new Map<string, object>();
+  /** Webhooks pods created with createPodObject go through (none: stored as given). */
+  admission: AdmissionStandIn | undefined;
   readonly #watches = new Set<OpenWatch>();
   readonly #bridges = new Set<ChildProcess>();
   /** Graceful deletions under way: the timer that ends each one. */
@@ -457,15 +460,58 @@ export class KubeApiStandIn {
   // ---- namespaces and secrets, for Helm's lookup ----
 
   /** Creates a Namespace (the stand-in starts with default, kube-system and kube-public). */
-  createNamespace(name: string): void {
+  createNamespace(name: string, labels: Record<string, string> = {}): void {
     this.#rv += 1;
     this.#namespaces.set(name, {
       kind: "Namespace",
       apiVersion: "v1",
-      metadata: { name, uid: randomUUID(), resourceVersion: String(this.#rv), creationTimestamp: rfc3339() },
+      // kube-apiserver sets kubernetes.io/metadata.name on every namespace (webhooks select by it).
+      metadata: { name, uid: randomUUID(), resourceVersion: String(this.#rv), creationTimestamp: rfc3339(), labels: { ...labels, "kubernetes.io/metadata.name": name } },
       spec: { finalizers: ["kubernetes"] },
       status: { phase: "Active" },
     });
+  }
+
+  /** `kubectl label namespace NAME k=v` (null removes a label). */
+  labelNamespace(name: string, labels: Record<string, string | null>): void {
+    const ns = this.#namespaces.get(name) as { metadata: { labels: Record<string, string>; resourceVersion: string } } | undefined;
+    if (!ns) throw new Error(`stand-in: no namespace ${name}`);
+    for (const [k, v] of Object.entries(labels)) {
+      if (v === null) delete ns.metadata.labels[k];
+      else ns.metadata.labels[k] = v;
+    }
+    this.#rv += 1;
+    ns.metadata.resourceVersion = String(this.#rv);
+  }
+
+  /** A namespace's labels (with kubernetes.io/metadata.name); undefined when there is no such namespace. */
+  namespaceLabels(name: string): Record<string, string> | undefined {
+    const ns = this.#namespaces.get(name) as { metadata: { labels: Record<string, string> } } | undefined;
+    return ns ? { ...ns.metadata.labels } : undefined;
+  }
+
+  /**
+   * Creates a pod as a client (kubectl, a ReplicaSet) asks the API server to: through admission (the
+   * webhooks of `admission`, admission-stand-in.ts), then stored with a uid, and a name made from
+   * `generateName` when it has none (after admission, as kube-apiserver does). Rejects with
+   * AdmissionDenied when a webhook refuses it. The pod's spec is stored as admitted.
+   */
+  async createPodObject(namespace: string, object: PodObject, opts: { nodeName?: string } = {}): Promise<Pod> {
+    const labels = this.namespaceLabels(namespace);
+    if (labels === undefined) throw new Error(`stand-in: namespaces "${namespace}" not found`);
+    const admitted = this.admission ? await this.admission.admitCreate(namespace, labels, object) : structuredClone(object);
+    const name = admitted.metadata.name || `${admitted.metadata.generateName ?? "pod-"}${randomUUID().slice(0, 5)}`;
+    const key = `${namespace}/${name}`;
+    if (this.#pods.has(key)) throw new Error(`stand-in: pod ${key} already exists`);
+    const { apiVersion: _a, kind: _k, status: _s, metadata, spec, ...rest } = admitted;
+    const pod = {
+      ...rest,
+      metadata: { ...metadata, name, namespace, uid: randomUUID(), resourceVersion: "", creationTimestamp: rfc3339() },
+      spec: { terminationGracePeriodSeconds: 30, ...spec, ...(opts.nodeName !== undefined ? { nodeName: opts.nodeName } : {}) },
+      status: { phase: "Pending" },
+    } as unknown as Pod;
+    this.#commit("ADDED", undefined, pod);
+    return clone(pod);
   }
 
   deleteNamespace(name: string): void {
