@@ -12,6 +12,7 @@ import { Reconciler } from "./reconciler.ts";
 import { startStatusServer, type Health, type StatusServer } from "./server.ts";
 import { IdentityPublisher } from "./identity.ts";
 import { PodWatcher } from "./watcher.ts";
+import { startCniSocket, type CniSocket } from "./cni-socket.ts";
 
 /** Side effects podwatch uses; each defaults to the real thing. */
 export interface PodwatchDeps {
@@ -127,6 +128,11 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     "watching pods of this node",
   );
   w.start();
+  let cniSocket: CniSocket | undefined;
+  if (config.cniSocket !== undefined) {
+    cniSocket = await startCniSocket({ path: config.cniSocket, pods: () => w.pods(), synced: () => w.synced, annotation: config.annotation, initContainer: config.initContainer, namespaces: config.namespaces });
+    log.info({ socket: config.cniSocket }, "answering tproxy-cni on its socket");
+  }
 
   // Whether this podwatch could read its DaemonSet once it had started. `helm uninstall` deletes the
   // DaemonSet and, right after it, the RoleBinding and ServiceAccount that let podwatch read it; the pods
@@ -182,6 +188,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     watcher: w,
     health,
     async stop() {
+      await cniSocket?.close();
       await w.stop();
       await identity?.stop();
       await reconciler.stop();
@@ -189,6 +196,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     },
     async shutdown() {
       await dsProbed;
+      await cniSocket?.close();
       await w.stop();
       await identity?.stop();
       await reconciler.stop();
