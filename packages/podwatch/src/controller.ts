@@ -1,6 +1,7 @@
 // Wires the parts: pod informers → coalescing reconciler → iptables; plus /healthz and /metrics.
 import { KubeConfig } from "@kubernetes/client-node";
-import { chooseTools, execRunner, ToolsMissing, type Chosen } from "@tproxy/iptables";
+import { rm, writeFile } from "node:fs/promises";
+import { chooseTools, CNI_UNINSTALL_MARKER_SUFFIX, execRunner, ToolsMissing, type Chosen } from "@tproxy/iptables";
 import { pino, type Logger } from "pino";
 import { systemClock, type Clock } from "./clock.ts";
 import type { PodwatchConfig } from "./config.ts";
@@ -130,6 +131,8 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
   w.start();
   let cniSocket: CniSocket | undefined;
   if (config.cniSocket !== undefined) {
+    // A marker of an earlier uninstall must not take the plugin off the node of this new install.
+    await rm(`${config.cniSocket}${CNI_UNINSTALL_MARKER_SUFFIX}`, { force: true });
     cniSocket = await startCniSocket({ path: config.cniSocket, pods: () => w.pods(), synced: () => w.synced, annotation: config.annotation, initContainer: config.initContainer, namespaces: config.namespaces });
     log.info({ socket: config.cniSocket }, "answering tproxy-cni on its socket");
   }
@@ -163,6 +166,15 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     if (ds.state === "unknown" || ds.state === "refused") {
       log.warn({ why: ds.why }, "stopping; cannot tell an uninstall from a restart: the chains stay as they are");
       return;
+    }
+    if (config.cniSocket !== undefined) {
+      // The installer container (lock.mode cni) takes tproxy-cni off the node on this marker: left there,
+      // with no podwatch to answer, it would fail every new pod's sandbox on this node.
+      const marker = `${config.cniSocket}${CNI_UNINSTALL_MARKER_SUFFIX}`;
+      await writeFile(marker, `${ds.why}\n`).then(
+        () => log.info({ marker }, "uninstall: told the CNI installer to take tproxy-cni off this node"),
+        (err: unknown) => log.error({ marker, err: String(err) }, "uninstall: cannot leave the CNI uninstall marker; tproxy-cni stays in the node's CNI configuration"),
+      );
     }
     if (!w.synced) {
       log.warn({ why: ds.why }, "uninstall, but the pod list never arrived: which pods are locked is unknown, so the chains stay as they are");
