@@ -4,7 +4,7 @@
 //   run        install, keep the entry there while the cluster's CNI rewrites its config (watch the
 //              folder), and on SIGTERM uninstall only if podwatch left its uninstall marker (helm
 //              uninstall); a restart or rolling update keeps the plugin in place.
-import { existsSync, watch } from "node:fs";
+import { existsSync, watch, type FSWatcher } from "node:fs";
 import { CNI_UNINSTALL_MARKER_SUFFIX } from "@tproxy/iptables";
 import { Command, Option } from "commander";
 import { pino } from "pino";
@@ -62,16 +62,12 @@ common(program.command("run").description("install, keep installed while the fol
         log.warn({ err: (err as Error).message, why }, "cannot put tproxy-cni in place yet; retrying on the next change");
       }
     };
-    ensure("start");
     let timer: NodeJS.Timeout | undefined;
-    // The cluster's CNI (re)writes its conflist on its own schedule: after any change of the folder, check again.
-    const watcher = watch(opts.confDir, () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => ensure("the CNI config folder changed"), 200);
-    });
-    const resync = setInterval(() => ensure("periodic check"), 30_000);
+    let watcher: FSWatcher | undefined;
+    let resync: NodeJS.Timeout | undefined;
+    // The handler first: a SIGTERM that comes right after the entry appeared must still be handled.
     process.once("SIGTERM", () => {
-      watcher.close();
+      watcher?.close();
       clearInterval(resync);
       clearTimeout(timer);
       const marker = `${raw.socket}${CNI_UNINSTALL_MARKER_SUFFIX}`;
@@ -89,6 +85,13 @@ common(program.command("run").description("install, keep installed while the fol
       };
       poll();
     });
+    ensure("start");
+    // The cluster's CNI (re)writes its conflist on its own schedule: after any change of the folder, check again.
+    watcher = watch(opts.confDir, () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => ensure("the CNI config folder changed"), 200);
+    });
+    resync = setInterval(() => ensure("periodic check"), 30_000);
   });
 
 program.parseAsync().catch((err: unknown) => {
