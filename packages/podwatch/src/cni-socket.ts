@@ -1,7 +1,7 @@
 // The node-local answer tproxy-cni (the chained CNI plugin) needs before it locks a pod's namespace:
 // is this pod locked? `GET /v1/pods/<namespace>/<name>` on a unix socket (a hostPath only root on the
 // node reaches), answered from the informer cache with the same `isLocked` that decides the redirects.
-import { chmod, mkdir, rm } from "node:fs/promises";
+import { chmod, mkdir, rename, rm, stat } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { dirname } from "node:path";
 import type { V1Pod } from "@kubernetes/client-node";
@@ -22,6 +22,9 @@ export interface CniSocket {
   close(): Promise<void>;
 }
 
+/** Numbers the sockets of this process (tests start several). */
+let serial = 0;
+
 const ROUTE = /^\/v1\/pods\/([^/]+)\/([^/]+)$/;
 
 export async function startCniSocket(opts: CniSocketOptions): Promise<CniSocket> {
@@ -39,21 +42,30 @@ export async function startCniSocket(opts: CniSocketOptions): Promise<CniSocket>
     return json(200, { uid: pod.metadata?.uid ?? "", lock: isLocked(pod, opts), watched: true });
   });
   await mkdir(dirname(opts.path), { recursive: true });
-  // A socket left by an earlier podwatch (a crash, a restart) would make listen fail with EADDRINUSE.
-  await rm(opts.path, { force: true });
+  // During a rolling update two podwatches of one node serve at once, and a closing unix-socket server
+  // unlinks the path it listened on. So each listens on a path of its own and renames that socket over the
+  // shared one (atomic: the plugin always finds one that answers); the old podwatch's close then unlinks
+  // only its own, already renamed-away, path. A socket left by a crash is replaced the same way.
+  const own = `${opts.path}.${process.pid}.${(serial += 1)}`;
+  await rm(own, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(opts.path, () => {
+    server.listen(own, () => {
       server.off("error", reject);
       resolve();
     });
   });
-  await chmod(opts.path, 0o600);
+  await chmod(own, 0o600);
+  await rename(own, opts.path);
+  const ino = (await stat(opts.path)).ino;
   return {
-    close: () =>
-      new Promise<void>((resolve) => {
+    async close() {
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+      // Still ours (no newer podwatch took the path): no socket left that nothing answers on.
+      if ((await stat(opts.path).catch(() => undefined))?.ino === ino) await rm(opts.path, { force: true });
+    },
   };
 }

@@ -53,6 +53,18 @@ describe("podwatch --cni-socket", () => {
     expect((await get(sock, "/v1/pods/shop")).status).to.equal(404);
   });
 
+  it("keeps answering when an older podwatch of the node stops after a newer one took the socket (a rolling update)", async () => {
+    const path = join(dir, "surge", "cni.sock");
+    const opts = { path, pods: () => pods, synced: () => true, annotation: "initializer.kubernetes.io/tproxy", initContainer: "tproxy", namespaces: [] };
+    const old = await startCniSocket(opts);
+    const newer = await startCniSocket({ ...opts, pods: () => pods.slice(1) });
+    await old.close();
+    expect((await get(path, "/v1/pods/shop/snippet")).status).to.equal(200);
+    expect((await get(path, "/v1/pods/shop/annotated")).status, "answered by the newer podwatch").to.equal(404);
+    await newer.close();
+    expect(() => statSync(path)).to.throw(/ENOENT/);
+  });
+
   it("says not locked, not watched, for a namespace outside --namespace (no redirect would come for it)", async () => {
     const other = await startCniSocket({ path: join(dir, "other.sock"), pods: () => pods, synced: () => true, annotation: "initializer.kubernetes.io/tproxy", initContainer: "tproxy", namespaces: ["web"] });
     try {
