@@ -53,6 +53,13 @@ describe("chart: lock.mode cni", function () {
   });
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
+  it("passes helm lint --strict", async () => {
+    const [, chart, ...flags] = renderArgs(withCa(CNI));
+    const r = await helm(["lint", "--strict", chart!, ...flags]);
+    expect(r.code, `${r.stdout}${r.stderr}`).to.equal(0);
+    expect(r.stdout).to.match(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+  });
+
   it("renders only valid objects; the DaemonSet installs tproxy-cni with the host's CNI folders and podwatch serves its socket", async () => {
     const objs = await template(withCa({ ...CNI, "cni.binDir": "/home/kubernetes/bin" }));
     for (const o of objs) await validateObject(o);
