@@ -30,7 +30,7 @@ COPY docker/assemble.sh docker/assemble.sh
 # stay out). --ignore-scripts: the addon is already built (packages/tproxy/build) and nothing else runs.
 RUN npm ci --no-audit --no-fund \
  && npm run build \
- && npm run bundle:cni --workspace @tproxy/sidecar-init \
+ && npm run bundle:cni \
  && rm -rf node_modules packages/*/node_modules \
  && npm ci --omit=dev --workspace @tproxy/sidecar-init --include-workspace-root=false --ignore-scripts --no-audit --no-fund \
  && sh docker/assemble.sh /out sidecar-init
