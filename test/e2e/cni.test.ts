@@ -1,12 +1,12 @@
 // CNI mode (lock.mode cni) as a node runs it: tproxy-cni installed by its installer into a "host" CNI bin
-// folder (node binary + bundle + wrapper), chained after the reference bridge and host-local plugins
+// folder (node binary + bundle + wrapper) and last in the host's conflist, chained after the reference bridge and host-local plugins
 // (Debian's containernetworking-plugins), run by a runtime stand-in as libcni runs a conflist. The real
 // podwatch answers on its --cni-socket from its informer (Kubernetes API stand-in); the real proxy filters.
 // Each escape attempt of the locked pod sits beside the same attempt of an unlocked pod through the same chain.
 import { expect } from "chai";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { installBinaries } from "../../packages/sidecar-init/src/cni/install.ts";
+import { install } from "../../packages/sidecar-init/src/cni/install.ts";
 import { bundlePlugin } from "../../packages/sidecar-init/src/cni/bundle.ts";
 import { CniRuntime, type Conflist, type SandboxPod } from "../support/cni-runtime.ts";
 import { CNI_PATH } from "../support/datapath.ts";
@@ -28,8 +28,8 @@ describe("CNI mode: tproxy-cni chained after bridge + host-local (namespaces; Ku
   const netnsOf = (ns: Netns) => `/var/run/netns/${ns.name}`;
   const pods: Netns[] = [];
 
-  /** The node's conflist: what the installer leaves in /etc/cni/net.d after the cluster's bridge network. */
-  const conflist = (settings: Record<string, unknown> = {}): Conflist => ({
+  /** The cluster's network before tproxy: the reference bridge with host-local, as a node's /etc/cni/net.d holds it. */
+  const bridgeNetwork = (): Conflist => ({
     cniVersion: "1.0.0",
     name: "tproxy-cni-test",
     plugins: [
@@ -40,9 +40,11 @@ describe("CNI mode: tproxy-cni chained after bridge + host-local (namespaces; Ku
         ipMasq: false,
         ipam: { type: "host-local", ranges: [[{ subnet: SUBNET, gateway: GATEWAY }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: join(world.dir, "host-local") },
       },
-      { type: "tproxy-cni", socket, allowDns: [DNS_IP], blockCidrs: [SERVICE_CIDR], excludeNamespaces: ["kube-system"], askTimeoutMs: 1500, ...settings },
     ],
   });
+  /** The conflist the installer left (tproxy-cni last), with some of the plugin's keys changed for a test. */
+  let installed: Conflist;
+  const conflist = (settings: Record<string, unknown> = {}): Conflist => ({ ...installed, plugins: installed.plugins.map((p) => (p.type === "tproxy-cni" ? { ...p, ...settings } : p)) });
 
   async function newPodNs(): Promise<Netns> {
     const ns = await Netns.create(uniqueName(`${PREFIX}p`));
@@ -88,8 +90,13 @@ describe("CNI mode: tproxy-cni chained after bridge + host-local (namespaces; Ku
     await waitFor("podwatch's CNI socket", () => existsSync(socket), 15_000);
     // The installer on a "host": node + bundle + wrapper in its CNI bin folder (the conflist is the test's).
     binDir = join(world.dir, "opt-cni-bin");
+    const confDir = join(world.dir, "etc-cni-net.d");
     mkdirSync(binDir, { recursive: true });
-    installBinaries({ binDir, nodeBinary: process.execPath, bundle: await bundlePlugin(join(world.dir, "tproxy-cni.cjs")) });
+    mkdirSync(confDir, { recursive: true });
+    writeFileSync(join(confDir, "10-bridge.conflist"), JSON.stringify(bridgeNetwork()));
+    const settings = { socket, allowDns: [DNS_IP], blockCidrs: [SERVICE_CIDR], excludeNamespaces: ["kube-system"], askTimeoutMs: 1500 };
+    install({ binDir, confDir, nodeBinary: process.execPath, bundle: await bundlePlugin(join(world.dir, "tproxy-cni.cjs")), settings });
+    installed = JSON.parse(readFileSync(join(confDir, "10-bridge.conflist"), "utf8")) as Conflist;
     // The runtime finds tproxy-cni in the installed folder, bridge and host-local in Debian's.
     runtime = new CniRuntime(world.node, [binDir, CNI_PATH]);
     locked = await sandbox("cni-locked", true);
@@ -109,6 +116,8 @@ describe("CNI mode: tproxy-cni chained after bridge + host-local (namespaces; Ku
   });
 
   it("ADD prints the previous plugin's result unchanged, for a locked pod and an unlocked one", () => {
+    // The runtime ran the installer's conflist: the cluster's bridge, then tproxy-cni through its wrapper.
+    expect(installed.plugins.map((p) => p.type)).to.deep.equal(["bridge", "tproxy-cni"]);
     for (const sb of [locked, plain]) {
       expect(sb.added.runs.map((r) => [r.type, r.code])).to.deep.equal([["bridge", 0], ["tproxy-cni", 0]]);
       expect(JSON.parse(sb.added.runs[1]!.stdout)).to.deep.equal(JSON.parse(sb.added.runs[0]!.stdout));
