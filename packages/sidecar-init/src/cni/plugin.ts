@@ -116,6 +116,10 @@ function prevResultOf(conf: NetConf): PrevResult {
   return conf.prevResult;
 }
 
+/**
+ * Skips applyLock's capability pre-check, whose advice is for an init container: runtimes run plugins as
+ * root on the host, and were a capability missing all the same, iptables-restore's own refusal would say so.
+ */
 const allCaps = (): bigint => (1n << 41n) - 1n;
 
 /** Handles one call: the outcome to print and exit with (errors included, as the spec's error object). */
