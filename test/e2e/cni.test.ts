@@ -175,6 +175,19 @@ describe("CNI mode: tproxy-cni chained after bridge + host-local (namespaces; Ku
     expect((await curl(plain.ns, resolve)).stdout.replace(/\n/g, "")).to.equal("www.google.com GET /200");
   });
 
+  it("sidecar-init --mode wait holds the pod until the node redirects it (the kubelet reports the address after the sandbox)", async () => {
+    const sb = await sandbox("cni-late", true);
+    expect(sb.added.ok, sb.added.failed?.stdout).to.equal(true);
+    const wait = world.spawn(sb.ns, NO_CAPS[0]!, [...NO_CAPS.slice(1), process.execPath, SIDECAR_CLI, "--mode", "wait", "--wait-timeout", "30s"]);
+    await wait.waitForLine(/lock in place/, 10_000);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(wait.child.exitCode, "still waiting: no redirect yet").to.equal(null);
+    world.api.setPodIP("default", "cni-late", ipOf(sb.added.result), "Pending");
+    if (wait.child.exitCode === null) await new Promise((r) => wait.child.once("exit", r));
+    expect(wait.child.exitCode, wait.output).to.equal(0);
+    expect(wait.output).to.match(/interception live/);
+  });
+
   it("sidecar-init --mode wait fails, saying so, in a pod the plugin did not lock", async () => {
     const r = await plain.ns.run(NO_CAPS[0]!, [...NO_CAPS.slice(1), process.execPath, SIDECAR_CLI, "--mode", "wait", "--wait-timeout", "2s"], { timeoutMs: 20_000 });
     expect(r.code).to.equal(5);
