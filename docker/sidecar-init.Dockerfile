@@ -30,6 +30,7 @@ COPY docker/assemble.sh docker/assemble.sh
 # stay out). --ignore-scripts: the addon is already built (packages/tproxy/build) and nothing else runs.
 RUN npm ci --no-audit --no-fund \
  && npm run build \
+ && npm run bundle:cni \
  && rm -rf node_modules packages/*/node_modules \
  && npm ci --omit=dev --workspace @tproxy/sidecar-init --include-workspace-root=false --ignore-scripts --no-audit --no-fund \
  && sh docker/assemble.sh /out sidecar-init
@@ -42,6 +43,10 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=build /out/ /app/
 ENV NODE_ENV=production
+# tproxy-cni-install (lock.mode cni) copies this image's node and dist/cni/tproxy-cni.cjs (the plugin in
+# one file, made by bundle:cni above) onto the node.
 RUN ln -s /app/packages/sidecar-init/bin/tproxy-sidecar-init.js /usr/local/bin/tproxy-sidecar-init \
- && tproxy-sidecar-init --help >/dev/null
+ && ln -s /app/packages/sidecar-init/bin/tproxy-cni-install.js /usr/local/bin/tproxy-cni-install \
+ && tproxy-sidecar-init --help >/dev/null \
+ && test -f /app/packages/sidecar-init/dist/cni/tproxy-cni.cjs
 ENTRYPOINT ["tproxy-sidecar-init"]

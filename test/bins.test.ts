@@ -18,7 +18,7 @@ for (const pkg of ["tproxy", "podwatch", "sidecar-init"]) {
 
 describe("the packages' bins (npx tproxy --help after npm ci)", () => {
   it("names bins, each a committed, executable file outside dist/", async () => {
-    expect(bins.map((b) => b.bin)).to.deep.equal(["tproxy", "tproxy-podwatch", "tproxy-sidecar-init"]);
+    expect(bins.map((b) => b.bin)).to.deep.equal(["tproxy", "tproxy-podwatch", "tproxy-sidecar-init", "tproxy-cni-install"]);
     const tracked = (await pexec("git", ["ls-files", "--stage", ...bins.map((b) => b.target)], { cwd: REPO_ROOT })).stdout;
     for (const b of bins) {
       expect(b.target, b.bin).not.to.match(/(^|\/)dist\//);

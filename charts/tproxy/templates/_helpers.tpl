@@ -138,13 +138,32 @@ ca.cert; rendering without either is an error, never an empty trust store.
 {{- end }}
 {{- end }}
 
-{{/* The init container of a locked pod: the same text in NOTES, the test pod and examples/. Call with (dict "ctx" $) */}}
+{{/*
+The init container of a locked pod: the same text in NOTES, the test pod and examples/. Call with (dict "ctx" $).
+lock.mode sidecar: it writes the lock (NET_ADMIN, NET_RAW). lock.mode cni: the node's tproxy-cni plugin wrote
+it before the pod's containers started; the init container only checks it and waits for interception, with
+no capability, as non-root, under the runtime's seccomp profile (Pod Security "restricted").
+*/}}
 {{- define "tproxy.initContainer" -}}
 {{- $v := .ctx.Values -}}
 - name: tproxy
   image: {{ include "tproxy.image" (dict "ctx" .ctx "image" $v.images.sidecarInit) }}
   imagePullPolicy: {{ $v.images.pullPolicy }}
   command: ["tproxy-sidecar-init"]
+  {{- if eq $v.lock.mode "cni" }}
+  args: ["--mode", "wait"]
+  securityContext:
+    allowPrivilegeEscalation: false
+    privileged: false
+    runAsNonRoot: true
+    runAsUser: 65534
+    runAsGroup: 65534
+    readOnlyRootFilesystem: true
+    capabilities:
+      drop: ["ALL"]
+    seccompProfile:
+      type: RuntimeDefault
+  {{- else }}
   {{- if or $v.lock.blockCidrs $v.lock.allowDns $v.proxy.standardMode.enabled }}
   env:
     {{- with $v.lock.blockCidrs }}
@@ -168,8 +187,32 @@ ca.cert; rendering without either is an error, never an empty trust store.
     capabilities:
       drop: ["ALL"]
       add: ["NET_ADMIN", "NET_RAW"]
+  {{- end }}
   resources:
     {{- toYaml $v.lock.resources | nindent 4 }}
+{{- end }}
+
+{{/*
+tproxy-cni's entry in the node's conflist (lock.mode cni): the lock's settings, as the init container gets them
+in sidecar mode. The socket is podwatch's, at its path on the node. Call with (dict "ctx" $); prints JSON.
+*/}}
+{{- define "tproxy.cniSettings" -}}
+{{- $v := .ctx.Values -}}
+{{- $s := dict "socket" (printf "%s/cni.sock" (trimSuffix "/" $v.cni.socketDir)) "allowDns" $v.lock.allowDns "blockCidrs" $v.lock.blockCidrs "excludeNamespaces" $v.cni.excludeNamespaces -}}
+{{- toJson $s -}}
+{{- end }}
+
+{{/* lock.mode cni cannot read a pod's resolv.conf (the kubelet writes it after CNI): the resolvers must be named. */}}
+{{- define "tproxy.checkCniMode" -}}
+{{- $v := .Values -}}
+{{- if eq $v.lock.mode "cni" }}
+{{- if not $v.lock.allowDns }}
+{{- fail "lock.mode cni needs lock.allowDns: the CNI plugin locks a pod before the kubelet writes its resolv.conf, so it cannot read the pod's nameservers; name the cluster DNS Service address (kubectl -n kube-system get svc kube-dns), or [\"any\"]" }}
+{{- end }}
+{{- if $v.proxy.standardMode.enabled }}
+{{- fail "lock.mode cni locks for the transparent mode only: proxy.standardMode.enabled needs lock.mode sidecar (its lock allows the node's port 1080 per pod)" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The root-certs volume of a locked pod. */}}

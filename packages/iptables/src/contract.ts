@@ -35,3 +35,12 @@ export interface PodIdentityFile<P> {
   /** Canonical address (IPv4, or IPv6 compressed, lower case) → the pod that has it. */
   readonly pods: Readonly<Record<string, P>>;
 }
+
+// CNI mode: podwatch answers tproxy-cni on a unix socket in a hostPath folder the installer container
+// shares. Only podwatch can tell an uninstall from a restart (its DaemonSet gone or not): on an uninstall
+// it leaves this file next to the socket, and the installer, stopping at the same time, then takes the
+// plugin out of the node's CNI configuration; without the file the plugin stays (fail closed while
+// podwatch is away: ADD fails and the runtime retries).
+
+/** The marker's name: the socket's path with this suffix. */
+export const CNI_UNINSTALL_MARKER_SUFFIX = ".uninstall";

@@ -32,6 +32,7 @@ const program = new Command("tproxy-podwatch")
   .addOption(new Option("--metrics-address <ip>", "address /healthz and /metrics listen on (the node's loopback by default: probes use host 127.0.0.1; 0.0.0.0 for a Prometheus scraping the node)").env("TPROXY_METRICS_ADDRESS").default(DEFAULT_METRICS_ADDRESS))
   .addOption(new Option("--iptables-backend <mode>", "iptables backend of the node's rules: auto (the one kube-proxy uses, detected as its image does), nft or legacy").env("TPROXY_IPTABLES_BACKEND").default(DEFAULT_IPTABLES_BACKEND))
   .addOption(new Option("--pod-identity-file <path>", "write this node's pods by IP (namespace, name, labels, annotations, service account) to this file, for the proxy's flow.client.pod; rewritten on every change and every 5 s, deleted on stop; default: not written").env("TPROXY_POD_IDENTITY_FILE"))
+  .addOption(new Option("--cni-socket <path>", "unix socket where the tproxy-cni plugin (lock.mode cni) asks whether a pod is locked (GET /v1/pods/<namespace>/<name>); default: not served").env("TPROXY_CNI_SOCKET"))
   .action(async (raw: RawOptions) => {
     const config = parseConfig(raw);
     const log = pino({ name: "tproxy-podwatch", level: process.env.TPROXY_LOG_LEVEL ?? "info" });

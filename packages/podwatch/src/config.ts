@@ -59,6 +59,11 @@ export interface PodwatchConfig {
    * `--pod-identity-file`, env `TPROXY_POD_IDENTITY_FILE`; undefined (default): not published.
    */
   readonly podIdentityFile: string | undefined;
+  /**
+   * Unix socket where tproxy-cni (CNI mode) asks whether a pod is locked (`--cni-socket`, env
+   * `TPROXY_CNI_SOCKET`); undefined (default): not served.
+   */
+  readonly cniSocket: string | undefined;
 }
 
 /** Raw values as commander hands them over (strings from flags or environment). */
@@ -77,6 +82,7 @@ export interface RawOptions {
   iptablesBackend?: string;
   daemonset?: string;
   podIdentityFile?: string;
+  cniSocket?: string;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -127,6 +133,7 @@ export function parseConfig(raw: RawOptions): PodwatchConfig {
     iptablesBackend: parseBackend(raw.iptablesBackend ?? DEFAULT_IPTABLES_BACKEND),
     daemonSet: parseDaemonSet(raw.daemonset),
     podIdentityFile: parseFilePath("--pod-identity-file", raw.podIdentityFile),
+    cniSocket: parseFilePath("--cni-socket", raw.cniSocket),
   });
 }
 

@@ -1,6 +1,7 @@
 // Wires the parts: pod informers → coalescing reconciler → iptables; plus /healthz and /metrics.
 import { KubeConfig } from "@kubernetes/client-node";
-import { chooseTools, execRunner, ToolsMissing, type Chosen } from "@tproxy/iptables";
+import { rm, writeFile } from "node:fs/promises";
+import { chooseTools, CNI_UNINSTALL_MARKER_SUFFIX, execRunner, ToolsMissing, type Chosen } from "@tproxy/iptables";
 import { pino, type Logger } from "pino";
 import { systemClock, type Clock } from "./clock.ts";
 import type { PodwatchConfig } from "./config.ts";
@@ -12,6 +13,7 @@ import { Reconciler } from "./reconciler.ts";
 import { startStatusServer, type Health, type StatusServer } from "./server.ts";
 import { IdentityPublisher } from "./identity.ts";
 import { PodWatcher } from "./watcher.ts";
+import { startCniSocket, type CniSocket } from "./cni-socket.ts";
 
 /** Side effects podwatch uses; each defaults to the real thing. */
 export interface PodwatchDeps {
@@ -127,6 +129,13 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     "watching pods of this node",
   );
   w.start();
+  let cniSocket: CniSocket | undefined;
+  if (config.cniSocket !== undefined) {
+    // A marker of an earlier uninstall must not take the plugin off the node of this new install.
+    await rm(`${config.cniSocket}${CNI_UNINSTALL_MARKER_SUFFIX}`, { force: true });
+    cniSocket = await startCniSocket({ path: config.cniSocket, pods: () => w.pods(), synced: () => w.synced, annotation: config.annotation, initContainer: config.initContainer, namespaces: config.namespaces });
+    log.info({ socket: config.cniSocket }, "answering tproxy-cni on its socket");
+  }
 
   // Whether this podwatch could read its DaemonSet once it had started. `helm uninstall` deletes the
   // DaemonSet and, right after it, the RoleBinding and ServiceAccount that let podwatch read it; the pods
@@ -158,6 +167,15 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
       log.warn({ why: ds.why }, "stopping; cannot tell an uninstall from a restart: the chains stay as they are");
       return;
     }
+    if (config.cniSocket !== undefined) {
+      // The installer container (lock.mode cni) takes tproxy-cni off the node on this marker: left there,
+      // with no podwatch to answer, it would fail every new pod's sandbox on this node.
+      const marker = `${config.cniSocket}${CNI_UNINSTALL_MARKER_SUFFIX}`;
+      await writeFile(marker, `${ds.why}\n`).then(
+        () => log.info({ marker }, "uninstall: told the CNI installer to take tproxy-cni off this node"),
+        (err: unknown) => log.error({ marker, err: String(err) }, "uninstall: cannot leave the CNI uninstall marker; tproxy-cni stays in the node's CNI configuration"),
+      );
+    }
     if (!w.synced) {
       log.warn({ why: ds.why }, "uninstall, but the pod list never arrived: which pods are locked is unknown, so the chains stay as they are");
       return;
@@ -182,6 +200,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     watcher: w,
     health,
     async stop() {
+      await cniSocket?.close();
       await w.stop();
       await identity?.stop();
       await reconciler.stop();
@@ -189,6 +208,7 @@ export async function startPodwatch(config: PodwatchConfig, deps: PodwatchDeps =
     },
     async shutdown() {
       await dsProbed;
+      await cniSocket?.close();
       await w.stop();
       await identity?.stop();
       await reconciler.stop();

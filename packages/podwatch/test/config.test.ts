@@ -20,6 +20,7 @@ describe("podwatch config", () => {
       iptablesBackend: "auto",
       daemonSet: undefined,
       podIdentityFile: undefined,
+      cniSocket: undefined,
     });
     expect(Object.isFrozen(c)).to.equal(true);
   });

@@ -7,7 +7,7 @@
 import { expect } from "chai";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -306,7 +306,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
     const help = await must(process.execPath, [CLI, "--help"]);
     const listed = [...help.matchAll(/env:\s+([A-Z][A-Z_]+)\)/g)].map((m) => m[1]).sort();
     expect(listed).to.deep.equal([
-      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_DAEMONSET", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_POD_IDENTITY_FILE", "TPROXY_PROXY_PORT", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
+      "NODE_NAME", "TPROXY_ALLOW_DNS", "TPROXY_ANNOTATION", "TPROXY_CNI_SOCKET", "TPROXY_DAEMONSET", "TPROXY_INIT_CONTAINER", "TPROXY_IPTABLES_BACKEND", "TPROXY_METRICS_ADDRESS", "TPROXY_METRICS_PORT", "TPROXY_NAMESPACES", "TPROXY_POD_IDENTITY_FILE", "TPROXY_PROXY_PORT", "TPROXY_REDIRECT_TO_ADDRESS", "TPROXY_RESYNC", "TPROXY_STANDARD_PORT",
     ]);
 
     const other = await otherNode();
@@ -635,6 +635,29 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       expect(running.logs.some((l) => String(l.msg).includes("the daemonset is still there"))).to.equal(true);
       expect(await tables(other.node)).to.equal(before);
       api.deletePod("default", "kept", { gracePeriodSeconds: 0 });
+    });
+
+    it("with --cni-socket: leaves no CNI uninstall marker on a restart, and one beside the socket on an uninstall (the install-cni container acts on it)", async () => {
+      const dir = mkdtempSync(join(tmpdir(), "podwatch-cni-marker-"));
+      const sock = join(dir, "cni.sock");
+      try {
+        api.putDaemonSet(...DS);
+        const other = await otherNode();
+        const args = [...flags("node-u9"), "--cni-socket", sock];
+        // A marker of an earlier uninstall goes at start: it must not take the plugin off this install's node.
+        writeFileSync(`${sock}.uninstall`, "old\n");
+        const restart = await launch({ ...other, args });
+        await waitFor("the CNI socket", () => existsSync(sock) && !existsSync(`${sock}.uninstall`), 5_000);
+        await halt(restart);
+        expect(existsSync(`${sock}.uninstall`)).to.equal(false);
+        api.deleteDaemonSet(...DS);
+        const uninstall = await launch({ ...other, args });
+        await waitFor("the CNI socket", () => existsSync(sock), 5_000);
+        await halt(uninstall);
+        expect(readFileSync(`${sock}.uninstall`, "utf8")).to.equal(`daemonset ${DS.join("/")} not found\n`);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it("with the DaemonSet gone (an uninstall) and no locked pod on the node: removes every chain and jump, both families, nothing else", async () => {

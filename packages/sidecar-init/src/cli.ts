@@ -23,6 +23,7 @@ const program = new Command(NAME)
       "transaction per family (chain TPROXY-EGRESS, jumped from OUTPUT), then waits until the node's proxy intercepts. " +
       "Needs NET_ADMIN (and NET_RAW for the legacy backend), not privileged.",
   )
+  .addOption(new Option("--mode <mode>", `lock: write the lock (needs NET_ADMIN), then wait; wait: CNI mode, the tproxy-cni plugin locked the pod: check the lock without any capability, then wait; default lock ${env("mode")}`))
   .addOption(new Option("--allow-dns <ip>", `resolver DNS (udp+tcp 53) may reach, instead of the nameservers of --resolv-conf; repeat or comma-separate; "any": every address (logs a warning) ${env("allowDns")}`).argParser(collect))
   .addOption(new Option("--resolv-conf <path>", `file whose nameservers DNS may reach when --allow-dns is not given (none listed: exit ${EXIT.config}); default ${DEFAULTS.resolvConf} ${env("resolvConf")}`))
   .addOption(new Option("--block-cidr <cidr>", `refuse this block even on the allowed ports (e.g. the service range); repeatable ${env("blockCidr")}`).argParser(collect))
@@ -40,7 +41,7 @@ const program = new Command(NAME)
   .addHelpText(
     "after",
     `\nExit status: ${EXIT.ok} locked and intercepted (or locked with --no-wait, or printed with --dry-run); ${EXIT.config} invalid flag or variable;\n` +
-      `${EXIT.environment} cannot apply (iptables missing, capability missing, node name unresolvable, rules refused); ${EXIT.waitTimeout} locked but interception never answered.`,
+      `${EXIT.lockMissing} --mode wait found the pod unlocked; ${EXIT.environment} cannot apply (iptables missing, capability missing, node name unresolvable, rules refused); ${EXIT.waitTimeout} locked but interception never answered.`,
   )
   .exitOverride()
   .configureOutput({ outputError: (text, write) => write(`${NAME}: ${text.replace(/^error: /, "").trim().replace(/\s*\n\s*/g, " ")}\n`) });

@@ -39,7 +39,13 @@ export type DnsAllow =
   | { readonly kind: "list"; readonly resolvers: readonly Resolver[] }
   | { readonly kind: "any" };
 
+/** lock: write the lock, then wait (the init container has NET_ADMIN). wait: the CNI plugin locked the pod; only check and wait (no capability). */
+export type Mode = "lock" | "wait";
+export const MODES: readonly Mode[] = ["lock", "wait"];
+
 export interface Config {
+  /** lock (default) or wait (CNI mode: no rules written, the lock is checked, then the wait). */
+  readonly mode: Mode;
   /** Resolvers DNS may reach. Default: the nameservers of `resolvConf`; `--allow-dns any`: every address. */
   readonly allowDns: DnsAllow;
   /** The resolv.conf whose nameservers DNS may reach when no --allow-dns is given. Default /etc/resolv.conf. */
@@ -70,6 +76,7 @@ export interface Config {
 
 /** Raw values as commander hands them over (strings, lists of strings, booleans), before validation. */
 export interface RawOptions {
+  mode?: string;
   allowDns?: string[];
   resolvConf?: string;
   blockCidr?: string[];
@@ -88,6 +95,7 @@ export interface RawOptions {
 
 /** Flag and environment variable of every option: the single table --help and error messages use. */
 export const OPTION_NAMES = Object.freeze({
+  mode: { flag: "--mode", env: "LOCK_MODE" },
   allowDns: { flag: "--allow-dns", env: "ALLOW_DNS" },
   resolvConf: { flag: "--resolv-conf", env: "RESOLV_CONF" },
   blockCidr: { flag: "--block-cidr", env: "BLOCK_SVC_CIDR" },
@@ -114,6 +122,7 @@ export const DEFAULTS = Object.freeze({
   probeAddress: PROBE_ADDRESS,
   backend: "auto" as Backend,
   logLevel: "info" as LogLevel,
+  mode: "lock" as Mode,
 });
 
 /** One value with where it came from, for error messages. */
@@ -283,8 +292,12 @@ export function parseConfig(raw: RawOptions, env: NodeJS.ProcessEnv = process.en
 
   const backend = oneOf(pick("iptablesBackend", raw.iptablesBackend, env), BACKENDS, DEFAULTS.backend);
   const logLevel = oneOf(pick("logLevel", raw.logLevel, env), LOG_LEVELS, DEFAULTS.logLevel);
+  const mode = oneOf(pick("mode", raw.mode, env), MODES, DEFAULTS.mode);
+  const dryRun = pickBool("dryRun", raw.dryRun, env);
+  if (mode === "wait" && dryRun) throw new ConfigError("--mode wait writes no rules: --dry-run has nothing to print");
 
   return Object.freeze({
+    mode,
     allowDns: Object.freeze(allowDns),
     resolvConf,
     blockCidrs: Object.freeze(blockCidrs.map((c) => Object.freeze(c))),
@@ -296,7 +309,7 @@ export function parseConfig(raw: RawOptions, env: NodeJS.ProcessEnv = process.en
     waitTimeoutMs,
     probeAddress,
     backend,
-    dryRun: pickBool("dryRun", raw.dryRun, env),
+    dryRun,
     logLevel,
   });
 }

@@ -10,6 +10,8 @@ export const EXIT = Object.freeze({
   environment: 3,
   /** The rules are in place but the node's interception never answered. */
   waitTimeout: 4,
+  /** --mode wait: the pod's namespace is not locked. */
+  lockMissing: 5,
 });
 
 export abstract class SidecarInitError extends Error {
@@ -55,4 +57,10 @@ export class IptablesError extends SidecarInitError {
 export class WaitTimeoutError extends SidecarInitError {
   readonly code = "ERR_WAIT_TIMEOUT";
   readonly exitCode = EXIT.waitTimeout;
+}
+
+/** --mode wait found the pod's namespace unlocked (the CNI plugin did not lock it): the app must not start. */
+export class LockMissingError extends SidecarInitError {
+  readonly code = "ERR_LOCK_MISSING";
+  readonly exitCode = EXIT.lockMissing;
 }

@@ -5,12 +5,13 @@ import type { Logger } from "pino";
 import { ownAddresses, type Interfaces } from "./addresses.ts";
 import { requireCapabilities, effectiveCapabilities } from "./capabilities.ts";
 import type { Config, Family, Resolver } from "./config.ts";
-import { IptablesError, IptablesMissingError } from "./errors.ts";
+import { IptablesError, IptablesMissingError, LockMissingError } from "./errors.ts";
+import { lockRefuses, REFUSED_PORT, type LockCheck } from "./verify-lock.ts";
 import { chooseTools, chooseWithReason, execRunner, fallbackTools, restore, saveFilter, type FamilyTools, type Runner, type Tools } from "./iptables.ts";
 import { waitForInterception, type ProbeResult } from "./probe.ts";
 import { podResolvers, type ReadText } from "./resolv-conf.ts";
 import { resolveNode, type Lookup } from "./resolve.ts";
-import { parseOutputRules, renderChain, restoreInput, type Policy } from "./rules.ts";
+import { CHAIN, JUMP_RULE, parseOutputRules, renderChain, restoreInput, type Policy } from "./rules.ts";
 
 export interface Deps {
   readonly run: Runner;
@@ -25,6 +26,8 @@ export interface Deps {
   /** The pod's interfaces and their addresses. Default: os.networkInterfaces. */
   readonly interfaces?: Interfaces;
   readonly probe?: (address: string, timeoutMs: number) => Promise<ProbeResult>;
+  /** --mode wait's check of the lock. Default: lockRefuses (verify-lock.ts). */
+  readonly checkLock?: (address: string) => Promise<LockCheck>;
   /** Where --dry-run prints. */
   readonly write: (text: string) => void;
 }
@@ -42,7 +45,7 @@ export interface Plan {
   readonly rules: number;
 }
 
-const ipv6InKernel = (): boolean => existsSync("/proc/net/if_inet6");
+export const ipv6InKernel = (): boolean => existsSync("/proc/net/if_inet6");
 
 /** Builds the transactions from the kernel's current OUTPUT chain (or an empty one). */
 async function plan(policy: Policy, families: readonly Family[], tools: Tools | undefined, run: Runner): Promise<Plan[]> {
@@ -75,6 +78,7 @@ async function dnsPolicy(config: Config, log: Logger, read: ReadText | undefined
 }
 
 export async function sidecarInit(config: Config, log: Logger, deps: Deps = defaultDeps): Promise<void> {
+  if (config.mode === "wait") return waitMode(config, log, deps);
   const allowDns = await dnsPolicy(config, log, deps.readText);
   const nodeAddresses = await resolveNode(config.node, deps.lookup);
   if (config.node?.kind === "name") log.info({ node: config.node.name, addresses: nodeAddresses }, "node name resolved");
@@ -114,10 +118,56 @@ export async function sidecarInit(config: Config, log: Logger, deps: Deps = defa
     return;
   }
 
-  const chosen = await chooseWithReason(config.backend, deps.run, deps.path);
+  await applyLock(policy, families, config.backend, { run: deps.run, path: deps.path, capabilities: caps }, log);
+
+  if (!config.wait) {
+    log.info("not waiting for interception (--no-wait)");
+    return;
+  }
+  const r = await waitForInterception({ address: config.probeAddress, timeoutMs: config.waitTimeoutMs, ...(deps.probe ? { probe: deps.probe } : {}) }, log);
+  log.info({ attempts: r.attempts, elapsedMs: r.elapsedMs }, "interception live");
+}
+
+/**
+ * CNI mode: tproxy-cni locked the namespace before this container started; this process has no
+ * capability and writes nothing. It checks the lock (a datagram the lock must refuse), then waits for
+ * interception as lock mode does. No lock: exit with LockMissingError, so the app never starts unlocked.
+ */
+async function waitMode(config: Config, log: Logger, deps: Deps): Promise<void> {
+  const check = await (deps.checkLock ?? lockRefuses)(config.probeAddress);
+  if (!check.locked) {
+    throw new LockMissingError(
+      `the pod's network namespace is not locked (--mode wait): a UDP datagram to ${config.probeAddress} port ${REFUSED_PORT}, which the lock refuses with EPERM, was not refused (${check.seen}); ` +
+        `the tproxy-cni plugin did not lock this pod: check that the chart runs with lock.mode=cni, that its entry is in the node's CNI configuration, and that the pod carries the opt-in annotation (default initializer.kubernetes.io/tproxy: "true")`,
+    );
+  }
+  log.info({ address: config.probeAddress, port: REFUSED_PORT }, "lock in place: a datagram it must refuse was refused (EPERM)");
+  if (!config.wait) {
+    log.info("not waiting for interception (--no-wait)");
+    return;
+  }
+  const r = await waitForInterception({ address: config.probeAddress, timeoutMs: config.waitTimeoutMs, ...(deps.probe ? { probe: deps.probe } : {}) }, log);
+  log.info({ attempts: r.attempts, elapsedMs: r.elapsedMs }, "interception live");
+}
+
+/** What applying the lock needs from outside: the programs' runner (maybe into another namespace), PATH, capabilities. */
+export interface ApplyDeps {
+  readonly run: Runner;
+  readonly path?: string | undefined;
+  readonly capabilities: () => bigint;
+}
+
+/**
+ * Applies the lock for `families` in the namespace `deps.run` reaches: chooses the backend (auto: detected
+ * from that namespace's own tables), checks every family's transaction before applying any, and falls back
+ * to the other backend when auto's guess cannot take the lock. The one place sidecar-init and the CNI
+ * plugin (cni/plugin.ts) write the lock, so both modes install exactly the same rules.
+ */
+export async function applyLock(policy: Policy, families: readonly Family[], backend: Config["backend"], deps: ApplyDeps, log: Logger): Promise<void> {
+  const chosen = await chooseWithReason(backend, deps.run, deps.path);
   log.info({ backend: chosen.tools.backend, reason: chosen.reason }, `iptables backend ${chosen.tools.backend}: ${chosen.reason}`);
   const lock = async (tools: Tools): Promise<void> => {
-    requireCapabilities(tools.backend, caps());
+    requireCapabilities(tools.backend, deps.capabilities());
     log.debug({ backend: tools.backend, ipv4: tools.ipv4.restore, ipv6: tools.ipv6.restore }, "iptables chosen");
     const plans = await plan(policy, families, tools, deps.run);
     // Check every family before changing any, so a rule the kernel refuses leaves the pod as it was.
@@ -132,7 +182,7 @@ export async function sidecarInit(config: Config, log: Logger, deps: Deps = defa
   } catch (err) {
     // auto guessed from the namespace's state; when that backend cannot take the lock (its kernel
     // side missing or broken), the other one may. A missing capability fails both alike: no retry.
-    const other = config.backend === "auto" && canTryOther(err) ? fallbackTools(chosen.tools, deps.path) : undefined;
+    const other = backend === "auto" && canTryOther(err) ? fallbackTools(chosen.tools, deps.path) : undefined;
     if (other === undefined) throw err;
     const first = chosen.tools.backend;
     log.warn({ backend: first, err: (err as Error).message, fallback: other.backend }, `iptables backend ${first} cannot apply the lock; falling back to ${other.backend}`);
@@ -142,16 +192,30 @@ export async function sidecarInit(config: Config, log: Logger, deps: Deps = defa
       throw new IptablesError(`neither iptables backend could apply the lock: ${first}: ${(err as Error).message}; ${other.backend}: ${(err2 as Error).message}`, { cause: err2 });
     }
   }
-
-  if (!config.wait) {
-    log.info("not waiting for interception (--no-wait)");
-    return;
-  }
-  const r = await waitForInterception({ address: config.probeAddress, timeoutMs: config.waitTimeoutMs, ...(deps.probe ? { probe: deps.probe } : {}) }, log);
-  log.info({ attempts: r.attempts, elapsedMs: r.elapsedMs }, "interception live");
 }
 
 /** Failures another backend may not have: its programs failing or missing (not a capability). */
 function canTryOther(err: unknown): boolean {
   return err instanceof IptablesError || err instanceof IptablesMissingError;
+}
+
+/**
+ * What is wrong with the lock in the namespace `deps.run` reaches, compared with what `applyLock` would
+ * write for `policy`: the jump first in OUTPUT, and the chain's rules exactly (empty list: in place).
+ */
+export async function lockProblems(policy: Policy, families: readonly Family[], backend: Config["backend"], deps: Pick<ApplyDeps, "run" | "path">): Promise<string[]> {
+  const { tools } = await chooseWithReason(backend, deps.run, deps.path);
+  const problems: string[] = [];
+  for (const family of families) {
+    const saved = await saveFilter(tools[family], deps.run);
+    const output = parseOutputRules(saved);
+    if (output[0] !== JUMP_RULE) problems.push(`${family}: OUTPUT does not start with "${JUMP_RULE}" (${tools.backend} backend)`);
+    const want = renderChain(policy, family);
+    const have = saved.split("\n").filter((l) => l.startsWith(`-A ${CHAIN} `));
+    const missing = want.filter((r) => !have.includes(r));
+    const extra = have.filter((r) => !want.includes(r));
+    if (missing.length > 0) problems.push(`${family}: ${missing.length} rule(s) of ${CHAIN} missing, first: ${missing[0]}`);
+    if (extra.length > 0) problems.push(`${family}: ${extra.length} rule(s) in ${CHAIN} that the lock does not write, first: ${extra[0]}`);
+  }
+  return problems;
 }

@@ -16,9 +16,15 @@ function configError(fn: () => unknown): ConfigError {
 describe("sidecar-init config", () => {
   it("has the documented defaults and is frozen", () => {
     const c = parseConfig({}, noEnv);
-    expect(c).to.deep.include({ allowDns: { kind: "resolv-conf" }, resolvConf: "/etc/resolv.conf", blockCidrs: [], node: undefined, standardPort: 1080, ports: [80, 443], ipv6Intercepted: false, wait: true, waitTimeoutMs: 60_000, probeAddress: "192.0.2.1", backend: "auto", dryRun: false, logLevel: "info" });
+    expect(c).to.deep.include({ allowDns: { kind: "resolv-conf" }, resolvConf: "/etc/resolv.conf", blockCidrs: [], node: undefined, standardPort: 1080, ports: [80, 443], ipv6Intercepted: false, wait: true, waitTimeoutMs: 60_000, probeAddress: "192.0.2.1", backend: "auto", dryRun: false, logLevel: "info", mode: "lock" });
     expect(Object.isFrozen(c)).to.equal(true);
     expect(Object.isFrozen(c.ports)).to.equal(true);
+  });
+
+  it("takes --mode wait (CNI mode) from the flag or LOCK_MODE", () => {
+    expect(parseConfig({ mode: "wait" }, noEnv).mode).to.equal("wait");
+    expect(parseConfig({}, { LOCK_MODE: "wait" }).mode).to.equal("wait");
+    expect(parseConfig({ mode: "lock" }, { LOCK_MODE: "wait" }).mode).to.equal("lock");
   });
 
   it("reads the tutorial's variables when no flag is given", () => {
@@ -72,6 +78,8 @@ describe("sidecar-init config", () => {
     ["a duration without unit", { waitTimeout: "60" }, noEnv, /^--wait-timeout: invalid value "60", expected a positive duration such as 60s/],
     ["an IPv6 probe address", { probeAddress: "2001:db8::1" }, noEnv, /^--probe-address: invalid value "2001:db8::1", expected an IPv4 address/],
     ["an unknown backend", {}, { IPTABLES_BACKEND: "nftables" }, /^IPTABLES_BACKEND \(environment, for --iptables-backend\): invalid value "nftables", expected one of auto, nft, legacy$/],
+    ["an unknown mode", {}, { LOCK_MODE: "cni" }, /^LOCK_MODE \(environment, for --mode\): invalid value "cni", expected one of lock, wait$/],
+    ["--dry-run in wait mode", { mode: "wait", dryRun: true }, noEnv, /^--mode wait writes no rules: --dry-run has nothing to print$/],
     ["a switch that is not a boolean", {}, { DRY_RUN: "maybe" }, /^DRY_RUN \(environment, for --dry-run\): invalid value "maybe", expected true or false$/],
   ];
   for (const [what, raw, env, message] of cases) {
