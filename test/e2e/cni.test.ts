@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { install } from "../../packages/sidecar-init/src/cni/install.ts";
 import { bundlePlugin } from "../../packages/sidecar-init/src/cni/bundle.ts";
-import { CniRuntime, type Conflist, type SandboxPod } from "../support/cni-runtime.ts";
+import { bridgeConflist, CniRuntime, type Conflist, type SandboxPod } from "../support/cni-runtime.ts";
 import { CNI_PATH } from "../support/datapath.ts";
 import { Netns, uniqueName, waitFor } from "../support/netns.ts";
 import { ANNOTATION, DNS_IP, GOOGLE_IP, NODE_NAME, SERVICE_CIDR, SIDECAR_CLI, TutorialWorld } from "../support/tutorial-world.ts";
@@ -29,19 +29,7 @@ describe("CNI mode: tproxy-cni chained after bridge + host-local (namespaces; Ku
   const pods: Netns[] = [];
 
   /** The cluster's network before tproxy: the reference bridge with host-local, as a node's /etc/cni/net.d holds it. */
-  const bridgeNetwork = (): Conflist => ({
-    cniVersion: "1.0.0",
-    name: "tproxy-cni-test",
-    plugins: [
-      {
-        type: "bridge",
-        bridge: "cnitp0",
-        isGateway: true,
-        ipMasq: false,
-        ipam: { type: "host-local", ranges: [[{ subnet: SUBNET, gateway: GATEWAY }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: join(world.dir, "host-local") },
-      },
-    ],
-  });
+  const bridgeNetwork = (): Conflist => bridgeConflist({ name: "tproxy-cni-test", bridge: "cnitp0", subnet: SUBNET, gateway: GATEWAY, dataDir: join(world.dir, "host-local") });
   /** The conflist the installer left (tproxy-cni last), with some of the plugin's keys changed for a test. */
   let installed: Conflist;
   const conflist = (settings: Record<string, unknown> = {}): Conflist => ({ ...installed, plugins: installed.plugins.map((p) => (p.type === "tproxy-cni" ? { ...p, ...settings } : p)) });

@@ -37,6 +37,26 @@ export interface ChainResult {
   readonly failed?: PluginRun;
 }
 
+/**
+ * A node's network before tproxy: the reference bridge with host-local on `subnet` (its .1 the gateway on
+ * the node), as a node's /etc/cni/net.d holds it.
+ */
+export function bridgeConflist(opts: { name: string; bridge: string; subnet: string; gateway: string; dataDir: string }): Conflist {
+  return {
+    cniVersion: "1.0.0",
+    name: opts.name,
+    plugins: [
+      {
+        type: "bridge",
+        bridge: opts.bridge,
+        isGateway: true,
+        ipMasq: false,
+        ipam: { type: "host-local", ranges: [[{ subnet: opts.subnet, gateway: opts.gateway }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: opts.dataDir },
+      },
+    ],
+  };
+}
+
 export class CniRuntime {
   readonly #node: Netns;
   readonly #cniPath: string[];
