@@ -5,7 +5,7 @@ import { readFileSync, watch, type FSWatcher } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
 import { DEFAULT_MAX_BODY_BYTES } from "./config.ts";
 import type { InjectionConfig } from "./inject.ts";
@@ -62,13 +62,20 @@ export async function startInjectorServer(opts: InjectorServerOptions): Promise<
     const mode = ROUTES[path];
     if (mode === undefined) return void send(res, 404, "text/plain", "tproxy-injector: not found; POST /mutate or /validate, GET /healthz or /readyz\n");
     if (req.method !== "POST") return void send(res, 405, "text/plain", `tproxy-injector: ${path} takes POST with an AdmissionReview\n`, { allow: "POST" });
+    const socket = req.socket; // detached from req once the answer is sent: kept to close it
     const body = await readBody(req, maxBody);
     if (body === undefined) {
-      // Too large: answer, then close the connection instead of reading the rest.
       log.warn({ path, limit: maxBody }, "body too large, refused");
-      res.shouldKeepAlive = false;
+      // Lingering close, as nginx does. Node closes a `connection: close` answer's socket once the answer is
+      // flushed (destroySoon); with the client's body still arriving, that close resets the connection and
+      // the client may never read the 413. Instead: send FIN, read and drop what still comes, close after 2 s.
+      socket.destroySoon = () => {
+        socket.end();
+        req.resume();
+        const linger = setTimeout(() => socket.destroy(), 2000).unref();
+        socket.once("close", () => clearTimeout(linger));
+      };
       send(res, 413, "text/plain", `tproxy-injector: request body over ${maxBody} bytes\n`, { connection: "close" });
-      res.on("finish", () => req.socket.destroy());
       return;
     }
     let json: unknown;
@@ -99,8 +106,10 @@ export async function startInjectorServer(opts: InjectorServerOptions): Promise<
       log.error({ err, cert: opts.tlsCert }, "TLS certificate reload failed; the previous one is kept");
     }
   };
+  const names = new Set([basename(opts.tlsCert), basename(opts.tlsKey)]);
   const watchers: FSWatcher[] = [...new Set([dirname(opts.tlsCert), dirname(opts.tlsKey)])].map((dir) =>
-    watch(dir, () => {
+    watch(dir, (_event, file) => {
+      if (file !== null && !names.has(file) && !file.startsWith("..data")) return; // another file of the folder
       clearTimeout(timer);
       timer = setTimeout(reload, 200); // a Secret update writes several files: load once they are all there
     }),
@@ -136,16 +145,25 @@ function send(res: ServerResponse, status: number, type: string, body: string, h
   res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), ...headers }).end(body);
 }
 
-/** The whole body, or undefined when it exceeds `limit` bytes (checked on content-length first, then as it arrives). */
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+/**
+ * The whole body, or undefined as soon as it exceeds `limit` bytes (checked on content-length first, then
+ * as it arrives). Listeners rather than `for await`: leaving that loop early destroys the request and with
+ * it the socket, before the 413 is sent.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > limit) return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) return undefined;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, size);
+  if (Number.isFinite(declared) && declared > limit) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) return void chunks.push(chunk);
+      req.off("data", onData).off("end", onEnd).off("error", reject);
+      chunks.length = 0;
+      resolve(undefined);
+    };
+    const onEnd = () => resolve(Buffer.concat(chunks, size));
+    req.on("data", onData).once("end", onEnd).once("error", reject);
+  });
 }
