@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { parse as parseYaml } from "yaml";
 import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
+import { withCluster } from "../support/cluster.ts";
 import { Netns, uniqueName } from "../support/netns.ts";
 import { CHART_DIR, REPO_ROOT, flagValue, freePort, helm, makeTestCa, mustHelm, one, parseManifests, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
 import { BASE_MIB, PER_CONNECTION_KIB, PER_WORKER_MIB, RESERVE_CONNECTIONS, planWorkers } from "../../packages/tproxy/src/resources.ts";
@@ -465,15 +466,6 @@ describe("helm chart charts/tproxy", function () {
     const text = (o: K8sObject, key: string) => Buffer.from((o["data"] as Record<string, string>)[key]!, "base64").toString();
     const bundleOf = (objs: K8sObject[]) => (one(objs, "ConfigMap", "-root-certs")["data"] as Record<string, string>)["ca-certificates.crt"]!;
     const mountedSecret = (objs: K8sObject[]) => daemonSetPod(objs).tpl.spec.volumes!.find((v) => v.secret !== undefined)!.secret!.secretName;
-    /** A cluster stand-in of its own, closed after `use`. */
-    const withCluster = async <T>(use: (api: KubeApiStandIn) => Promise<T>): Promise<T> => {
-      const api = await KubeApiStandIn.start({ anonymous: true });
-      try {
-        return await use(api);
-      } finally {
-        await api.close();
-      }
-    };
 
     it("refuses to generate a CA where it cannot read the cluster (helm template, --dry-run=client), and says how to supply one", async () => {
       const how = [

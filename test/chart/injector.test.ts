@@ -7,7 +7,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
+import type { KubeApiStandIn } from "../support/kube-api-stand-in.ts";
+import { withCluster } from "../support/cluster.ts";
 import { CHART_DIR, REPO_ROOT, helm, makeTestCa, one, renderArgs, template, validateObject, type K8sObject, type RenderOptions } from "../support/helm.ts";
 import { inject, parseInjectionConfig, type InjectionConfig, type Pod } from "../../packages/injector/src/index.ts";
 
@@ -42,14 +43,6 @@ describe("the injector in the chart", function () {
   let testCa: { cert: string; key: string };
   /** Without a cluster, the proxy CA must be supplied (the chart refuses to make one it cannot keep). */
   const withCa = (opts: RenderOptions = {}): RenderOptions => ({ ...opts, set: { "ca.cert": testCa.cert, "ca.key": testCa.key, ...opts.set } });
-  const withCluster = async <T>(use: (api: KubeApiStandIn) => Promise<T>): Promise<T> => {
-    const api = await KubeApiStandIn.start({ anonymous: true });
-    try {
-      return await use(api);
-    } finally {
-      await api.close();
-    }
-  };
 
   before(async () => {
     tmp = mkdtempSync(join(tmpdir(), "tproxy-injector-chart-"));
