@@ -21,22 +21,29 @@ export class StaticNamespaceLabels implements NamespaceLabels {
 /**
  * Labels read with `GET /api/v1/namespaces/<name>`, cached for `ttlMs` (a namespace labelled a moment ago
  * locks its pods within that time; the webhook's namespaceSelector sees the label at once). Concurrent
- * reviews of one namespace share one request.
+ * reviews of one namespace share one request, which gives up after `timeoutMs`: the API server waits for
+ * the webhook `timeoutSeconds` (5 by default), and a clear refusal beats its timeout.
  */
 export class ApiNamespaceLabels implements NamespaceLabels {
   private readonly api: CoreV1Api;
   private readonly cache = new Map<string, { at: number; labels: Promise<Readonly<Record<string, string>>> }>();
   private readonly ttlMs: number;
   private readonly now: () => number;
-  constructor(kubeConfig: KubeConfig, ttlMs = 5000, now: () => number = Date.now) {
+  private readonly timeoutMs: number;
+  constructor(kubeConfig: KubeConfig, opts: { ttlMs?: number; timeoutMs?: number; now?: () => number } = {}) {
     this.api = kubeConfig.makeApiClient(CoreV1Api);
-    this.ttlMs = ttlMs;
-    this.now = now;
+    this.ttlMs = opts.ttlMs ?? 5000;
+    this.timeoutMs = opts.timeoutMs ?? 3000;
+    this.now = opts.now ?? Date.now;
   }
   labels(name: string): Promise<Readonly<Record<string, string>>> {
     const hit = this.cache.get(name);
     if (hit !== undefined && this.now() - hit.at < this.ttlMs) return hit.labels;
-    const labels = this.api.readNamespace({ name }).then(
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer from the API within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    const labels = Promise.race([this.api.readNamespace({ name }), timeout]).finally(() => clearTimeout(timer)).then(
       (ns) => Object.freeze({ ...(ns.metadata?.labels ?? {}) }),
       (err: unknown) => {
         this.cache.delete(name); // a failure is not kept: the next review asks again
