@@ -3,7 +3,12 @@
 // examples/debian-app.yaml gives exactly the pod of examples/debian-app-locked-manual.yaml.
 import { expect } from "chai";
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request } from "node:https";
+import { createInterface } from "node:readline";
+import jsonPatch from "fast-json-patch";
+import type { Operation } from "fast-json-patch";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -155,6 +160,65 @@ describe("the injector in the chart", function () {
       expect(plainLabels).to.deep.equal(manualLabels);
       expect([a, b]).to.deep.equal(["unlocked", "locked"]);
     });
+  });
+
+  it("runs for real as rendered: the binary with the Deployment's arguments, the Secret's certificate verified against the caBundle as <svc>.<ns>.svc, the ConfigMap's injection", async () => {
+    const objs = await withCluster((api) => template({ kubeconfig: api.kubeconfigPath }));
+    const dir = mkdtempSync(join(tmp, "run-"));
+    const secret = dataOf(one(objs, "Secret", "-injector-tls"));
+    const files: Record<string, string> = {
+      "/etc/tproxy/injector-tls/tls.crt": b64(secret["tls.crt"]!),
+      "/etc/tproxy/injector-tls/tls.key": b64(secret["tls.key"]!),
+      "/etc/tproxy/injector/injection.json": dataOf(one(objs, "ConfigMap", "-injector"))["injection.json"]!,
+    };
+    // The rendered arguments, with the mounted files' paths moved into the test's folder and port 0.
+    const container = ((one(objs, "Deployment", "-injector")["spec"] as { template: { spec: { containers: Array<{ args: string[] }> } } }).template.spec.containers[0]!);
+    const args = container.args.map((a) => {
+      const [flag, value] = a.split("=") as [string, string | undefined];
+      if (value === undefined) return a;
+      if (flag === "--port") return "--port=0";
+      const local = join(dir, value.replaceAll("/", "_"));
+      writeFileSync(local, files[value]!);
+      return `${flag}=${local}`;
+    });
+    // An API that is not there: a labelled pod needs no namespace labels.
+    writeFileSync(join(dir, "kubeconfig"), JSON.stringify({
+      apiVersion: "v1", kind: "Config", "current-context": "c", users: [{ name: "u", user: { token: "t" } }],
+      clusters: [{ name: "c", cluster: { server: "http://127.0.0.1:9", "insecure-skip-tls-verify": true } }], contexts: [{ name: "c", context: { cluster: "c", user: "u" } }],
+    }));
+    const child = spawn(process.execPath, [join(REPO_ROOT, "packages/injector/bin/tproxy-injector.js"), ...args, "--address=127.0.0.1"], {
+      env: { PATH: process.env.PATH, KUBECONFIG: join(dir, "kubeconfig") },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        child.once("exit", (code) => reject(new Error(`tproxy-injector exited ${code}`)));
+        createInterface({ input: child.stdout! }).on("line", (line) => {
+          const rec = JSON.parse(line) as { msg: string; port?: number };
+          if (rec.msg === "listening") resolve(rec.port!);
+        });
+      });
+      const hook = webhooksOf(one(objs, "MutatingWebhookConfiguration")).find((h) => h.name === "pod.lock.tproxy.io")!;
+      const plain = exampleTemplate("debian-app.yaml");
+      const pod: Pod = { apiVersion: "v1", kind: "Pod", metadata: { generateName: "debian-app-", labels: { ...plain.metadata.labels, "tproxy.io/lock": "enabled" } }, spec: plain.spec };
+      const review = { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", request: { uid: "u-1", kind: { group: "", version: "v1", kind: "Pod" }, operation: "CREATE", namespace: "team-a", object: pod } };
+      // As the API server calls it: HTTPS to the Service name, trusting only the caBundle.
+      const answer = await new Promise<{ response: { uid: string; allowed: boolean; patch: string } }>((resolve, reject) => {
+        const req = request({ host: "127.0.0.1", port, method: "POST", path: hook.clientConfig.service.path, servername: `${SVC}.${NS}.svc`, ca: b64(hook.clientConfig.caBundle!), headers: { "content-type": "application/json" } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c)).on("end", () => resolve(JSON.parse(Buffer.concat(chunks).toString())));
+        });
+        req.on("error", reject);
+        req.end(JSON.stringify(review));
+      });
+      expect(answer.response).to.include({ uid: "u-1", allowed: true });
+      const locked = jsonPatch.applyPatch(structuredClone(pod), JSON.parse(b64(answer.response.patch)) as Operation[], true, false).newDocument;
+      const manual = exampleTemplate("debian-app-locked-manual.yaml");
+      expect(locked.spec).to.deep.equal(manual.spec);
+      expect(locked.metadata!.annotations).to.deep.equal(manual.metadata.annotations);
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 
   describe("the webhook certificate across upgrades", () => {
