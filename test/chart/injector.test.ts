@@ -324,6 +324,9 @@ describe("the injector in the chart", function () {
     const notes = out.stdout.slice(out.stdout.indexOf("NOTES:"));
     expect(notes.indexOf("kubectl label namespace")).to.be.greaterThan(0);
     expect(notes.indexOf("kubectl label namespace")).to.be.lessThan(notes.indexOf("# ----- paste into spec.template -----"));
+    expect(notes).to.not.include("injector.failurePolicy is Ignore");
+    const ignore = await helm(["install", ...renderArgs(withCa({ set: { "injector.failurePolicy": "Ignore" } })), "--dry-run=client"]);
+    expect(ignore.stdout).to.include("WARNINGS").and.include("injector.failurePolicy is Ignore: while no injector answers, pods of locked namespaces are created without the lock.");
     const off = await helm(["install", ...renderArgs(withCa({ set: { "injector.enabled": false } })), "--dry-run=client"]);
     expect(off.stdout).to.not.include("kubectl label namespace");
   });
