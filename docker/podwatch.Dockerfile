@@ -24,6 +24,8 @@ COPY packages/podwatch/src packages/podwatch/src
 COPY packages/podwatch/bin packages/podwatch/bin
 COPY packages/sidecar-init/package.json packages/sidecar-init/tsconfig.json packages/sidecar-init/
 COPY packages/sidecar-init/src packages/sidecar-init/src
+COPY packages/injector/package.json packages/injector/tsconfig.json packages/injector/
+COPY packages/injector/src packages/injector/src
 COPY docker/assemble.sh docker/assemble.sh
 # All packages build together (one tsc --build); then node_modules is installed again with only this
 # image's package's production dependencies (the root's dev tools and the other packages' dependencies

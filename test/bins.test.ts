@@ -11,14 +11,14 @@ const pexec = promisify(execFile);
 const BIN_DIR = join(REPO_ROOT, "node_modules/.bin");
 
 const bins: { pkg: string; bin: string; target: string }[] = [];
-for (const pkg of ["tproxy", "podwatch", "sidecar-init"]) {
+for (const pkg of ["tproxy", "podwatch", "sidecar-init", "injector"]) {
   const p = JSON.parse(readFileSync(join(REPO_ROOT, "packages", pkg, "package.json"), "utf8")) as { bin: Record<string, string> };
   for (const [bin, target] of Object.entries(p.bin)) bins.push({ pkg, bin, target: join("packages", pkg, target) });
 }
 
 describe("the packages' bins (npx tproxy --help after npm ci)", () => {
   it("names bins, each a committed, executable file outside dist/", async () => {
-    expect(bins.map((b) => b.bin)).to.deep.equal(["tproxy", "tproxy-podwatch", "tproxy-sidecar-init", "tproxy-cni-install"]);
+    expect(bins.map((b) => b.bin)).to.deep.equal(["tproxy", "tproxy-podwatch", "tproxy-sidecar-init", "tproxy-cni-install", "tproxy-injector"]);
     const tracked = (await pexec("git", ["ls-files", "--stage", ...bins.map((b) => b.target)], { cwd: REPO_ROOT })).stdout;
     for (const b of bins) {
       expect(b.target, b.bin).not.to.match(/(^|\/)dist\//);

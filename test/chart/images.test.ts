@@ -78,7 +78,7 @@ function ignored(path: string): boolean {
 const dockerfiles = readdirSync(DOCKER).filter((f) => f.endsWith(".Dockerfile")).sort();
 const rootPkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> };
 const pkgBins: Record<string, string> = {};
-for (const pkg of ["tproxy", "podwatch", "sidecar-init"]) {
+for (const pkg of ["tproxy", "podwatch", "sidecar-init", "injector"]) {
   const p = JSON.parse(readFileSync(join(REPO_ROOT, "packages", pkg, "package.json"), "utf8")) as { bin: Record<string, string> };
   for (const [bin, target] of Object.entries(p.bin)) pkgBins[bin] = join("packages", pkg, target.replace(/^\.\//, ""));
 }
@@ -87,9 +87,9 @@ describe("docker/ images", function () {
   this.timeout(60_000);
 
   it("has one Dockerfile per image the chart names, and the chart's commands are the images' bins", async () => {
-    expect(dockerfiles).to.deep.equal(["example-app.Dockerfile", "podwatch.Dockerfile", "sidecar-init.Dockerfile", "tproxy.Dockerfile"]);
+    expect(dockerfiles).to.deep.equal(["example-app.Dockerfile", "injector.Dockerfile", "podwatch.Dockerfile", "sidecar-init.Dockerfile", "tproxy.Dockerfile"]);
     const values = parseYaml(readFileSync(join(REPO_ROOT, "charts/tproxy/values.yaml"), "utf8")) as { images: Record<string, { repository: string }> };
-    const byFile: Record<string, string> = { tproxy: "tproxy", podwatch: "podwatch", sidecarInit: "sidecar-init", exampleApp: "example-app" };
+    const byFile: Record<string, string> = { tproxy: "tproxy", podwatch: "podwatch", sidecarInit: "sidecar-init", exampleApp: "example-app", injector: "injector" };
     for (const [key, file] of Object.entries(byFile)) {
       expect(values.images[key]!.repository).to.equal(`tproxy/${file}`);
       expect(readFileSync(join(DOCKER, `${file}.Dockerfile`), "utf8")).to.include(`-t tproxy/${file}:0.1.0 .`);
@@ -101,10 +101,12 @@ describe("docker/ images", function () {
     const ds = one(objs, "DaemonSet")["spec"] as { template: { spec: { containers: { name: string; command: string[]; securityContext: { runAsUser: number } }[] } } };
     const cmd = (name: string) => ds.template.spec.containers.find((c) => c.name === name)!;
     const testPod = one(objs, "Pod")["spec"] as { initContainers: { command: string[] }[] };
+    const injector = (one(objs, "Deployment", "-injector")["spec"] as { template: { spec: { containers: { command: string[]; securityContext: { runAsUser: number } }[] } } }).template.spec.containers[0]!;
     const expectations: [string, string, number | undefined][] = [
       ["tproxy.Dockerfile", cmd("tproxy").command[0]!, cmd("tproxy").securityContext.runAsUser],
       ["podwatch.Dockerfile", cmd("podwatch").command[0]!, undefined],
       ["sidecar-init.Dockerfile", testPod.initContainers[0]!.command[0]!, undefined],
+      ["injector.Dockerfile", injector.command[0]!, injector.securityContext.runAsUser],
     ];
     for (const [file, bin, uid] of expectations) {
       const ins = parseDockerfile(readFileSync(join(DOCKER, file), "utf8"));
@@ -120,7 +122,7 @@ describe("docker/ images", function () {
     }
   });
 
-  for (const file of ["tproxy.Dockerfile", "podwatch.Dockerfile", "sidecar-init.Dockerfile", "example-app.Dockerfile"]) {
+  for (const file of ["tproxy.Dockerfile", "podwatch.Dockerfile", "sidecar-init.Dockerfile", "injector.Dockerfile", "example-app.Dockerfile"]) {
     describe(file, () => {
       const ins = parseDockerfile(readFileSync(join(DOCKER, file), "utf8"));
       const st = stages(ins);
@@ -220,13 +222,13 @@ describe("docker/ images", function () {
     expect(referenced, "the shared iptables package is built").to.include("iptables");
     const workspaces = readdirSync(join(REPO_ROOT, "packages")).filter((d) => existsSync(join(REPO_ROOT, "packages", d, "package.json"))).sort();
     expect([...referenced].sort(), "root tsconfig.json references every workspace package").to.deep.equal(workspaces);
-    for (const pkg of ["tproxy", "podwatch", "sidecar-init"]) {
+    for (const pkg of ["tproxy", "podwatch", "sidecar-init", "injector"]) {
       const file = `${pkg}.Dockerfile`;
       const build = stages(parseDockerfile(readFileSync(join(DOCKER, file), "utf8")))[0]!;
       const copied = build.body.filter((i) => i.op === "COPY").flatMap((i) => i.args.split(/\s+/).filter((w) => !w.startsWith("--")).slice(0, -1)).map((w) => w.replace(/\/$/, ""));
       const json = JSON.parse(readFileSync(join(REPO_ROOT, "packages", pkg, "package.json"), "utf8")) as { dependencies?: Record<string, string> };
       const deps = Object.keys(json.dependencies ?? {}).filter((d) => d.startsWith("@tproxy/")).map((d) => d.slice("@tproxy/".length));
-      expect(deps, `${pkg} depends on @tproxy/iptables`).to.include("iptables");
+      if (pkg !== "injector") expect(deps, `${pkg} depends on @tproxy/iptables`).to.include("iptables");
       for (const dep of new Set([...referenced, ...deps])) {
         // tsc --build needs each referenced project's manifest, tsconfig and sources.
         for (const need of [`packages/${dep}/package.json`, `packages/${dep}/tsconfig.json`, `packages/${dep}/src`]) {

@@ -222,6 +222,9 @@ const MODEL_MODULES: Record<string, string> = {
   // map for it, so the unknown-field walk below passes it (its tests compare its spec exactly).
   "monitoring.coreos.com/v1": "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1",
   "batch/v1": "kubernetes-models/batch/v1",
+  // The injector: its webhook configurations and PodDisruptionBudget.
+  "admissionregistration.k8s.io/v1": "kubernetes-models/admissionregistration.k8s.io/v1",
+  "policy/v1": "kubernetes-models/policy/v1",
 };
 
 interface ModelClass {

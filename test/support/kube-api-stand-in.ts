@@ -173,7 +173,7 @@ const DISCOVERY: Record<string, object> = {
   "/apis": {
     kind: "APIGroupList",
     apiVersion: "v1",
-    groups: ["apps", "rbac.authorization.k8s.io"].map((name) => ({
+    groups: ["apps", "rbac.authorization.k8s.io", "policy", "admissionregistration.k8s.io"].map((name) => ({
       name,
       versions: [{ groupVersion: `${name}/v1`, version: "v1" }],
       preferredVersion: { groupVersion: `${name}/v1`, version: "v1" },
@@ -190,9 +190,18 @@ const DISCOVERY: Record<string, object> = {
       resource("resourcequotas", "ResourceQuota"),
       resource("secrets", "Secret"),
       resource("serviceaccounts", "ServiceAccount"),
+      resource("services", "Service"),
     ],
   },
-  "/apis/apps/v1": { kind: "APIResourceList", apiVersion: "v1", groupVersion: "apps/v1", resources: [resource("daemonsets", "DaemonSet")] },
+  "/apis/apps/v1": { kind: "APIResourceList", apiVersion: "v1", groupVersion: "apps/v1", resources: [resource("daemonsets", "DaemonSet"), resource("deployments", "Deployment")] },
+  // The injector's objects (Helm maps every rendered kind before a --dry-run=server render).
+  "/apis/policy/v1": { kind: "APIResourceList", apiVersion: "v1", groupVersion: "policy/v1", resources: [resource("poddisruptionbudgets", "PodDisruptionBudget")] },
+  "/apis/admissionregistration.k8s.io/v1": {
+    kind: "APIResourceList",
+    apiVersion: "v1",
+    groupVersion: "admissionregistration.k8s.io/v1",
+    resources: [resource("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", false), resource("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false)],
+  },
   "/apis/rbac.authorization.k8s.io/v1": {
     kind: "APIResourceList",
     apiVersion: "v1",
