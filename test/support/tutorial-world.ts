@@ -98,6 +98,17 @@ export class KubeletStandIn {
     else this.#writeInit(namespace, pod.name, inits.map((name) => ({ name })));
   }
 
+  /**
+   * Brings up the sandbox of a pod already in the API (created through admission: createPodObject): its
+   * IP, and its init containers (names from its spec) waiting to run, or Running when it has none.
+   */
+  adopt(namespace: string, name: string, ip: string): void {
+    const inits = ((this.#api.getPod(namespace, name)?.spec.initContainers ?? []) as Array<{ name: string }>).map((c) => c.name);
+    this.#api.setPodIP(namespace, name, ip, "Pending");
+    if (inits.length === 0) this.#running(namespace, name);
+    else this.#writeInit(namespace, name, inits.map((n) => ({ name: n })));
+  }
+
   /** Init containers of the pod that have not exited 0 yet, in order. */
   pendingInitContainers(namespace: string, name: string): string[] {
     return this.#inits(namespace, name).filter((c) => c.exitCode !== 0).map((c) => c.name);
@@ -165,6 +176,8 @@ export class TutorialWorld {
   kubelet!: KubeletStandIn;
   kubeconfig!: string;
   ca!: { cert: string; key: string };
+  /** The stand-in public CA the internet's servers have their certificates from. */
+  publicCaPem!: string;
   filterDir!: string;
   proxy: Proc | undefined;
   podwatch: Proc | undefined;
@@ -255,8 +268,9 @@ export class TutorialWorld {
       await proc.waitForLine(/^listening/);
     }
     // The node and the unlocked pod trust the public CA, as every real machine trusts the web's roots.
-    this.#trust(this.node, readFileSync(publicCa.certPath, "utf8"));
-    this.#trust(this.app.ns, readFileSync(publicCa.certPath, "utf8"));
+    this.publicCaPem = readFileSync(publicCa.certPath, "utf8");
+    this.#trust(this.node, this.publicCaPem);
+    this.#trust(this.app.ns, this.publicCaPem);
 
     this.api = await KubeApiStandIn.start();
     this.kubelet = new KubeletStandIn(this.api, NODE_NAME);
@@ -280,6 +294,17 @@ export class TutorialWorld {
     return { name, ns, ip: `10.90.${n}.2` };
   }
 
+  /**
+   * A pod's network namespace with nothing in it yet (a sandbox the CNI chain is to wire), its hosts file
+   * set as every pod's; removed by `close()`.
+   */
+  async sandboxNs(): Promise<Netns> {
+    const ns = await this.#ns(uniqueName(`${this.prefix}s`));
+    this.#extraNs.push(ns);
+    ns.hosts(HOSTS);
+    return ns;
+  }
+
   /** Runs another test server in the internet namespace (e.g. on other ports, or on the IPv6 address). */
   async extraServer(name: string, address: string, httpPort: number, httpsPort: number): Promise<Proc> {
     const ca = new TestCa(this.dir, `extra-${httpPort}`);
@@ -300,6 +325,12 @@ export class TutorialWorld {
     const dir = `/etc/netns/${ns.name}/ssl/certs`;
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, "ca-certificates.crt"), pem);
+  }
+
+  /** A process started elsewhere that `close()` is to stop too. */
+  adopt(p: Proc): Proc {
+    this.#procs.push(p);
+    return p;
   }
 
   spawn(ns: Netns, cmd: string, args: string[], env: Record<string, string> = {}): Proc {
@@ -397,6 +428,11 @@ export class TutorialWorld {
       throw err;
     }
     return world;
+  }
+
+  /** An unlocked pod trusts the web's roots (the stand-in public CA), as its image's CA bundle does. */
+  trustPublicCa(pod: PodNs): void {
+    this.#trust(pod.ns, this.publicCaPem);
   }
 
   /** Locked pods trust the tproxy CA through the root-certs ConfigMap mounted over /etc/ssl/certs. */
