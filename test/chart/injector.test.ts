@@ -80,7 +80,11 @@ describe("the injector in the chart", function () {
         expect(byPod.namespaceSelector).to.deep.equal({ matchExpressions: [{ key: "tproxy.io/lock", operator: "NotIn", values: ["enabled"] }, excluded] });
         expect(byPod.objectSelector).to.deep.equal({ matchExpressions: [{ key: "tproxy.io/lock", operator: "In", values: ["enabled"] }] });
         for (const h of hooks) {
-          expect(h.rules).to.deep.equal([{ apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"], scope: "Namespaced" }]);
+          // Validation also sees updates: an init container's image can change on a running pod, and kubectl debug adds ephemeral containers.
+          const rule = kind === "MutatingWebhookConfiguration"
+            ? { apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"], scope: "Namespaced" }
+            : { apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["pods", "pods/ephemeralcontainers"], scope: "Namespaced" };
+          expect(h.rules).to.deep.equal([rule]);
           expect(h).to.include({ sideEffects: "None", failurePolicy: "Fail", timeoutSeconds: 5, matchPolicy: "Equivalent" });
           expect(h.admissionReviewVersions).to.deep.equal(["v1"]);
           expect(h.reinvocationPolicy).to.equal(kind === "MutatingWebhookConfiguration" ? "IfNeeded" : undefined);

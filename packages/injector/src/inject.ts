@@ -25,6 +25,11 @@ export type InjectResult = { readonly allowed: true; readonly pod: Pod } | { rea
 /** Capabilities that, added to a container of a locked pod, would let it undo or bypass the lock (ALL includes both). */
 const UNLOCKING_CAPABILITIES = ["NET_ADMIN", "NET_RAW", "ALL"];
 
+/** Whether the pod carries the lock's init container (init container names cannot change once created). */
+export function hasLockContainer(pod: Pod, config: InjectionConfig): boolean {
+  return (pod.spec?.initContainers ?? []).some((c) => c.name === config.initContainer.name);
+}
+
 /** Why the pod is to be locked, or undefined when it is not. */
 export function lockReason(pod: Pod, namespaceLabels: Readonly<Record<string, string>>, config: InjectionConfig): string | undefined {
   if (namespaceLabels[config.lockLabel] === LOCK_LABEL_VALUE) return `namespace label ${config.lockLabel}=${LOCK_LABEL_VALUE}`;
@@ -39,8 +44,8 @@ export function lockReason(pod: Pod, namespaceLabels: Readonly<Record<string, st
  * under the lock's names differs from the lock (a tampered init container or volume). Idempotent: a pod it
  * returned comes back unchanged (reinvocation after other webhooks).
  */
-export function inject(original: Pod, namespaceLabels: Readonly<Record<string, string>>, config: InjectionConfig): InjectResult {
-  const reason = lockReason(original, namespaceLabels, config);
+export function inject(original: Pod, namespaceLabels: Readonly<Record<string, string>>, config: InjectionConfig, lockedBecause?: string): InjectResult {
+  const reason = lockedBecause ?? lockReason(original, namespaceLabels, config);
   if (reason === undefined) return { allowed: true, pod: original };
   const name = podName(original);
   const refuse = (why: string): InjectResult => ({ allowed: false, message: `tproxy: pod ${name} is to be locked (${reason}) but ${why}` });
@@ -84,6 +89,14 @@ export function inject(original: Pod, namespaceLabels: Readonly<Record<string, s
     const why = unlocking(c.container);
     if (why !== undefined) return refuse(`its ${c.kind} "${c.container.name}" ${why}, which would undo the lock`);
   }
+  // Ephemeral containers (kubectl debug) join the running pod: they cannot be changed here (the validating
+  // webhook sees the update), so each must drop NET_RAW itself, as app containers are made to.
+  for (const c of pod.spec.ephemeralContainers ?? []) {
+    const drop = c.securityContext?.capabilities?.drop ?? [];
+    if (!drop.includes("NET_RAW") && !drop.includes("ALL")) {
+      return refuse(`its ephemeral container "${c.name}" keeps NET_RAW (raw sockets in the locked pod's network): drop it, e.g. kubectl debug --profile=restricted`);
+    }
+  }
   for (const container of appContainers(pod, config)) {
     const mounts = container.volumeMounts ?? [];
     for (const want of config.volumeMounts) {
@@ -117,6 +130,7 @@ function otherContainers(pod: Pod, config: InjectionConfig): Array<{ kind: strin
   return [
     ...(pod.spec?.initContainers ?? []).filter((c) => c.name !== config.initContainer.name).map((container) => ({ kind: "init container", container })),
     ...(pod.spec?.containers ?? []).map((container) => ({ kind: "container", container })),
+    ...(pod.spec?.ephemeralContainers ?? []).map((container) => ({ kind: "ephemeral container", container })),
   ];
 }
 

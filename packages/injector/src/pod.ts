@@ -37,7 +37,7 @@ export interface Pod {
   apiVersion?: string;
   kind?: string;
   metadata?: { name?: string; generateName?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; [field: string]: unknown };
-  spec?: { initContainers?: Container[]; containers?: Container[]; volumes?: Volume[]; hostNetwork?: boolean; [field: string]: unknown };
+  spec?: { initContainers?: Container[]; containers?: Container[]; ephemeralContainers?: Container[]; volumes?: Volume[]; hostNetwork?: boolean; [field: string]: unknown };
   [field: string]: unknown;
 }
 

@@ -1,7 +1,7 @@
 // One AdmissionReview (admission.k8s.io/v1) in, one answer out: the protocol around inject() and
 // validate(), apart from HTTP. Input that is not a review gets a 400 naming what is wrong (there is no uid
-// to answer); a review of anything but the CREATE of a Pod is allowed unchanged.
-import { inject, lockReason, type InjectionConfig } from "./inject.ts";
+// to answer); a review of anything but the CREATE of a Pod (or, for validation, its UPDATE) is allowed unchanged.
+import { hasLockContainer, inject, lockReason, type InjectionConfig } from "./inject.ts";
 import { compare } from "./json-patch.ts";
 import type { NamespaceLabels } from "./namespaces.ts";
 import { podName, type Pod } from "./pod.ts";
@@ -29,8 +29,10 @@ interface ReviewRequest {
   uid: string;
   kind?: { group?: string; version?: string; kind?: string };
   operation?: string;
+  subResource?: string;
   namespace?: string;
   object?: unknown;
+  oldObject?: unknown;
 }
 
 export async function answer(mode: Mode, body: unknown, config: InjectionConfig, namespaces: NamespaceLabels): Promise<Answer> {
@@ -54,16 +56,21 @@ export async function answer(mode: Mode, body: unknown, config: InjectionConfig,
     const kind = `${gvk.group ? `${gvk.group}/` : ""}${gvk.kind ?? "(no kind)"}`;
     return reply({ allowed: true, warnings: [`tproxy-injector handles pods only; this ${kind} was let through unchanged`] }, { kind, result: "not a pod" });
   }
-  if (request.operation !== "CREATE") return reply({ allowed: true }, { operation: request.operation, result: "not a create" });
+  // Mutation is for creation; validation also sees updates (the pod itself, or its ephemeral containers).
+  const update = request.operation === "UPDATE" && mode === "validate";
+  if (request.operation !== "CREATE" && !update) return reply({ allowed: true }, { operation: request.operation, result: "not a create" });
   const pod = request.object as Pod | undefined;
   if (typeof pod !== "object" || pod === null || Array.isArray(pod)) return bad("the AdmissionReview's request has no Pod object");
+  // A pod locked when it was created stays locked, whatever its labels and annotation say now.
+  const old = request.oldObject as Pod | undefined;
+  const wasLocked = update && typeof old === "object" && old !== null && hasLockContainer(old, config) ? `locked since its creation (init container "${config.initContainer.name}")` : undefined;
 
   const refuse = (message: string, log: Record<string, unknown>) => reply({ allowed: false, status: { code: 403, message } }, { ...log, result: "refused", message });
   const namespace = request.namespace ?? pod.metadata?.namespace ?? "";
   let labels: Readonly<Record<string, string>> = {};
   // A pod its own label or annotation locks is locked whatever its namespace says; any other needs the
   // namespace's labels (a pod label other than "enabled" does not opt out of a locked namespace).
-  if (lockReason(pod, {}, config) === undefined) {
+  if (wasLocked === undefined && lockReason(pod, {}, config) === undefined) {
     try {
       labels = await namespaces.labels(namespace);
     } catch (err) {
@@ -72,7 +79,7 @@ export async function answer(mode: Mode, body: unknown, config: InjectionConfig,
   }
   const what = { pod: podName(pod) };
   if (mode === "validate") {
-    const v = validate(pod, labels, config);
+    const v = validate(pod, labels, config, wasLocked);
     return v.allowed ? reply({ allowed: true }, { ...what, result: "valid" }) : refuse(v.message, what);
   }
   const result = inject(pod, labels, config);

@@ -117,10 +117,13 @@ describe("tproxy-injector serve (real HTTPS server)", function () {
     });
   }
 
-  const review = (pod: unknown, opts: { uid?: string; namespace?: string; operation?: string; kind?: Record<string, string> } = {}) => ({
+  const review = (pod: unknown, opts: { uid?: string; namespace?: string; operation?: string; kind?: Record<string, string>; oldObject?: unknown; subResource?: string } = {}) => ({
     apiVersion: "admission.k8s.io/v1",
     kind: "AdmissionReview",
-    request: { uid: opts.uid ?? "c0ffee-1", kind: opts.kind ?? { group: "", version: "v1", kind: "Pod" }, operation: opts.operation ?? "CREATE", namespace: opts.namespace ?? "team-a", object: pod },
+    request: {
+      uid: opts.uid ?? "c0ffee-1", kind: opts.kind ?? { group: "", version: "v1", kind: "Pod" }, operation: opts.operation ?? "CREATE", namespace: opts.namespace ?? "team-a", object: pod,
+      ...(opts.oldObject !== undefined ? { oldObject: opts.oldObject } : {}), ...(opts.subResource !== undefined ? { subResource: opts.subResource } : {}),
+    },
   });
   const post = (path: string, body: unknown) => call("POST", path, typeof body === "string" ? body : JSON.stringify(body));
 
@@ -179,6 +182,36 @@ describe("tproxy-injector serve (real HTTPS server)", function () {
     const v = await post("/validate", review(out));
     expect(v.json!.response.allowed).to.equal(false);
     expect(v.json!.response.status!.message).to.include("is not locked as tproxy's injection makes it").and.include("add /spec/initContainers/0");
+  });
+
+  it("on update of a pod locked at creation, /validate refuses a changed init container image and an ephemeral container that keeps NET_RAW or adds NET_ADMIN, even with the label and annotation gone", async () => {
+    const locked = patched(appPod(), await post("/mutate", review(appPod())));
+    locked.metadata = { ...locked.metadata, name: "web-5d8f-abcde" };
+    // Control: an update that keeps the lock (a label added) is allowed.
+    const relabelled = structuredClone(locked);
+    relabelled.metadata!.labels = { extra: "1" };
+    expect((await post("/validate", review(relabelled, { operation: "UPDATE", oldObject: locked }))).json!.response.allowed).to.equal(true);
+    // The init container's image swapped: it would run again, with NET_ADMIN, when the sandbox is recreated.
+    const swapped = structuredClone(locked);
+    swapped.spec!.initContainers![0]!["image"] = "evil/init:1";
+    delete swapped.metadata!.annotations;
+    const s = await post("/validate", review(swapped, { operation: "UPDATE", oldObject: locked, namespace: "team-b" }));
+    expect(s.json!.response.allowed).to.equal(false);
+    expect(s.json!.response.status!.message).to.include("locked since its creation").and.include('image: "evil/init:1"');
+    // kubectl debug without a restricted profile: the ephemeral container keeps the runtime's NET_RAW.
+    const debugged = structuredClone(locked);
+    debugged.spec!.ephemeralContainers = [{ name: "debugger", image: "busybox" }];
+    const d = await post("/validate", review(debugged, { operation: "UPDATE", oldObject: locked, subResource: "ephemeralcontainers" }));
+    expect(d.json!.response.allowed).to.equal(false);
+    expect(d.json!.response.status!.message).to.include('ephemeral container "debugger" keeps NET_RAW');
+    debugged.spec!.ephemeralContainers = [{ name: "debugger", image: "busybox", securityContext: { capabilities: { add: ["NET_ADMIN"], drop: ["ALL"] } } }];
+    const a = await post("/validate", review(debugged, { operation: "UPDATE", oldObject: locked, subResource: "ephemeralcontainers" }));
+    expect(a.json!.response.status!.message).to.include('ephemeral container "debugger" adds capabilities NET_ADMIN');
+    // Control: a restricted debug container (drop ALL) is allowed.
+    debugged.spec!.ephemeralContainers = [{ name: "debugger", image: "busybox", securityContext: { capabilities: { drop: ["ALL"] } } }];
+    expect((await post("/validate", review(debugged, { operation: "UPDATE", oldObject: locked, subResource: "ephemeralcontainers" }))).json!.response.allowed).to.equal(true);
+    // /mutate leaves updates alone (it is registered for creation only).
+    expect((await post("/mutate", review(swapped, { operation: "UPDATE", oldObject: locked }))).json!.response).to.deep.equal({ uid: "c0ffee-1", allowed: true });
   });
 
   it("refuses, failing closed, a pod whose namespace's labels cannot be read", async () => {
