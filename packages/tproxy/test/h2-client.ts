@@ -4,12 +4,14 @@
 //   node h2-client.ts '{"mode":"rapid-reset","host":...,"servername":...,"ca":...,"streams":N}'
 // writes raw frames: HEADERS then RST_STREAM(CANCEL) for N streams, as fast as the socket takes them, and prints
 // whether and how the proxy ended the session (GOAWAY received, connection closed) and how many pairs were sent.
+//   node h2-client.ts '{"mode":"idle",...,"requests":[...]}': the requests one after another, then waits for the
+// proxy to close the idle session; prints the results, whether it closed, and after how long.
 import http2 from "node:http2";
 import tls from "node:tls";
 import { readFileSync } from "node:fs";
 
 interface Spec {
-  mode: "requests" | "rapid-reset";
+  mode: "requests" | "rapid-reset" | "idle";
   host: string;
   servername: string;
   ca: string;
@@ -41,6 +43,18 @@ async function requests(): Promise<void> {
       stream.on("end", () => resolve({ status, headers: got, body }));
       stream.on("error", (err) => resolve({ status, headers: got, body, error: err.message }));
     });
+  if (spec.mode === "idle") {
+    // One after another, then wait (at most 15 s) for the proxy to end the idle session.
+    let closed = false;
+    const ended = new Promise<void>((resolve) => session.once("close", () => ((closed = true), resolve())));
+    const results = [];
+    for (const r of spec.requests ?? []) results.push(await one(r));
+    const idleFrom = Date.now();
+    await Promise.race([ended, new Promise((r) => setTimeout(r, 15_000).unref())]);
+    process.stdout.write(JSON.stringify({ results, closed, idleMs: Date.now() - idleFrom }) + "\n");
+    session.destroy();
+    return;
+  }
   // All at once, on the one session.
   const results = await Promise.all((spec.requests ?? []).map(one));
   process.stdout.write(JSON.stringify(results) + "\n");

@@ -40,7 +40,7 @@ describe("HTTP/2 from the pod, judged per stream (network namespaces, iptables R
     ca = await world.makeProxyCa();
     const filterDir = join(world.dir, "filter");
     writeConfigMap(filterDir, { "filter.ts": FILTER });
-    proxy = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "1"]);
+    proxy = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "1", "--idle-timeout", "1000"]);
     await world.redirectPod();
   });
   after(async () => {
@@ -123,6 +123,18 @@ describe("HTTP/2 from the pod, judged per stream (network namespaces, iptables R
     const [r] = await streams("storage.googleapis.com", [{ path: "", method: "CONNECT", authority: "storage.googleapis.com:443" }]);
     expect(r!.status).to.equal(501);
     expect(r!.body).to.match(/CONNECT over HTTP\/2/);
+  });
+
+  it("closes a session idle for --idle-timeout (1 s here), never one whose stream is still open", async () => {
+    const out = JSON.parse(await h2({ mode: "idle", host: "storage.googleapis.com", servername: "storage.googleapis.com", requests: [{ path: "/slow/2500" }] })) as {
+      results: StreamResult[];
+      closed: boolean;
+    };
+    // The control: a stream open longer than the idle bound is answered.
+    expect(out.results[0]!.status, out.results[0]!.error).to.equal(200);
+    expect(out.results[0]!.body).to.equal("storage.googleapis.com slow 2500\n");
+    // Then, with no stream open, the session is closed (the client waits up to 15 s: a bound, not a speed).
+    expect(out.closed).to.equal(true);
   });
 
   it("ends a session that resets streams rapidly, and keeps serving another client", async () => {
