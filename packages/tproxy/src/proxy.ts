@@ -156,14 +156,17 @@ export class TproxyServer {
 
     const inner = this.#pipelineServer(interceptor);
     this.#inner = inner;
-    // HTTP/2 from clients (TLS, ALPN h2): every stream runs the same pipeline.
-    const inner2 = createHttp2Server(this.#log);
-    interceptor.attach(inner2);
-    inner2.on("session", (session: Http2Session) => {
-      this.#sessions.add(session);
-      session.once("close", () => this.#sessions.delete(session));
-    });
-    const deps: HandOffDeps = { inner, inner2, leafs, connections, log: this.#log, metrics: this.metrics, bounds: config, connectPorts: new Set(config.allowPorts), clientCounts: new ClientCounts(this.#options.clientCounts) };
+    // HTTP/2 from clients (TLS, ALPN h2, with --http2): every stream runs the same pipeline.
+    let inner2: ReturnType<typeof createHttp2Server> | undefined;
+    if (config.http2) {
+      inner2 = createHttp2Server(this.#log);
+      interceptor.attach(inner2);
+      inner2.on("session", (session: Http2Session) => {
+        this.#sessions.add(session);
+        session.once("close", () => this.#sessions.delete(session));
+      });
+    }
+    const deps: HandOffDeps = { inner, ...(inner2 ? { inner2 } : {}), leafs, connections, log: this.#log, metrics: this.metrics, bounds: config, connectPorts: new Set(config.allowPorts), clientCounts: new ClientCounts(this.#options.clientCounts) };
 
     this.#transparent = createTransparentServer(deps);
     const shared = { reusePort: this.#options.reusePort ?? false };

@@ -40,7 +40,7 @@ describe("HTTP/2 from the pod, judged per stream (network namespaces, iptables R
     ca = await world.makeProxyCa();
     const filterDir = join(world.dir, "filter");
     writeConfigMap(filterDir, { "filter.ts": FILTER });
-    proxy = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "1", "--idle-timeout", "1000"]);
+    proxy = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "1", "--idle-timeout", "1000", "--http2"]);
     await world.redirectPod();
   });
   after(async () => {
