@@ -35,6 +35,8 @@ export interface RunConfig extends ConnectionBounds {
   readonly filterAudit: boolean;
   /** Most bytes of a body a hook may read whole (`flow.request.body()`); larger ones are refused. Default 1 MiB. */
   readonly maxBodyBytes: number;
+  /** `--http2`: offer h2 to clients on TLS (each stream one request). Default off: streams have no per-stream header/request timeouts yet. */
+  readonly http2: boolean;
   readonly logFormat: LogFormat;
   /** Readiness-probe address answered by the proxy itself (TEST-NET-1). Default 192.0.2.1. */
   readonly probeAddress: string;
@@ -66,6 +68,7 @@ export interface RawRunOptions {
   onFilterError?: string;
   filterTimeout?: string;
   filterAudit?: boolean;
+  http2?: boolean;
   maxBody?: string;
   logFormat?: string;
   probeAddress?: string;
@@ -178,6 +181,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     onFilterError,
     filterTimeoutMs: positiveInt("--filter-timeout", raw.filterTimeout, 100),
     filterAudit: raw.filterAudit ?? false,
+    http2: raw.http2 ?? false,
     maxBodyBytes: parseMaxBody(raw.maxBody),
     logFormat,
     probeAddress,

@@ -20,6 +20,8 @@ import { ProxyMetrics } from "./observe/metrics.ts";
 import { ClientCounts } from "./net/client-counts.ts";
 import { listen } from "./net/listen.ts";
 import { Interceptor } from "./server/interceptor.ts";
+import { createHttp2Server } from "./server/http2.ts";
+import type { Http2Session } from "node:http2";
 import { AddressPolicy } from "./policy/address-policy.ts";
 import { attachConnect, createTransparentServer, type HandOffDeps } from "./server/listeners.ts";
 import type { ConnectionInfo } from "./server/target.ts";
@@ -87,6 +89,8 @@ export class TproxyServer {
   #transparent: NetServer | undefined;
   #standard: http.Server | undefined;
   #inner: http.Server | undefined;
+  /** Open HTTP/2 sessions: on stop they get GOAWAY (their open streams finish), then are closed. */
+  readonly #sessions = new Set<Http2Session>();
   #agents: { http: http.Agent; https: https.Agent } | undefined;
   #ready = false;
 
@@ -132,7 +136,7 @@ export class TproxyServer {
       }
     }
 
-    const connections = new WeakMap<Duplex, ConnectionInfo>();
+    const connections = new WeakMap<Duplex | Http2Session, ConnectionInfo>();
     const interceptor = new Interceptor(filters, this.#log, this.metrics, connections, {
       onFilterError: config.onFilterError,
       filterAudit: config.filterAudit,
@@ -152,7 +156,17 @@ export class TproxyServer {
 
     const inner = this.#pipelineServer(interceptor);
     this.#inner = inner;
-    const deps: HandOffDeps = { inner, leafs, connections, log: this.#log, metrics: this.metrics, bounds: config, connectPorts: new Set(config.allowPorts), clientCounts: new ClientCounts(this.#options.clientCounts) };
+    // HTTP/2 from clients (TLS, ALPN h2, with --http2): every stream runs the same pipeline.
+    let inner2: ReturnType<typeof createHttp2Server> | undefined;
+    if (config.http2) {
+      inner2 = createHttp2Server(this.#log);
+      interceptor.attach(inner2);
+      inner2.on("session", (session: Http2Session) => {
+        this.#sessions.add(session);
+        session.once("close", () => this.#sessions.delete(session));
+      });
+    }
+    const deps: HandOffDeps = { inner, ...(inner2 ? { inner2 } : {}), leafs, connections, log: this.#log, metrics: this.metrics, bounds: config, connectPorts: new Set(config.allowPorts), clientCounts: new ClientCounts(this.#options.clientCounts) };
 
     this.#transparent = createTransparentServer(deps);
     const shared = { reusePort: this.#options.reusePort ?? false };
@@ -227,6 +241,7 @@ export class TproxyServer {
     await new Promise((r) => setTimeout(r, Math.min(DRAIN_GRACE_MS, this.config.drainTimeoutMs)));
     this.#inner?.closeIdleConnections();
     this.#standard?.closeIdleConnections();
+    for (const session of this.#sessions) session.close();
     const deadline = Date.now() + this.config.drainTimeoutMs;
     while (interceptor && interceptor.inFlight > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
@@ -236,6 +251,7 @@ export class TproxyServer {
     this.#log.info({ unfinished: interceptor?.inFlight ?? 0 }, "tproxy stopped");
     this.#inner?.closeAllConnections();
     this.#standard?.closeAllConnections();
+    for (const session of this.#sessions) session.destroy();
     this.#agents?.http.destroy();
     this.#agents?.https.destroy();
     await this.#filters?.close();

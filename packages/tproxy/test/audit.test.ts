@@ -117,7 +117,7 @@ describe("filter audit mode and filter log lines (network namespaces, real proxy
       const r = await curl("https://www.google.com/");
       expect(r.status).to.equal(200);
       expect(r.body).to.equal("www.google.com GET /\n");
-      await lineAfter(proxy, from, / GET https:\/\/www\.google\.com\/ -> 200 \d+b [\d.]+ms would-deny \(audit: filter-audit; would answer 418\)$/);
+      await lineAfter(proxy, from, / GET https:\/\/www\.google\.com\/ -> 200 \d+b [\d.]+ms would-deny \(audit: filter-audit; would answer 418\)( h2)?$/);
       const logged = await lineAfter(proxy, from, / INFO judging \/ /);
       expect(logged).to.match(/ INFO judging \/ source=filter id=\S+ filter=[0-9a-f]{16} thread=0$/);
       expect(proxy.output).to.match(/--filter-audit: the filter's answers are only logged/);

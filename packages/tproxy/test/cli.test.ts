@@ -15,7 +15,7 @@ describe("tproxy command line", function () {
 
   it("lists every run flag with its environment variable in --help", async () => {
     const help = (await tproxy(["run", "--help"])).stdout.replace(/\s+/g, " ");
-    for (const [flag, env] of [["--ca-cert", "TPROXY_CA_CERT"], ["--filter", "TPROXY_FILTER"], ["--transparent-port", "TPROXY_TRANSPARENT_PORT"], ["--standard-port", "TPROXY_STANDARD_PORT"], ["--metrics-port", "TPROXY_METRICS_PORT"], ["--upstream-ca", "TPROXY_UPSTREAM_CA"], ["--insecure-upstream", "TPROXY_INSECURE_UPSTREAM"], ["--on-filter-error", "TPROXY_ON_FILTER_ERROR"], ["--filter-timeout", "TPROXY_FILTER_TIMEOUT"], ["--filter-audit", "TPROXY_FILTER_AUDIT"], ["--log-format", "TPROXY_LOG_FORMAT"]]) {
+    for (const [flag, env] of [["--ca-cert", "TPROXY_CA_CERT"], ["--filter", "TPROXY_FILTER"], ["--transparent-port", "TPROXY_TRANSPARENT_PORT"], ["--standard-port", "TPROXY_STANDARD_PORT"], ["--metrics-port", "TPROXY_METRICS_PORT"], ["--upstream-ca", "TPROXY_UPSTREAM_CA"], ["--insecure-upstream", "TPROXY_INSECURE_UPSTREAM"], ["--on-filter-error", "TPROXY_ON_FILTER_ERROR"], ["--filter-timeout", "TPROXY_FILTER_TIMEOUT"], ["--filter-audit", "TPROXY_FILTER_AUDIT"], ["--http2", "TPROXY_HTTP2"], ["--log-format", "TPROXY_LOG_FORMAT"]]) {
       expect(help).to.include(flag);
       expect(help).to.include(`env: ${env}`);
     }

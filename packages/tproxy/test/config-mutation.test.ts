@@ -36,6 +36,7 @@ describe("tproxy run config", () => {
       onFilterError: "deny",
       filterTimeoutMs: 100,
       filterAudit: false,
+      http2: false,
       maxBodyBytes: 1_048_576,
       logFormat: "text",
       probeAddress: "192.0.2.1",

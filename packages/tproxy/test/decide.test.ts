@@ -16,6 +16,11 @@ const head = (url: string, host: string | undefined, upgrade = false): RequestHe
   method: "GET", url, upgrade, headers: { ...(host === undefined ? {} : { host }), ...(upgrade ? { upgrade: "websocket", connection: "Upgrade" } : {}) },
 });
 
+/** An HTTP/2 stream's head as the interceptor builds it: no pseudo-headers among the headers. */
+const h2 = (path: string, authority: string | undefined, headers: Record<string, string> = {}, scheme = "https"): RequestHead => ({
+  method: "GET", url: path, upgrade: false, headers, h2: { authority, scheme },
+});
+
 /** A filter that allows everything (the audit filter) and records what it judged. */
 function deps(judged: Target[]): DecideDeps {
   return {
@@ -68,6 +73,15 @@ const CASES: Array<[string, RequestHead, ConnectionInfo, Expect]> = [
   ["upgrade over TLS, absolute-form naming the SNI host: judged on it", head("https://example.com/ws", "example.com", true), transparent(443, true, "example.com"), { forward: "https://example.com/ws" }],
   ["upgrade over TLS, absolute-form naming a host other than SNI: 421", head("https://other.example/ws", "example.com", true), transparent(443, true, "example.com"), { status: 421, reason: "misdirected" }],
   ["non-WebSocket upgrade: 400", { ...head("/", "example.com", true), headers: { host: "example.com", upgrade: "h2c" } }, transparent(80), { status: 400, reason: "bad-upgrade" }],
+  // HTTP/2 streams: :authority is the claim, as Host is
+  ["h2: :authority agrees with SNI", h2("/a", "example.com"), transparent(443, true, "example.com"), { forward: "https://example.com/a", host: "example.com" }],
+  ["h2: :authority names another host than SNI (coalescing): 421", h2("/a", "other.example"), transparent(443, true, "example.com"), { status: 421, reason: "misdirected" }],
+  ["h2: :authority names another port: 421", h2("/a", "example.com:8443"), transparent(443, true, "example.com"), { status: 421, reason: "misdirected" }],
+  ["h2: a Host agreeing with SNI cannot hide a different :authority: 400", h2("/a", "other.example", { host: "example.com" }), transparent(443, true, "example.com"), { status: 400, reason: "bad-host" }],
+  ["h2: absolute :path: 400", h2("https://other.example/a", "example.com"), transparent(443, true, "example.com"), { status: 400, reason: "bad-path" }],
+  ["h2: :scheme http on TLS: 400", h2("/a", "example.com", {}, "http"), transparent(443, true, "example.com"), { status: 400, reason: "bad-request" }],
+  ["h2: CONNECT: 501", { ...h2("", "example.com:443"), method: "CONNECT" }, transparent(443, true, "example.com"), { status: 501, reason: "bad-request" }],
+  ["h2: dot-segments normalised as for HTTP/1.1", h2("/x/../a/%2e%2e/b", "example.com"), transparent(443, true, "example.com"), { forward: "https://example.com/b" }],
 ];
 
 describe("decide(): one decision for every request form", () => {

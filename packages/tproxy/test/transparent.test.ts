@@ -91,7 +91,7 @@ describe("tproxy transparent interception (network namespaces, iptables REDIRECT
     expect(replaced.body).to.equal("blocked by response hook");
   });
 
-  it("offers HTTP/1.1 in ALPN", async () => {
+  it("offers HTTP/1.1 only in ALPN without --http2 (with it, h2 too: http2.test.ts)", async () => {
     const r = await world.curl(["--cacert", ca.cert, "--http2", "-o", "/dev/null", "-w", "%{http_version}", "https://storage.googleapis.com/"]);
     expect(r.stdout).to.equal("1.1");
   });

@@ -7,6 +7,7 @@
 // on "listening"); the server that runs the pipeline is fed connections by hand and never listens,
 // so the bounds are kept here, for every connection whichever server parses it, by one sweep timer.
 import type http from "node:http";
+import type http2 from "node:http2";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
@@ -40,7 +41,7 @@ export const DEFAULT_BOUNDS: ConnectionBounds = Object.freeze({
 /** How often a rate-limited notice may be logged: one line, then one summary per window. */
 const NOTICE_WINDOW_MS = 10_000;
 
-type Phase = "handshake" | "idle" | "head" | "request" | "tunnel";
+type Phase = "handshake" | "idle" | "head" | "request" | "tunnel" | "session";
 
 interface Tracked {
   readonly client: string;
@@ -53,6 +54,8 @@ interface Tracked {
   base: number;
   req: http.IncomingMessage | undefined;
   res: http.ServerResponse | undefined;
+  /** An HTTP/2 connection: its streams now open (idle means none for idleTimeoutMs). */
+  streams: number;
 }
 
 /** Logs a burst of like events as one line and then at most one summary line per window. */
@@ -140,7 +143,7 @@ export class ConnectionGuard {
       raw.resetAndDestroy();
       return false;
     }
-    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined };
+    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined, streams: 0 };
     this.#all.add(t);
     this.#byStream.set(raw, t);
     raw.once("close", () => {
@@ -166,6 +169,26 @@ export class ConnectionGuard {
     t.top = top;
     this.#byStream.set(top, t);
     this.#enter(t, waiting);
+  }
+
+  /**
+   * The connection now carries an HTTP/2 session. Its frames are bounded by the session's own settings
+   * (proxy.ts: concurrent streams, header list size, session memory, invalid frames, rejected streams); kept
+   * here: the session is closed once it has had no open stream for idleTimeoutMs.
+   */
+  session(raw: net.Socket, top: net.Socket, session: http2.Http2Session): void {
+    const t = this.#byStream.get(raw);
+    if (!t) return;
+    t.top = top;
+    this.#byStream.set(top, t);
+    this.#enter(t, "session");
+    session.on("stream", (stream: http2.Http2Stream) => {
+      t.streams += 1;
+      stream.once("close", () => {
+        t.streams -= 1;
+        if (t.streams === 0) t.since = Date.now();
+      });
+    });
   }
 
   /** Follows the requests of a server that parses tracked connections. */
@@ -238,6 +261,9 @@ export class ConnectionGuard {
         case "request":
           // Only the client's part is bounded here: once the body is in, the upstream and the filter take their time.
           if (b.requestTimeoutMs > 0 && age >= b.requestTimeoutMs && t.req && !t.req.complete) this.#close(t, "request-timeout", "request body too slow", b.requestTimeoutMs);
+          break;
+        case "session":
+          if (t.streams === 0 && b.idleTimeoutMs > 0 && age >= b.idleTimeoutMs) this.#close(t, undefined, "idle", b.idleTimeoutMs);
           break;
         case "tunnel":
           break;

@@ -59,6 +59,8 @@ export interface RequestRecord {
   decision: "allowed" | "denied" | "would-deny";
   reason: string | undefined;
   filter: string | undefined;
+  /** "h2": the request was one stream of an HTTP/2 connection (absent: HTTP/1.x). */
+  protocol?: "h2";
 }
 
 export type RequestLog = (record: RequestRecord) => void;
@@ -81,7 +83,9 @@ function value(v: unknown): string {
 /** One request as a text line. */
 export function formatRequest(r: RequestRecord, time = Date.now()): string {
   const reason = r.reason ? ` (${r.reason})` : "";
-  return `${isoTime(time)} ${r.client} ${r.method} ${r.url} -> ${r.status} ${r.bytes}b ${r.ms}ms ${r.decision}${reason}\n`;
+  // Last, so that the line reads as before up to it.
+  const protocol = r.protocol ? ` ${r.protocol}` : "";
+  return `${isoTime(time)} ${r.client} ${r.method} ${r.url} -> ${r.status} ${r.bytes}b ${r.ms}ms ${r.decision}${reason}${protocol}\n`;
 }
 
 // Many request lines share their millisecond under load: format each millisecond once.

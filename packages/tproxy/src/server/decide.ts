@@ -27,6 +27,11 @@ export interface RequestHead {
   headers: IncomingHttpHeaders;
   /** Arrived as an HTTP upgrade (the server's "upgrade" event). */
   upgrade: boolean;
+  /**
+   * An HTTP/2 stream: its `:authority` and `:scheme` (`url` is its `:path`; `headers` hold no pseudo-headers).
+   * The authority is the stream's claim, as Host is for HTTP/1.1, and must agree with the SNI the same way.
+   */
+  h2?: { authority: string | undefined; scheme: string | undefined };
 }
 
 /** What the filter made of a request: pass (with the headers to send) or answer. */
@@ -53,9 +58,15 @@ export async function decide(head: RequestHead, conn: ConnectionInfo, deps: Deci
   if (head.upgrade && String(head.headers.upgrade).toLowerCase() !== "websocket") {
     return { kind: "answer", answer: text(400, "tproxy: only WebSocket upgrades are proxied\n"), reason: "bad-upgrade", decision: "denied", target: undefined };
   }
+  let hostClaim = head.headers.host;
+  if (head.h2) {
+    const refused = checkHttp2(head, conn);
+    if (refused) return { kind: "answer", answer: text(refused.status, `tproxy: ${refused.message}\n`), reason: refused.reason, decision: "denied", target: undefined };
+    hostClaim = head.h2.authority ?? hostClaim;
+  }
   let target: Target;
   try {
-    target = resolveTarget(head.url, head.headers.host, conn, deps.rules);
+    target = resolveTarget(head.url, hostClaim, conn, deps.rules);
   } catch (err) {
     if (!(err instanceof TargetError)) throw err;
     return { kind: "answer", answer: text(err.status, `tproxy: ${err.message}\n`), reason: err.reason, decision: "denied", target: undefined };
@@ -75,4 +86,23 @@ export async function decide(head: RequestHead, conn: ConnectionInfo, deps: Deci
   }
   const out = outcome.headers.host === target.authority ? outcome.headers : { ...outcome.headers, host: target.authority };
   return { kind: "forward", target, headers: out };
+}
+
+/**
+ * What HTTP/2 allows that the pipeline does not, or that would let a stream name a second target: CONNECT
+ * (WebSockets over HTTP/2 are extended CONNECT, RFC 8441: not proxied), a `:path` that is not origin-form (an
+ * absolute URL would name its own authority), a `:scheme` other than the connection's, a Host that names
+ * another authority than `:authority` (RFC 9113 8.3.1).
+ */
+function checkHttp2(head: RequestHead, conn: ConnectionInfo): { status: number; reason: string; message: string } | undefined {
+  const h2 = head.h2!;
+  if (head.method === "CONNECT") return { status: 501, reason: "bad-request", message: "CONNECT over HTTP/2 (and WebSockets over HTTP/2) is not proxied; use HTTP/1.1" };
+  if (!head.url.startsWith("/")) return { status: 400, reason: "bad-path", message: `HTTP/2 :path ${JSON.stringify(head.url)} is not an origin-form path` };
+  const scheme = conn.tls ? "https" : "http";
+  if (h2.scheme !== scheme) return { status: 400, reason: "bad-request", message: `HTTP/2 :scheme ${JSON.stringify(h2.scheme ?? "")} does not fit this ${scheme} connection` };
+  const host = head.headers.host;
+  if (h2.authority !== undefined && host !== undefined && host !== h2.authority) {
+    return { status: 400, reason: "bad-host", message: `Host ${JSON.stringify(host)} and :authority ${JSON.stringify(h2.authority)} name different authorities` };
+  }
+  return undefined;
 }

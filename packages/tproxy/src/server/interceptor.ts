@@ -9,6 +9,7 @@
 // verified). No library builds a URL of its own from the request.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
+import type { Http2Server, Http2ServerRequest, Http2ServerResponse, Http2Session } from "node:http2";
 import type { SecureContext } from "node:tls";
 import type { Duplex, Readable, Writable } from "node:stream";
 import type { Logger } from "pino";
@@ -21,10 +22,18 @@ import type { RequestLog } from "../observe/log.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
 import { createGuardedLookup, DestinationDeniedError, type AddressJudge, type LookupFunction } from "../policy/guarded-lookup.ts";
 import { BodyTap, DEFAULT_MAX_BODY_BYTES, refusalAnswer, type BodyRefusal, type Held } from "./body.ts";
-import { decide, type Decision, type DecideDeps, type FilterOutcome } from "./decide.ts";
+import { decide, type Decision, type DecideDeps, type FilterOutcome, type RequestHead } from "./decide.ts";
 import type { ConnectionInfo, Target, TargetRules } from "./target.ts";
 
 export { PROBE_BODY, PROBE_HEADER } from "./decide.ts";
+
+/** A client's request: HTTP/1.1 (the http server) or one HTTP/2 stream (the http2 server's compatibility API). */
+type ClientRequest = IncomingMessage | Http2ServerRequest;
+type ClientResponse = ServerResponse | Http2ServerResponse;
+
+function isHttp2(req: ClientRequest): req is Http2ServerRequest {
+  return req.httpVersionMajor === 2;
+}
 
 export interface InterceptorOptions {
   onFilterError: "deny" | "allow";
@@ -53,6 +62,8 @@ export interface InterceptorOptions {
 interface RequestState {
   id: string;
   conn: ConnectionInfo;
+  /** Whether the request is an HTTP/2 stream (answers carry no connection headers). */
+  h2: boolean;
   method: string;
   /** What the log line names: the target's URL once known, else the request target as sent. */
   url: string;
@@ -65,7 +76,7 @@ interface RequestState {
   audit: string | undefined;
   bytes: number;
   /** The client's request, whose body a request hook may read (none for an upgrade). */
-  req: IncomingMessage | undefined;
+  req: ClientRequest | undefined;
   /** Made when a hook first reads its message's body (server/body.ts). */
   requestTap: BodyTap | undefined;
   responseTap: BodyTap | undefined;
@@ -100,7 +111,9 @@ function clientText(conn: ConnectionInfo): string {
 const ID_PREFIX = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
 let idCounter = 0;
 
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"]);
+// Also every header that HTTP/2 forbids on a stream (RFC 9113 8.2.2; Node throws on them), so that an HTTP/1.1
+// upstream's answer can be written on an HTTP/2 stream.
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings"]);
 
 function forwardableHeaders(headers: Headers | IncomingHttpHeaders): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
@@ -110,7 +123,8 @@ function forwardableHeaders(headers: Headers | IncomingHttpHeaders): http.Outgoi
   // Own keys only: a filter's headers object comes from its own context, whose prototype it may have changed.
   for (const k of Object.keys(headers)) {
     const v = headers[k];
-    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k)) continue;
+    // Pseudo-headers (":authority", ":path", ...) belong to an HTTP/2 stream, never to what is forwarded.
+    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k) || k.charCodeAt(0) === 58) continue;
     out[k] = v;
   }
   return out;
@@ -149,7 +163,7 @@ export class Interceptor {
   readonly #log: Logger;
   readonly #metrics: ProxyMetrics;
   readonly #opts: InterceptorOptions;
-  readonly #connections: WeakMap<Duplex, ConnectionInfo>;
+  readonly #connections: WeakMap<Duplex | Http2Session, ConnectionInfo>;
   /** One guarded lookup per upstream port (the policy judges address and port together). */
   readonly #lookups = new Map<number, LookupFunction>();
   readonly #run: HookRunner;
@@ -158,7 +172,7 @@ export class Interceptor {
   inFlight = 0;
   draining = false;
 
-  constructor(filters: FilterHost, log: Logger, metrics: ProxyMetrics, connections: WeakMap<Duplex, ConnectionInfo>, opts: InterceptorOptions) {
+  constructor(filters: FilterHost, log: Logger, metrics: ProxyMetrics, connections: WeakMap<Duplex | Http2Session, ConnectionInfo>, opts: InterceptorOptions) {
     this.#filters = filters;
     this.#run = (version, hook, flow) => filters.run(version, hook, flow);
     this.#judgeOptions = { filterAudit: opts.filterAudit ?? false, onFilterError: opts.onFilterError };
@@ -168,25 +182,37 @@ export class Interceptor {
     this.#opts = opts;
   }
 
-  /** Attaches the pipeline to an (unlistened or listening) HTTP server. */
-  attach(server: http.Server): void {
-    server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+  /**
+   * Attaches the pipeline to an (unlistened or listening) HTTP server, or to the HTTP/2 server, whose every
+   * stream is one request here (HTTP/2 has no upgrades).
+   */
+  attach(server: http.Server | Http2Server): void {
+    server.on("request", (req: ClientRequest, res: ClientResponse) => {
       this.#handle(req, res).catch((err: unknown) => this.#internalError(err, res));
     });
+    if (!(server instanceof http.Server)) {
+      // Node's compatibility API gives an HTTP/2 CONNECT stream its own event: decide() refuses it.
+      server.on("connect", (req: Http2ServerRequest, res: Http2ServerResponse) => {
+        this.#handle(req, res).catch((err: unknown) => this.#internalError(err, res));
+      });
+      return;
+    }
     server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.#handleUpgrade(req, socket, head).catch((err: unknown) => this.#internalError(err, socket));
     });
   }
 
   // A bug must cost one connection, never the process.
-  #internalError(err: unknown, target: ServerResponse | Duplex): void {
+  #internalError(err: unknown, target: ClientResponse | Duplex): void {
     this.#log.error({ err: err instanceof Error ? err.stack : String(err) }, "internal error; connection closed");
     target.destroy();
   }
 
-  connectionInfo(socket: Duplex): ConnectionInfo {
+  /** The info listeners.ts recorded for a request's connection (for an HTTP/2 stream: for its session). */
+  connectionInfo(req: ClientRequest): ConnectionInfo {
+    const key: Duplex | Http2Session | undefined = isHttp2(req) ? req.stream.session : req.socket;
     return (
-      this.#connections.get(socket) ?? {
+      (key && this.#connections.get(key)) ?? {
         mode: "transparent",
         tls: false,
         client: { address: "unknown", port: 0 },
@@ -196,10 +222,11 @@ export class Interceptor {
     );
   }
 
-  #newState(conn: ConnectionInfo, req: IncomingMessage): RequestState {
+  #newState(conn: ConnectionInfo, req: ClientRequest): RequestState {
     return {
       id: `${ID_PREFIX}-${(++idCounter).toString(36)}`,
       conn,
+      h2: isHttp2(req),
       method: req.method ?? "GET",
       url: req.url ?? "",
       flow: undefined,
@@ -217,13 +244,14 @@ export class Interceptor {
   }
 
   /** decide() for one request; its filter step pins a filter version on the state (released by the caller). */
-  #decide(state: RequestState, req: IncomingMessage, upgrade: boolean): Promise<Decision> {
+  #decide(state: RequestState, req: ClientRequest, upgrade: boolean): Promise<Decision> {
     const deps: DecideDeps = {
       rules: this.#opts.rules,
       policy: this.#opts.policy,
       probeAddress: this.#opts.probeAddress,
       filter: (target, headers) => this.#filter(state, target, headers),
     };
+    if (isHttp2(req)) return decide(http2Head(req), state.conn, deps);
     return decide({ method: state.method, url: req.url ?? "/", headers: req.headers, upgrade }, state.conn, deps);
   }
 
@@ -261,8 +289,8 @@ export class Interceptor {
     }
   }
 
-  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const state = this.#newState(this.connectionInfo(req.socket), req);
+  async #handle(req: ClientRequest, res: ClientResponse): Promise<void> {
+    const state = this.#newState(this.connectionInfo(req), req);
     state.req = req;
     this.inFlight += 1;
     res.once("close", () => {
@@ -279,7 +307,7 @@ export class Interceptor {
       state.responseTap = undefined;
       state.requestHeld = undefined;
     });
-    if (this.draining) res.setHeader("connection", "close");
+    if (this.draining && !state.h2) res.setHeader("connection", "close");
 
     const d = await this.#decide(state, req, false);
     if (d.kind === "answer") {
@@ -352,7 +380,7 @@ export class Interceptor {
     return describeUpstreamError(err, target);
   }
 
-  #forward(state: RequestState, req: IncomingMessage, res: ServerResponse, target: Target, headers: Headers, retry = false): void {
+  #forward(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers, retry = false): void {
     const out = forwardableHeaders(headers);
     // What the request hook read goes first; read whole, it is sent with its own length (a chunked
     // upload becomes a sized one), whatever the headers claimed.
@@ -429,7 +457,7 @@ export class Interceptor {
     }
   }
 
-  async #respondFromUpstream(state: RequestState, res: ServerResponse, upRes: IncomingMessage): Promise<void> {
+  async #respondFromUpstream(state: RequestState, res: ClientResponse, upRes: IncomingMessage): Promise<void> {
     const flow = state.flow;
     if (flow === undefined || res.destroyed) {
       // The client went away (its state is let go on close) while the upstream was answering.
@@ -464,12 +492,17 @@ export class Interceptor {
     }
     const headers = j.headers ?? upRes.headers;
     const out = forwardableHeaders(headers);
-    if (this.draining) out.connection = "close";
-    res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
+    if (state.h2) {
+      // HTTP/2 has no reason phrase (Node warns when given one).
+      (res as Http2ServerResponse).writeHead(upRes.statusCode ?? 502, out);
+    } else {
+      if (this.draining) out.connection = "close";
+      (res as ServerResponse).writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
+    }
     if (held) {
       for (const chunk of held.chunks) {
         state.bytes += chunk.length;
-        res.write(chunk);
+        (res as Writable).write(chunk);
       }
       if (held.ended) {
         res.end();
@@ -482,7 +515,7 @@ export class Interceptor {
     relay(upRes, res);
   }
 
-  #answer(res: ServerResponse, answer: Answer, state: RequestState): void {
+  #answer(res: ClientResponse, answer: Answer, state: RequestState): void {
     const body = typeof answer.body === "string" ? Buffer.from(answer.body) : Buffer.from(answer.body);
     state.bytes = body.length;
     if (res.headersSent) {
@@ -490,12 +523,14 @@ export class Interceptor {
       return;
     }
     const headers: http.OutgoingHttpHeaders = { "content-type": "text/plain; charset=utf-8", ...answer.headers, "content-length": body.length };
-    if (this.draining) headers.connection = "close";
-    res.writeHead(answer.status, headers);
+    if (this.draining && !state.h2) headers.connection = "close";
+    // A filter's answer may name connection headers; an HTTP/2 stream must not carry them.
+    if (state.h2) (res as Http2ServerResponse).writeHead(answer.status, forwardableHeaders(headers as Headers));
+    else (res as ServerResponse).writeHead(answer.status, headers);
     res.end(body);
   }
 
-  #finish(state: RequestState, res: ServerResponse): void {
+  #finish(state: RequestState, res: ClientResponse): void {
     const status = res.headersSent ? res.statusCode : 0;
     this.#record(state, res.writableFinished ? status : `${status}(incomplete)`, status);
   }
@@ -516,6 +551,7 @@ export class Interceptor {
       decision,
       reason: state.reason,
       filter: state.version?.hash,
+      ...(state.h2 ? { protocol: "h2" as const } : {}),
     });
   }
 
@@ -530,7 +566,7 @@ export class Interceptor {
 
   async #handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on("error", () => socket.destroy());
-    const state = this.#newState(this.connectionInfo(req.socket), req);
+    const state = this.#newState(this.connectionInfo(req), req);
     let d: Decision;
     try {
       d = await this.#decide(state, req, true);
@@ -611,16 +647,31 @@ function isStaleConnection(err: NodeJS.ErrnoException): boolean {
 }
 
 /** Safe methods (RFC 9110 9.2.1) without a body: sending one again cannot repeat an effect. */
-function canResend(method: string, req: IncomingMessage): boolean {
+function canResend(method: string, req: ClientRequest): boolean {
   return (method === "GET" || method === "HEAD" || method === "OPTIONS") && !hasBody(req);
 }
 
-/** Whether the request's framing announces a body (a Content-Length other than 0, or a Transfer-Encoding). */
-function hasBody(req: IncomingMessage): boolean {
+/**
+ * Whether the request's framing announces a body (a Content-Length other than 0, or a Transfer-Encoding; on
+ * HTTP/2: its HEADERS frame did not end the stream).
+ */
+function hasBody(req: ClientRequest): boolean {
+  if (isHttp2(req)) return !req.stream.endAfterHeaders;
   const length = req.headers["content-length"];
   return req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
 }
 
 function withPod(client: { address: string; port: number }, pod: PodIdentity | undefined): FlowData["client"] {
   return pod === undefined ? client : { address: client.address, port: client.port, pod };
+}
+
+/**
+ * An HTTP/2 stream's request as decide() reads it: the headers without pseudo-headers (the filter sees what an
+ * HTTP/1.1 request would carry), the authority from `:authority` (it must agree with the SNI as Host does).
+ */
+function http2Head(req: Http2ServerRequest): RequestHead {
+  const headers: IncomingHttpHeaders = {};
+  const raw = req.headers;
+  for (const k of Object.keys(raw)) if (k.charCodeAt(0) !== 58) headers[k] = raw[k];
+  return { method: req.method, url: raw[":path"] ?? "", headers, upgrade: false, h2: { authority: raw[":authority"], scheme: raw[":scheme"] } };
 }

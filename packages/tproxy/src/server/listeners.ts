@@ -3,6 +3,7 @@
 // first bytes, terminate TLS in-process with a leaf certificate for the claimed name, and hand the
 // stream to the in-process HTTP server that runs the request pipeline.
 import http from "node:http";
+import type http2 from "node:http2";
 import net from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
@@ -19,8 +20,14 @@ import type { ConnectionInfo } from "./target.ts";
 export interface HandOffDeps {
   /** The in-process server (never listening) that runs the request pipeline. */
   inner: http.Server;
+  /**
+   * The in-process HTTP/2 server (never listening) for TLS clients that choose h2 in ALPN; its streams run the
+   * same pipeline (Interceptor.attach). Absent: only http/1.1 is offered.
+   */
+  inner2?: http2.Http2Server;
   leafs: LeafCertificates;
-  connections: WeakMap<Duplex, ConnectionInfo>;
+  /** Keyed by the stream the HTTP server reads, or by the HTTP/2 session (its `socket` is a proxy object). */
+  connections: WeakMap<Duplex | http2.Http2Session, ConnectionInfo>;
   log: Logger;
   metrics: ProxyMetrics;
   /** Time and count bounds on client connections (default DEFAULT_BOUNDS). */
@@ -98,19 +105,71 @@ export function handOff(socket: net.Socket, info: Omit<ConnectionInfo, "tls" | "
     }
     deps.metrics.certCacheLookups.inc({ result: deps.leafs.hits > hits ? "hit" : deps.leafs.shared > shared ? "shared" : "mint" });
     deps.metrics.certCacheEntries.set(deps.leafs.size);
-    const tls = new TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: ["http/1.1"] });
+    // h2 first (as browsers, curl and gRPC clients prefer it); a client that offers no ALPN gets HTTP/1.1.
+    const inner2 = deps.inner2;
+    const tls = new TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: inner2 ? ["h2", "http/1.1"] : ["http/1.1"] });
     tls.once("error", (err) => {
       deps.metrics.rejectedConnections.inc({ reason: "tls-handshake" });
       deps.log.info({ client: `${info.client.address}:${info.client.port}`, sni: result.sni, err: err.message }, "TLS handshake with client failed (does the pod trust the tproxy CA?)");
       tls.destroy();
     });
+    const conn: ConnectionInfo = { ...info, tls: true, sni: result.sni };
+    if (inner2 === undefined) {
+      tls.once("secure", () => {
+        tls.removeAllListeners("error").on("error", () => tls.destroy());
+        guard.parsing(socket, tls, "idle");
+      });
+      deps.connections.set(tls, conn);
+      deps.inner.emit("connection", tls);
+      return;
+    }
+    // Which server parses the connection is known only once the handshake has chosen the protocol.
+    deps.connections.set(tls, conn);
     tls.once("secure", () => {
       tls.removeAllListeners("error").on("error", () => tls.destroy());
-      guard.parsing(socket, tls, "idle");
+      if (tls.alpnProtocol === "h2") {
+        // An HTTP/2 session over a socket that is still "secureConnecting" waits for its 'secureConnect', which a
+        // server-side socket never emits; tls.Server clears the flag itself before 'secureConnection'.
+        (tls as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
+        const session = emitSession(inner2, tls, conn, deps.connections);
+        if (!session) {
+          tls.destroy();
+          return;
+        }
+        guard.session(socket, tls, session);
+        // A client that closes its side has sent its last stream: the session ends once its streams are answered
+        // (a CONNECT tunnel's socket, from the HTTP server, is half-open and would otherwise wait for the idle bound).
+        tls.once("end", () => session.close());
+      } else {
+        guard.parsing(socket, tls, "idle");
+        deps.inner.emit("connection", tls);
+      }
     });
-    deps.connections.set(tls, { ...info, tls: true, sni: result.sni });
-    deps.inner.emit("connection", tls);
   });
+}
+
+/** The connection info of the session being made (the HTTP/2 server's "session" event is synchronous). */
+let pendingSession: { conn: ConnectionInfo; connections: HandOffDeps["connections"]; session?: http2.Http2Session } | undefined;
+const recording = new WeakSet<http2.Http2Server>();
+
+/** Hands a TLS socket that chose h2 to the HTTP/2 server, recording its info for the session it makes. */
+function emitSession(server: http2.Http2Server, tls: TLSSocket, conn: ConnectionInfo, connections: HandOffDeps["connections"]): http2.Http2Session | undefined {
+  if (!recording.has(server)) {
+    recording.add(server);
+    server.prependListener("session", (session: http2.Http2Session) => {
+      if (!pendingSession) return;
+      pendingSession.connections.set(session, pendingSession.conn);
+      pendingSession.session = session;
+    });
+  }
+  const pending: NonNullable<typeof pendingSession> = { conn, connections };
+  pendingSession = pending;
+  try {
+    server.emit("connection", tls);
+    return pending.session;
+  } finally {
+    pendingSession = undefined;
+  }
 }
 
 /** The transparent listener: every connection was REDIRECTed here by the node's nat rules. */
