@@ -53,6 +53,11 @@ export type Judgement =
   /** The hook read a body that could not be had: refused, whatever the hook made of the failed read. */
   | { kind: "body"; refusal: BodyRefusal; audit: string | undefined };
 
+/** The log reason of a would-deny: why audit mode only logged the answer, and its status. */
+export function wouldDenyReason(wouldDeny: { why: string; answer: Answer }): string {
+  return `audit: ${wouldDeny.why}; would answer ${wouldDeny.answer.status}`;
+}
+
 /**
  * Judges a hook's run. `refusal`: a body read of the hook that was refused (too large, timed out, broken);
  * `requestAudit`: the reason the request hook gave to `flow.audit`, which covers the response hook too.

@@ -10,7 +10,7 @@ import { DEFAULT_TARGET_RULES, type ConnectionInfo } from "../server/target.ts";
 import type { HeaderExpectation, TestCase } from "./cases.ts";
 import { compileFilter } from "./compile.ts";
 import { FilterHost, type FilterLogLine, type FilterVersion } from "./host.ts";
-import { judge, runHook, type Judgement } from "./judge.ts";
+import { judge, runHook, wouldDenyReason, type Judgement } from "./judge.ts";
 import type { BodySource, FlowData, HookName } from "./protocol.ts";
 import type { Headers } from "./types.ts";
 
@@ -121,7 +121,7 @@ async function runCase(host: FilterHost, version: FilterVersion, c: TestCase, id
     if (j.kind === "pass" && j.wouldDeny) {
       out.audit = j.wouldDeny.why;
       out.auditStatus = j.wouldDeny.answer.status;
-      out.reason = `audit: ${j.wouldDeny.why}; would answer ${j.wouldDeny.answer.status}`;
+      out.reason = wouldDenyReason(j.wouldDeny);
     }
     return j;
   };

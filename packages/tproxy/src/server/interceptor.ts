@@ -14,7 +14,7 @@ import type { SecureContext } from "node:tls";
 import type { Duplex, Readable, Writable } from "node:stream";
 import type { Logger } from "pino";
 import type { FilterHost, FilterVersion } from "../filter/host.ts";
-import { judge, runHook, type FailureReason, type HookRun, type HookRunner, type JudgeOptions, type Judgement } from "../filter/judge.ts";
+import { judge, runHook, wouldDenyReason, type FailureReason, type HookRun, type HookRunner, type JudgeOptions, type Judgement } from "../filter/judge.ts";
 import type { Answer, FlowData, HookName } from "../filter/protocol.ts";
 import type { PodIdentity } from "../filter/types.ts";
 import type { Headers } from "../filter/types.ts";
@@ -330,7 +330,7 @@ export class Interceptor {
     const j = judge(ran, refusal, state.audit, this.#judgeOptions);
     if (j.kind === "pass" && j.wouldDeny) {
       state.decision = "would-deny";
-      state.reason = `audit: ${j.wouldDeny.why}; would answer ${j.wouldDeny.answer.status}`;
+      state.reason = wouldDenyReason(j.wouldDeny);
     }
     return j;
   }
