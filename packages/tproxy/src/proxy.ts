@@ -151,6 +151,8 @@ export class TproxyServer {
       // An upstream's body that a response hook waits for is bounded like a client's request body.
       bodyWaitMs: config.requestTimeoutMs,
       ...(this.#options.pods ? { pods: this.#options.pods } : {}),
+      // HTTP/2 clients' streams go upstream over HTTP/2 where the server chooses it (gRPC servers speak nothing else).
+      upstreamHttp2: config.http2,
     });
     this.#interceptor = interceptor;
 
@@ -252,6 +254,7 @@ export class TproxyServer {
     this.#inner?.closeAllConnections();
     this.#standard?.closeAllConnections();
     for (const session of this.#sessions) session.destroy();
+    interceptor?.closeUpstreams();
     this.#agents?.http.destroy();
     this.#agents?.https.destroy();
     await this.#filters?.close();

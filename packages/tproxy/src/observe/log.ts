@@ -61,6 +61,8 @@ export interface RequestRecord {
   filter: string | undefined;
   /** "h2": the request was one stream of an HTTP/2 connection (absent: HTTP/1.x). */
   protocol?: "h2";
+  /** The gRPC status the proxy's own answer to a gRPC request carried (its HTTP status is `status`). */
+  grpc?: number;
 }
 
 export type RequestLog = (record: RequestRecord) => void;
@@ -84,7 +86,7 @@ function value(v: unknown): string {
 export function formatRequest(r: RequestRecord, time = Date.now()): string {
   const reason = r.reason ? ` (${r.reason})` : "";
   // Last, so that the line reads as before up to it.
-  const protocol = r.protocol ? ` ${r.protocol}` : "";
+  const protocol = (r.protocol ? ` ${r.protocol}` : "") + (r.grpc !== undefined ? ` grpc-status=${r.grpc}` : "");
   return `${isoTime(time)} ${r.client} ${r.method} ${r.url} -> ${r.status} ${r.bytes}b ${r.ms}ms ${r.decision}${reason}${protocol}\n`;
 }
 

@@ -9,8 +9,8 @@
 // verified). No library builds a URL of its own from the request.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
-import type { Http2Server, Http2ServerRequest, Http2ServerResponse, Http2Session } from "node:http2";
-import type { SecureContext } from "node:tls";
+import http2, { type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type ClientHttp2Session } from "node:http2";
+import type { SecureContext, TLSSocket } from "node:tls";
 import type { Duplex, Readable, Writable } from "node:stream";
 import type { Logger } from "pino";
 import type { FilterHost, FilterVersion } from "../filter/host.ts";
@@ -24,6 +24,8 @@ import { createGuardedLookup, DestinationDeniedError, type AddressJudge, type Lo
 import { BodyTap, DEFAULT_MAX_BODY_BYTES, refusalAnswer, type BodyRefusal, type Held } from "./body.ts";
 import { decide, type Decision, type DecideDeps, type FilterOutcome, type RequestHead } from "./decide.ts";
 import type { ConnectionInfo, Target, TargetRules } from "./target.ts";
+import { Http2Upstreams, type UpstreamLeg } from "./upstream-h2.ts";
+import { grpcAnswerHeaders, isGrpc } from "./grpc.ts";
 
 export { PROBE_BODY, PROBE_HEADER } from "./decide.ts";
 
@@ -57,6 +59,21 @@ export interface InterceptorOptions {
   bodyWaitMs?: number;
   /** Which pod of this node has a client address (identity/pods.ts); absent: `flow.client.pod` is always undefined. */
   pods?: { lookup(address: string): PodIdentity | undefined };
+  /** Whether HTTP/2 streams go upstream over HTTP/2 when the server chooses it in ALPN (else always HTTP/1.1). */
+  upstreamHttp2?: boolean;
+}
+
+/** An upstream's answer, whichever protocol carried it. */
+interface UpstreamAnswer {
+  status: number;
+  /** HTTP/1.1's reason phrase (HTTP/2 has none). */
+  message: string | undefined;
+  headers: IncomingHttpHeaders;
+  body: Readable;
+  /** The answer's headers ended the stream (HTTP/2 "trailers-only", as a gRPC server's error is). */
+  ended: boolean;
+  /** The trailers, once the body has ended. */
+  trailers(): IncomingHttpHeaders | undefined;
 }
 
 interface RequestState {
@@ -82,6 +99,10 @@ interface RequestState {
   responseTap: BodyTap | undefined;
   /** What the request hook read of the body, to be sent upstream before the rest. */
   requestHeld: Held | undefined;
+  /** A gRPC call's content-type: the proxy's own answers to it are gRPC statuses (grpc.ts). */
+  grpc: string | undefined;
+  /** The proxy's answer to a gRPC call: the HTTP status it stands for, and the gRPC status sent. */
+  grpcAnswer: { status: number; code: number } | undefined;
 }
 
 /**
@@ -168,6 +189,8 @@ export class Interceptor {
   readonly #lookups = new Map<number, LookupFunction>();
   readonly #run: HookRunner;
   readonly #judgeOptions: JudgeOptions;
+  /** HTTP/2 sessions to upstreams, for streams from HTTP/2 clients (absent: those go over HTTP/1.1). */
+  readonly #upstreams: Http2Upstreams | undefined;
   /** Requests in flight, for draining on shutdown. */
   inFlight = 0;
   draining = false;
@@ -180,6 +203,14 @@ export class Interceptor {
     this.#metrics = metrics;
     this.#connections = connections;
     this.#opts = opts;
+    this.#upstreams = opts.upstreamHttp2
+      ? new Http2Upstreams({ ...opts.upstreamTls, lookupFor: (port) => this.#lookupFor(port), log })
+      : undefined;
+  }
+
+  /** Closes the upstream HTTP/2 sessions (their streams in flight finish first). */
+  closeUpstreams(): void {
+    this.#upstreams?.closeAll();
   }
 
   /**
@@ -240,6 +271,8 @@ export class Interceptor {
       requestTap: undefined,
       responseTap: undefined,
       requestHeld: undefined,
+      grpc: isGrpc(req.headers["content-type"]) ? (req.headers["content-type"] as string) : undefined,
+      grpcAnswer: undefined,
     };
   }
 
@@ -380,50 +413,110 @@ export class Interceptor {
     return describeUpstreamError(err, target);
   }
 
-  #forward(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers, retry = false): void {
-    const out = forwardableHeaders(headers);
-    // What the request hook read goes first; read whole, it is sent with its own length (a chunked
-    // upload becomes a sized one), whatever the headers claimed.
-    const held = retry ? undefined : state.requestHeld;
-    state.requestHeld = undefined;
-    if (held?.ended && (held.size > 0 || req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined)) {
-      out["content-length"] = String(held.size);
+  #forward(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers): void {
+    const upstreams = this.#upstreams;
+    if (upstreams === undefined || !state.h2 || target.scheme !== "https") {
+      this.#forwardHttp1(state, req, res, target, headers);
+      return;
     }
-    const options = this.#upstreamOptions(target, state.method, out);
-    if (retry) this.#ownConnection(options, target);
-    else options.agent = target.scheme === "https" ? this.#opts.httpsAgent : this.#opts.httpAgent;
-    const upstream = (target.scheme === "https" ? https : http).request(options);
+    const go = (leg: UpstreamLeg): void => {
+      if (leg.kind === "h2") this.#forwardHttp2(state, req, res, target, headers, leg.session);
+      else this.#forwardHttp1(state, req, res, target, headers, false, leg.socket);
+    };
+    let leg: Promise<UpstreamLeg> | UpstreamLeg;
+    try {
+      leg = upstreams.leg(target);
+    } catch (err) {
+      this.#failedUpstream(state, res, target, err as NodeJS.ErrnoException);
+      return;
+    }
+    if (!(leg instanceof Promise)) {
+      go(leg);
+      return;
+    }
+    leg.then(
+      (l) => {
+        if (res.destroyed) {
+          // The client went away while the connection was being made.
+          if (l.kind === "h1") l.socket?.destroy();
+          return;
+        }
+        go(l);
+      },
+      (err: NodeJS.ErrnoException) => this.#failedUpstream(state, res, target, err),
+    );
+  }
+
+  /** An upstream exchange that failed: its status and reason, or a reset when the answer has begun. */
+  #failedUpstream(state: RequestState, res: ClientResponse, target: Target, err: NodeJS.ErrnoException): void {
+    const { status, message } = this.#upstreamError(state, target, err);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    this.#answer(res, { status, body: message + "\n", headers: {} }, state);
+  }
+
+  /**
+   * One stream to `target` on an upstream HTTP/2 session: the pseudo-headers name exactly the judged target
+   * (`:authority` its authority, whatever Host the filter's headers carry).
+   */
+  #forwardHttp2(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers, session: ClientHttp2Session): void {
+    const out: http2.OutgoingHttpHeaders = forwardableHeaders(headers);
+    delete out.host;
+    // gRPC servers may require "te: trailers", the one TE value HTTP/2 allows (RFC 9113 8.2.2).
+    const te = req.headers.te;
+    if (typeof te === "string" && /(^|,)\s*trailers\s*(;|,|$)/i.test(te)) out.te = "trailers";
+    const held = state.requestHeld;
+    state.requestHeld = undefined;
+    if (held?.ended && (held.size > 0 || req.headers["content-length"] !== undefined)) out["content-length"] = String(held.size);
+    out[":method"] = state.method;
+    out[":scheme"] = "https";
+    out[":authority"] = target.authority;
+    out[":path"] = target.path;
+    const endStream = held === undefined ? !hasBody(req) : held.ended && held.size === 0;
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = session.request(out, { endStream });
+    } catch (err) {
+      this.#failedUpstream(state, res, target, err as NodeJS.ErrnoException);
+      return;
+    }
     let answered = false;
-    upstream.on("response", (upRes) => {
+    res.once("close", () => {
+      if (!answered && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    });
+    stream.once("response", (h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader, flags: number) => {
       answered = true;
-      this.#respondFromUpstream(state, res, upRes).catch((err: unknown) => {
-        upRes.destroy();
+      const status = Number(h[":status"] ?? 502);
+      const headers: IncomingHttpHeaders = {};
+      for (const k of Object.keys(h)) if (k.charCodeAt(0) !== 58) headers[k] = h[k];
+      let trailers: IncomingHttpHeaders | undefined;
+      stream.once("trailers", (t: IncomingHttpHeaders) => {
+        trailers = t;
+      });
+      const answer: UpstreamAnswer = { status, message: undefined, headers, body: stream, ended: (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0, trailers: () => trailers };
+      this.#respondFromUpstream(state, res, answer).catch((err: unknown) => {
+        stream.destroy();
         this.#internalError(err, res);
       });
     });
-    upstream.on("error", (err: NodeJS.ErrnoException) => {
-      // A kept-alive connection the server closed just as it was reused: nothing of the request was
-      // processed, and a bodiless safe request can be sent again, once, on a connection of its own
-      // (another pooled one may have been closed by the same server at the same moment).
-      if (!retry && !answered && upstream.reusedSocket && isStaleConnection(err) && canResend(state.method, req)) {
-        this.#log.debug({ id: state.id, url: target.url, code: err.code }, "kept-alive upstream connection was closed; retrying on a new one");
-        this.#forward(state, req, res, target, headers, true);
-        return;
-      }
-      const { status, message } = this.#upstreamError(state, target, err);
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      this.#answer(res, { status, body: message + "\n", headers: {} }, state);
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (!answered) this.#failedUpstream(state, res, target, err);
+      else res.destroy();
     });
-    if (retry) {
-      // The request had no body and was read whole (the stream is destroyed once read): only the
-      // client's connection tells whether anyone still waits for the answer.
-      if (res.destroyed) upstream.destroy();
-      else upstream.end();
-      return;
-    }
+    stream.once("close", () => {
+      // Reset by the server (or its session gone) before any answer, without an error event.
+      if (!answered && !res.headersSent && !res.destroyed) {
+        this.#failedUpstream(state, res, target, Object.assign(new Error(`stream closed (code ${stream.rstCode ?? "none"})`), { code: "ERR_HTTP2_STREAM_CLOSED" }));
+      }
+    });
+    if (endStream) return;
+    this.#sendBody(req, res, stream, held);
+  }
+
+  /** What the request hook held, then the rest of the client's body, into the upstream request. */
+  #sendBody(req: ClientRequest, res: ClientResponse, upstream: Writable, held: Held | undefined): void {
     if (held) {
       for (const chunk of held.chunks) upstream.write(chunk);
       if (held.ended) {
@@ -447,6 +540,56 @@ export class Interceptor {
     relay(req, upstream);
   }
 
+  /**
+   * One request to `target` over HTTP/1.1: through the kept-alive pools, or on `socket` (a fresh TLS
+   * connection whose server chose http/1.1 in ALPN), or on a connection of its own (`retry`).
+   */
+  #forwardHttp1(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers, retry = false, socket?: TLSSocket): void {
+    const out = forwardableHeaders(headers);
+    // What the request hook read goes first; read whole, it is sent with its own length (a chunked
+    // upload becomes a sized one), whatever the headers claimed.
+    const held = retry ? undefined : state.requestHeld;
+    state.requestHeld = undefined;
+    if (held?.ended && (held.size > 0 || req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined)) {
+      out["content-length"] = String(held.size);
+    }
+    const options = this.#upstreamOptions(target, state.method, out);
+    if (retry) this.#ownConnection(options, target);
+    else if (socket !== undefined) {
+      // No agent at all: Node uses createConnection only then (agent: false would make a connection anew).
+      options.createConnection = () => socket;
+    } else options.agent = target.scheme === "https" ? this.#opts.httpsAgent : this.#opts.httpAgent;
+    const upstream = (target.scheme === "https" ? https : http).request(options);
+    let answered = false;
+    upstream.on("response", (upRes) => {
+      answered = true;
+      const answer: UpstreamAnswer = { status: upRes.statusCode ?? 502, message: upRes.statusMessage, headers: upRes.headers, body: upRes, ended: false, trailers: () => upRes.trailers };
+      this.#respondFromUpstream(state, res, answer).catch((err: unknown) => {
+        upRes.destroy();
+        this.#internalError(err, res);
+      });
+    });
+    upstream.on("error", (err: NodeJS.ErrnoException) => {
+      // A kept-alive connection the server closed just as it was reused: nothing of the request was
+      // processed, and a bodiless safe request can be sent again, once, on a connection of its own
+      // (another pooled one may have been closed by the same server at the same moment).
+      if (!retry && !answered && upstream.reusedSocket && isStaleConnection(err) && canResend(state.method, req)) {
+        this.#log.debug({ id: state.id, url: target.url, code: err.code }, "kept-alive upstream connection was closed; retrying on a new one");
+        this.#forwardHttp1(state, req, res, target, headers, true);
+        return;
+      }
+      this.#failedUpstream(state, res, target, err);
+    });
+    if (retry) {
+      // The request had no body and was read whole (the stream is destroyed once read): only the
+      // client's connection tells whether anyone still waits for the answer.
+      if (res.destroyed) upstream.destroy();
+      else upstream.end();
+      return;
+    }
+    this.#sendBody(req, res, upstream, held);
+  }
+
   /** Options for a connection outside the pools, with the TLS settings the https agent would give. */
   #ownConnection(options: https.RequestOptions, target: Target): void {
     options.agent = false;
@@ -457,7 +600,8 @@ export class Interceptor {
     }
   }
 
-  async #respondFromUpstream(state: RequestState, res: ClientResponse, upRes: IncomingMessage): Promise<void> {
+  async #respondFromUpstream(state: RequestState, res: ClientResponse, up: UpstreamAnswer): Promise<void> {
+    const upRes = up.body;
     const flow = state.flow;
     if (flow === undefined || res.destroyed) {
       // The client went away (its state is let go on close) while the upstream was answering.
@@ -465,8 +609,8 @@ export class Interceptor {
       return;
     }
     flow.response = {
-      status: upRes.statusCode ?? 502,
-      headers: upRes.headers,
+      status: up.status,
+      headers: up.headers,
       body: (want) => (state.responseTap ??= new BodyTap(upRes, { which: "response", maxBytes: this.#maxBody, waitMs: this.#opts.bodyWaitMs ?? 0 })).read(want),
     };
     const ran = await runHook(this.#run, state.version!, "response", flow);
@@ -490,25 +634,41 @@ export class Interceptor {
       upRes.destroy();
       return;
     }
-    const headers = j.headers ?? upRes.headers;
+    const headers = j.headers ?? up.headers;
     const out = forwardableHeaders(headers);
     if (state.h2) {
+      const h2res = res as Http2ServerResponse;
+      if (up.ended) {
+        // A trailers-only answer stays one: its status (gRPC's grpc-status) is in the one HEADERS frame, which
+        // ends the stream; sent as headers then empty trailers, a gRPC client would find no status.
+        upRes.resume();
+        h2res.stream.respond({ ...out, ":status": up.status }, { endStream: true });
+        return;
+      }
       // HTTP/2 has no reason phrase (Node warns when given one).
-      (res as Http2ServerResponse).writeHead(upRes.statusCode ?? 502, out);
+      h2res.writeHead(up.status, out);
     } else {
       if (this.draining) out.connection = "close";
-      (res as ServerResponse).writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
+      (res as ServerResponse).writeHead(up.status, up.message, out);
     }
+    // Trailers (gRPC's status) go on as they came, once the body has ended and before the answer ends.
+    const addTrailers = (): void => {
+      const trailers = up.trailers();
+      if (trailers !== undefined && Object.keys(trailers).length > 0) res.addTrailers(forwardableHeaders(trailers) as Record<string, string>);
+    };
     if (held) {
       for (const chunk of held.chunks) {
         state.bytes += chunk.length;
         (res as Writable).write(chunk);
       }
       if (held.ended) {
+        addTrailers();
         res.end();
         return;
       }
     }
+    // Before relay's own "end" listener, which ends the answer.
+    upRes.once("end", addTrailers);
     upRes.on("data", (chunk: Buffer) => {
       state.bytes += chunk.length;
     });
@@ -522,6 +682,10 @@ export class Interceptor {
       res.destroy();
       return;
     }
+    if (state.grpc !== undefined && !isGrpc(headerOf(answer.headers, "content-type"))) {
+      this.#answerGrpc(res, answer, body, state, state.grpc);
+      return;
+    }
     const headers: http.OutgoingHttpHeaders = { "content-type": "text/plain; charset=utf-8", ...answer.headers, "content-length": body.length };
     if (this.draining && !state.h2) headers.connection = "close";
     // A filter's answer may name connection headers; an HTTP/2 stream must not carry them.
@@ -530,7 +694,31 @@ export class Interceptor {
     res.end(body);
   }
 
+  /** The proxy's answer to a gRPC call, as a trailers-only gRPC answer (grpc.ts) that its client can read. */
+  #answerGrpc(res: ClientResponse, answer: Answer, body: Buffer, state: RequestState, contentType: string): void {
+    const lower: http.OutgoingHttpHeaders = {};
+    for (const k of Object.keys(answer.headers)) lower[k.toLowerCase()] = answer.headers[k];
+    const { headers, code } = grpcAnswerHeaders(answer.status, lower, body.toString("utf8"), contentType);
+    state.grpcAnswer = { status: answer.status, code };
+    state.bytes = 0;
+    if (state.h2) {
+      // One HEADERS frame that ends the stream (the compatibility API would send empty trailers after it).
+      (res as Http2ServerResponse).stream.respond({ ...forwardableHeaders(headers as Headers), ":status": 200 }, { endStream: true });
+      return;
+    }
+    if (this.draining) headers.connection = "close";
+    headers["content-length"] = 0;
+    (res as ServerResponse).writeHead(200, headers);
+    res.end();
+  }
+
   #finish(state: RequestState, res: ClientResponse): void {
+    const grpc = state.grpcAnswer;
+    if (grpc !== undefined) {
+      // Logged and counted as the HTTP status the answer stands for (the wire says 200 and grpc-status).
+      this.#record(state, grpc.status, grpc.status);
+      return;
+    }
     const status = res.headersSent ? res.statusCode : 0;
     this.#record(state, res.writableFinished ? status : `${status}(incomplete)`, status);
   }
@@ -552,6 +740,7 @@ export class Interceptor {
       reason: state.reason,
       filter: state.version?.hash,
       ...(state.h2 ? { protocol: "h2" as const } : {}),
+      ...(state.grpcAnswer !== undefined ? { grpc: state.grpcAnswer.code } : {}),
     });
   }
 
@@ -659,6 +848,12 @@ function hasBody(req: ClientRequest): boolean {
   if (isHttp2(req)) return !req.stream.endAfterHeaders;
   const length = req.headers["content-length"];
   return req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
+}
+
+/** A header of a filter's answer, whatever the case of its name. */
+function headerOf(headers: Record<string, string>, name: string): string | undefined {
+  for (const k of Object.keys(headers)) if (k.toLowerCase() === name) return headers[k];
+  return undefined;
 }
 
 function withPod(client: { address: string; port: number }, pod: PodIdentity | undefined): FlowData["client"] {

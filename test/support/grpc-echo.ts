@@ -1,0 +1,127 @@
+// A real gRPC server and client (@grpc/grpc-js), for tests of gRPC through the proxy. Messages are JSON
+// (a service definition with its own serializers: no .proto compiler needed). Run as processes in namespaces:
+//   node grpc-echo.ts server ADDRESS PORT CERT KEY
+//     serves test.Echo over TLS: Allowed and Denied (unary: answer {echo, server}), Fail (unary: NOT_FOUND
+//     "no such thing", a trailers-only answer), Stream (server streaming: {n} messages); every answer sends the
+//     trailing metadata x-upstream-trailer: kept. Prints "listening".
+//   node grpc-echo.ts client TARGET CA METHOD JSON
+//     calls METHOD once through TARGET (host:port, resolved like any name), trusting CA; prints one JSON line:
+//     {code, details, messages, trailer}.
+//   node grpc-echo.ts server-h2 ADDRESS PORT CERT KEY
+//     a plain HTTP/2 server (HTTP/1.1 too) answering "h2 <method> <path> <authority>" (or "1.1 ..."), so a test
+//     sees which protocol the upstream leg spoke; /trailers answers with the count of body bytes received and a trailer "x-upstream-trailer: kept".
+import grpc from "@grpc/grpc-js";
+import http2 from "node:http2";
+import { readFileSync } from "node:fs";
+
+const json = {
+  serialize: (value: unknown): Buffer => Buffer.from(JSON.stringify(value)),
+  deserialize: (bytes: Buffer): unknown => JSON.parse(bytes.toString("utf8")),
+};
+const unary = (name: string) => ({
+  path: `/test.Echo/${name}`,
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: json.serialize,
+  requestDeserialize: json.deserialize,
+  responseSerialize: json.serialize,
+  responseDeserialize: json.deserialize,
+});
+const SERVICE = {
+  Allowed: unary("Allowed"),
+  Denied: unary("Denied"),
+  Fail: unary("Fail"),
+  Stream: { ...unary("Stream"), responseStream: true },
+} satisfies grpc.ServiceDefinition;
+
+function trailer(): grpc.Metadata {
+  const m = new grpc.Metadata();
+  m.set("x-upstream-trailer", "kept");
+  return m;
+}
+
+type Msg = { msg?: string; n?: number };
+
+function server(address: string, port: string, cert: string, key: string): void {
+  const s = new grpc.Server();
+  const echo: grpc.handleUnaryCall<Msg, unknown> = (call, cb) => cb(null, { echo: call.request.msg, server: "grpc-echo" }, trailer());
+  s.addService(SERVICE, {
+    Allowed: echo,
+    Denied: echo,
+    Fail: ((_call, cb) => cb({ code: grpc.status.NOT_FOUND, details: "no such thing" })) satisfies grpc.handleUnaryCall<Msg, unknown>,
+    Stream: ((call) => {
+      for (let i = 0; i < (call.request.n ?? 3); i++) call.write({ i });
+      call.end(trailer());
+    }) satisfies grpc.handleServerStreamingCall<Msg, unknown>,
+  });
+  const creds = grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(cert), private_key: readFileSync(key) }]);
+  s.bindAsync(`${address.includes(":") ? `[${address}]` : address}:${port}`, creds, (err) => {
+    if (err) {
+      process.stderr.write(`bind failed: ${err.message}\n`);
+      process.exit(1);
+    }
+    process.stdout.write("listening\n");
+  });
+}
+
+function client(target: string, ca: string, method: string, input: string): void {
+  const Client = grpc.makeGenericClientConstructor(SERVICE, "Echo");
+  const c = new Client(target, grpc.credentials.createSsl(readFileSync(ca)));
+  const deadline = new Date(Date.now() + 15_000);
+  const messages: unknown[] = [];
+  let trailer: string | undefined;
+  const done = (err: grpc.ServiceError | null) => {
+    process.stdout.write(JSON.stringify({ code: err ? err.code : 0, details: err ? err.details : "", messages, trailer }) + "\n");
+    c.close();
+  };
+  const request = JSON.parse(input) as Msg;
+  if (method === "Stream") {
+    const call = (c as unknown as Record<string, (req: Msg, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>>).Stream!(request, { deadline });
+    call.on("data", (m: unknown) => messages.push(m));
+    call.on("status", (st: grpc.StatusObject) => {
+      trailer = st.metadata.get("x-upstream-trailer")[0] as string | undefined;
+    });
+    call.on("error", (err: grpc.ServiceError) => done(err));
+    call.on("end", () => setImmediate(() => done(null)));
+    return;
+  }
+  const fn = (c as unknown as Record<string, (req: Msg, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall>)[method];
+  if (!fn) throw new Error(`no method ${method}`);
+  const call = fn.call(c, request, { deadline }, (err, res) => {
+    if (!err) messages.push(res);
+    // The status (with its trailing metadata) is emitted after the callback.
+    setImmediate(() => done(err));
+  });
+  call.on("status", (st: grpc.StatusObject) => {
+    trailer = st.metadata.get("x-upstream-trailer")[0] as string | undefined;
+  });
+}
+
+function serverH2(address: string, port: string, cert: string, key: string): void {
+  const s = http2.createSecureServer({ cert: readFileSync(cert), key: readFileSync(key), allowHTTP1: true }, (req, res) => {
+    const version = req.httpVersion === "2.0" ? "h2" : req.httpVersion;
+    const authority = req.httpVersion === "2.0" ? req.headers[":authority"] : req.headers.host;
+    let bytes = 0;
+    req.on("data", (chunk: Buffer) => {
+      bytes += chunk.length;
+    });
+    req.on("end", () => {
+      if (req.url === "/trailers") {
+        res.addTrailers({ "x-upstream-trailer": "kept" });
+        res.end(`${version} ${req.method} ${req.url} ${authority} ${bytes}\n`);
+        return;
+      }
+      res.end(`${version} ${req.method} ${req.url} ${authority}\n`);
+    });
+  });
+  s.listen(Number(port), address, () => process.stdout.write("listening\n"));
+}
+
+const [mode, ...args] = process.argv.slice(2);
+if (mode === "server") server(args[0]!, args[1]!, args[2]!, args[3]!);
+else if (mode === "server-h2") serverH2(args[0]!, args[1]!, args[2]!, args[3]!);
+else if (mode === "client") client(args[0]!, args[1]!, args[2]!, args[3] ?? "{}");
+else {
+  process.stderr.write("usage: grpc-echo.ts server|server-h2 ADDRESS PORT CERT KEY | client TARGET CA METHOD JSON\n");
+  process.exit(2);
+}
