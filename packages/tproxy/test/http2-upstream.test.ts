@@ -6,11 +6,13 @@ import { expect } from "chai";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
-import { NAMES, ProxyWorld, REPO, type Proc } from "../../../test/support/world.ts";
+import { NAMES, NODE_POD_SIDE, POD_IP6, ProxyWorld, REPO, TRANSPARENT_PORT, type Proc } from "../../../test/support/world.ts";
 
 const GRPC_ECHO = join(REPO, "test/support/grpc-echo.ts");
 const GRPC_IP = "10.88.2.40";
 const H2_IP = "10.88.2.41";
+const H2_IP6 = "fd88:2::41";
+const STANDARD_PORT = "1080";
 
 const FILTER = `
 import type { Filter } from "@tproxy/tproxy/filter";
@@ -21,7 +23,7 @@ export default {
       if (r.path === "/test.Echo/Denied") flow.respond(403, "method test.Echo/Denied is not allowed by policy");
       return;
     }
-    if (r.host === "h2.example" || r.host === "storage.googleapis.com" || r.host === "untrusted.example") return;
+    if (r.host === "h2.example" || r.host === "h2v6.example" || r.host === "storage.googleapis.com" || r.host === "untrusted.example") return;
     flow.respond(418, "Access Denied by Administrator");
   },
 } satisfies Filter;
@@ -42,29 +44,36 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
 
   before(async function () {
     world = await ProxyWorld.create("tgu");
-    const names = { ...NAMES, "grpc.example": GRPC_IP, "h2.example": H2_IP };
+    const names = { ...NAMES, "grpc.example": GRPC_IP, "h2.example": H2_IP, "h2v6.example": H2_IP6 };
     world.pod.hosts(names);
     world.node.hosts(names);
     for (const ip of [GRPC_IP, H2_IP]) await world.net.must("ip", ["addr", "add", `${ip}/32`, "dev", "lo"]);
+    // IPv6 answers neighbour solicitations only for addresses of the interface asked: the outside's veth.
+    const veth = /^\d+: (\S+)\s+inet6 fd88:2::10\//m.exec(await world.net.must("ip", ["-o", "-6", "addr", "show"]))?.[1];
+    await world.net.must("ip", ["-6", "addr", "add", `${H2_IP6}/64`, "dev", veth!, "nodad"]);
     const grpcCert = world.publicCa.issue("grpc", ["grpc.example"]);
-    const h2Cert = world.publicCa.issue("h2", ["h2.example"]);
+    const h2Cert = world.publicCa.issue("h2", ["h2.example", "h2v6.example"]);
     await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server", GRPC_IP, "443", grpcCert.certPath, grpcCert.keyPath]).waitForLine(/^listening/);
     await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h2", H2_IP, "443", h2Cert.certPath, h2Cert.keyPath]).waitForLine(/^listening/);
+    await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h2", H2_IP6, "443", h2Cert.certPath, h2Cert.keyPath]).waitForLine(/^listening/);
     ca = await world.makeProxyCa();
     const filterDir = join(world.dir, "filter");
     writeConfigMap(filterDir, { "filter.ts": FILTER });
-    proxy = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "1", "--http2"]);
+    proxy = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(filterDir, "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "1", "--standard-port", STANDARD_PORT, "--http2"]);
     await world.redirectPod();
+    await world.node.must("ip6tables", ["-t", "nat", "-A", "PREROUTING", "-s", POD_IP6, "-p", "tcp", "--dport", "443", "-j", "REDIRECT", "--to-ports", String(TRANSPARENT_PORT)]);
   });
   after(async () => {
     await world?.close();
   });
 
-  const grpcCall = async (where: "pod" | "node", method: string, request: Record<string, unknown> = {}): Promise<GrpcResult> => {
+  const grpcCall = async (where: "pod" | "node" | "pod-via-connect", method: string, request: Record<string, unknown> = {}): Promise<GrpcResult> => {
     // From the node namespace (no REDIRECT there) the call goes straight to the server: the control.
-    const ns = where === "pod" ? world.pod : world.node;
-    const trust = where === "pod" ? ca.cert : world.publicCa.certPath;
-    const r = await ns.run(process.execPath, [GRPC_ECHO, "client", "grpc.example:443", trust, method, JSON.stringify(request)], { timeoutMs: 30_000 });
+    const ns = where === "node" ? world.node : world.pod;
+    const trust = where === "node" ? world.publicCa.certPath : ca.cert;
+    // grpc-js tunnels through an HTTP proxy named by grpc_proxy with CONNECT (the standard listener here).
+    const env = where === "pod-via-connect" ? { ...process.env, grpc_proxy: `http://${NODE_POD_SIDE}:${STANDARD_PORT}` } : undefined;
+    const r = await ns.run(process.execPath, [GRPC_ECHO, "client", "grpc.example:443", trust, method, JSON.stringify(request)], { timeoutMs: 30_000, ...(env ? { env } : {}) });
     if (r.code !== 0) throw new Error(`gRPC client failed (${r.code}): ${r.stderr}`);
     return JSON.parse(r.stdout) as GrpcResult;
   };
@@ -135,5 +144,20 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
     expect(r.body).to.contain("h2 POST /trailers h2.example 300000");
     // curl prints a trailer among the headers (-D) once the body has ended.
     expect(r.body).to.match(/\nx-upstream-trailer: kept\r?$/m);
+  });
+
+  it("carries gRPC through a CONNECT tunnel of the standard listener too: allowed, and denied as PERMISSION_DENIED", async () => {
+    const allowed = await grpcCall("pod-via-connect", "Allowed", { msg: "tunnelled" });
+    expect(allowed).to.deep.equal({ code: 0, details: "", messages: [{ echo: "tunnelled", server: "grpc-echo" }], trailer: "kept" });
+    const denied = await grpcCall("pod-via-connect", "Denied");
+    expect([denied.code, denied.details]).to.deep.equal([7, "method test.Echo/Denied is not allowed by policy"]);
+    // Control: grpc-js does take the tunnel (a proxy address where nothing listens fails the call).
+    const r = await world.pod.run(process.execPath, [GRPC_ECHO, "client", "grpc.example:443", ca.cert, "Allowed", "{}"], { timeoutMs: 30_000, env: { ...process.env, grpc_proxy: `http://${NODE_POD_SIDE}:1081` } });
+    expect((JSON.parse(r.stdout) as GrpcResult).code).to.equal(14);
+  });
+
+  it("speaks HTTP/2 on both legs over IPv6 as over IPv4", async () => {
+    const r = await curl(["-6", "--http2", "https://h2v6.example/v6"]);
+    expect([r.status, r.version, r.body]).to.deep.equal([200, "2", "h2 GET /v6 h2v6.example"]);
   });
 });
