@@ -45,6 +45,17 @@ describe("first-bytes sniffing", () => {
     expect(sniff(Buffer.from([0x01, 0x02, 0x03, 0x04])).kind).to.equal("unknown");
     expect(sniff(Buffer.from([0x16, 0x09, 0x00, 0x00, 0x10])).kind).to.equal("unknown");
   });
+
+  it("tells cleartext HTTP/2's connection preface from an HTTP/1.1 request with the PRI method", () => {
+    const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    expect(sniff(Buffer.from(preface))).to.deep.equal({ kind: "h2c" });
+    expect(sniff(Buffer.concat([Buffer.from(preface), Buffer.alloc(9)]))).to.deep.equal({ kind: "h2c" });
+    // In pieces: more is needed until the preface is whole.
+    for (const n of [4, 11, 20]) expect(sniff(Buffer.from(preface.slice(0, n)))).to.deep.equal({ kind: "need-more" });
+    // A PRI request line that is not the preface is HTTP/1.1 (whose parser answers it).
+    expect(sniff(Buffer.from("PRI /x HTTP/1.1\r\nHost: a\r\n\r\n"))).to.deep.equal({ kind: "http" });
+    expect(sniff(Buffer.from("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"))).to.deep.equal({ kind: "http" });
+  });
 });
 
 describe("first-bytes sniffing: server names", () => {

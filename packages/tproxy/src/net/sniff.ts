@@ -8,6 +8,8 @@ import { canonicalHost, HostNameError } from "../policy/host-name.ts";
 export type Sniffed =
   | { kind: "tls"; sni: string | undefined }
   | { kind: "http" }
+  /** Cleartext HTTP/2 with prior knowledge (the client's connection preface). */
+  | { kind: "h2c" }
   | { kind: "unknown"; reason: string };
 
 /** Result of looking at the bytes received so far: decided, or more bytes are needed. */
@@ -15,6 +17,8 @@ export type SniffResult = Sniffed | { kind: "need-more" };
 
 const MAX_CLIENT_HELLO = 16 * 1024 + 5;
 const HTTP_METHOD = /^[A-Z]{3,10} /;
+/** RFC 9113 3.4: what a client that knows the server speaks HTTP/2 sends first (before any frame). */
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
 /** Classifies the first bytes of a connection. Call again with more bytes while it answers "need-more". */
 export function sniff(data: Buffer): SniffResult {
@@ -22,6 +26,10 @@ export function sniff(data: Buffer): SniffResult {
   if (data[0] === 0x16) return sniffTls(data);
   // An HTTP/1.x request line starts with a method token and a space.
   const head = data.subarray(0, 11).toString("latin1");
+  if (head.startsWith("PRI ")) {
+    if (data.length < H2_PREFACE.length) return H2_PREFACE.subarray(0, data.length).equals(data) ? { kind: "need-more" } : { kind: "http" };
+    if (data.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)) return { kind: "h2c" };
+  }
   if (HTTP_METHOD.test(head)) return { kind: "http" };
   if (data.length < 11 && /^[A-Z]*$/.test(head)) return { kind: "need-more" };
   return { kind: "unknown", reason: `first bytes are neither TLS nor HTTP (0x${data.subarray(0, 4).toString("hex")})` };

@@ -86,6 +86,15 @@ export function handOff(socket: net.Socket, info: Omit<ConnectionInfo, "tls" | "
       socket.destroy();
       return;
     }
+    if (result.kind === "h2c") {
+      // Cleartext HTTP/2 cannot be judged like the rest (no SNI, and nothing stops a stream from naming any
+      // authority), so it is refused in HTTP/2's own terms: GOAWAY with HTTP_1_1_REQUIRED and the reason, which
+      // an HTTP/2 client can read (an HTTP/1.1 400 it could not).
+      deps.metrics.rejectedConnections.inc({ reason: "h2c" });
+      deps.log.info({ client: `${info.client.address}:${info.client.port}`, destination: info.destination }, "connection closed: cleartext HTTP/2 (prior knowledge) is not served; HTTP/1.1 or HTTPS are");
+      socket.end(h2cRefusal());
+      return;
+    }
     if (result.kind === "http") {
       deps.connections.set(socket, { ...info, tls: false, sni: undefined });
       guard.parsing(socket, socket, "head");
@@ -146,6 +155,22 @@ export function handOff(socket: net.Socket, info: Omit<ConnectionInfo, "tls" | "
       }
     });
   });
+}
+
+const H2C_REASON = "tproxy: cleartext HTTP/2 is not served; use HTTP/1.1, or HTTP/2 over TLS";
+
+/** An HTTP/2 server's first frames for a client that spoke cleartext HTTP/2: SETTINGS, then GOAWAY(HTTP_1_1_REQUIRED). */
+function h2cRefusal(): Buffer {
+  const frame = (type: number, payload: Buffer): Buffer => {
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(payload.length, 0, 3);
+    head[3] = type;
+    return Buffer.concat([head, payload]);
+  };
+  const goaway = Buffer.alloc(8);
+  goaway.writeUInt32BE(0, 0); // last stream: none was processed
+  goaway.writeUInt32BE(0xd, 4); // HTTP_1_1_REQUIRED (RFC 9113 7)
+  return Buffer.concat([frame(0x4, Buffer.alloc(0)), frame(0x7, Buffer.concat([goaway, Buffer.from(H2C_REASON)]))]);
 }
 
 /** The connection info of the session being made (the HTTP/2 server's "session" event is synchronous). */
