@@ -38,7 +38,7 @@ program
   .addOption(new Option("--upstream-ca <file>", "extra CA bundle (PEM) trusted for upstream servers, besides the system roots").env("TPROXY_UPSTREAM_CA"))
   .addOption(new Option("--insecure-upstream", "do not verify upstream certificates (debugging only)").env("TPROXY_INSECURE_UPSTREAM"))
   .addOption(new Option("--on-filter-error <mode>", "what a hook that throws or times out means for its request").choices(["deny", "allow"]).env("TPROXY_ON_FILTER_ERROR").default("deny"))
-  .addOption(new Option("--http2", "offer HTTP/2 (ALPN h2) to clients on TLS, each stream judged as one request; off by default while streams have no per-stream header and request timeouts").env("TPROXY_HTTP2"))
+  .addOption(new Option("--http2 [on|off]", "offer HTTP/2 (ALPN h2) to clients on TLS, each stream judged as one request and sent upstream over HTTP/2 where the server chooses it (off: HTTP/1.1 only)").env("TPROXY_HTTP2").default("on"))
   .addOption(new Option("--filter-audit", "audit mode: the filter's answers (flow.respond) are logged and counted as would-deny, and the requests go on").env("TPROXY_FILTER_AUDIT"))
   .addOption(new Option("--filter-timeout <ms>", "time budget of one hook call").env("TPROXY_FILTER_TIMEOUT").default("100"))
   .addOption(new Option("--max-body <bytes>", "most bytes of a body a hook may read whole (flow.request.body()); a larger body is refused (413 request, 502 response)").env("TPROXY_MAX_BODY").default("1048576"))

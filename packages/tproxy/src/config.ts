@@ -35,7 +35,7 @@ export interface RunConfig extends ConnectionBounds {
   readonly filterAudit: boolean;
   /** Most bytes of a body a hook may read whole (`flow.request.body()`); larger ones are refused. Default 1 MiB. */
   readonly maxBodyBytes: number;
-  /** `--http2`: offer h2 to clients on TLS (each stream one request). Default off: streams have no per-stream header/request timeouts yet. */
+  /** `--http2 on|off`: offer h2 to clients on TLS (each stream one request, sent upstream over h2 where the server chooses it). Default on. */
   readonly http2: boolean;
   readonly logFormat: LogFormat;
   /** Readiness-probe address answered by the proxy itself (TEST-NET-1). Default 192.0.2.1. */
@@ -68,7 +68,8 @@ export interface RawRunOptions {
   onFilterError?: string;
   filterTimeout?: string;
   filterAudit?: boolean;
-  http2?: boolean;
+  /** true (the flag alone), or "on"/"off" (the flag's value, or TPROXY_HTTP2). */
+  http2?: boolean | string;
   maxBody?: string;
   logFormat?: string;
   probeAddress?: string;
@@ -124,6 +125,16 @@ function positiveInt(flag: string, value: string | undefined, fallback: number):
 }
 
 /** A whole number >= 0 (0 turns the bound off), at most `max`. */
+/** A switch given as the flag alone (on), or as on|off (true|false) in its value or its environment variable. */
+function onOff(flag: string, value: boolean | string | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value === "boolean") return value;
+  const v = value.trim().toLowerCase();
+  if (v === "on" || v === "true" || v === "1") return true;
+  if (v === "off" || v === "false" || v === "0") return false;
+  throw new ConfigError(`${flag} "${value}" must be on or off`);
+}
+
 function bound(flag: string, value: string | undefined, fallback: number, unit: string, max = 2_147_483_647): number {
   if (value === undefined || value === "") return fallback;
   const n = Number(value);
@@ -181,7 +192,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     onFilterError,
     filterTimeoutMs: positiveInt("--filter-timeout", raw.filterTimeout, 100),
     filterAudit: raw.filterAudit ?? false,
-    http2: raw.http2 ?? false,
+    http2: onOff("--http2", raw.http2, true),
     maxBodyBytes: parseMaxBody(raw.maxBody),
     logFormat,
     probeAddress,

@@ -36,6 +36,8 @@ describe("tproxy command line", function () {
     const badPort = await tproxy([...base, "--standard-port", "70000"]);
     expect(badPort.code).to.equal(2);
     expect(badPort.stderr).to.equal('tproxy: --standard-port "70000" is not a port number (0-65535)\n');
+    const badSwitch = await tproxy([...base, "--http2", "maybe"]);
+    expect([badSwitch.code, badSwitch.stderr]).to.deep.equal([2, 'tproxy: --http2 "maybe" must be on or off\n']);
     const missing = await tproxy(["run", "--filter", "x.ts"]);
     expect(missing.stderr).to.equal("tproxy: --ca-cert is required\n");
     const badCa = await tproxy(["run", "--ca-cert", join(dir, "f.ts"), "--ca-key", join(dir, "ca.key"), "--filter", join(dir, "f.ts")]);

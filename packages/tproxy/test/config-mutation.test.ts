@@ -36,7 +36,7 @@ describe("tproxy run config", () => {
       onFilterError: "deny",
       filterTimeoutMs: 100,
       filterAudit: false,
-      http2: false,
+      http2: true,
       maxBodyBytes: 1_048_576,
       logFormat: "text",
       probeAddress: "192.0.2.1",
@@ -95,6 +95,13 @@ describe("tproxy run config", () => {
     expect(message({ metricsAddress: "localhost" })).to.equal('--metrics-address "localhost" is not an IP address');
   });
 
+  it("reads --http2 as a switch: the flag alone or on/true/1 is on, off/false/0 is off, absent is on", () => {
+    const http2 = (v: boolean | string | undefined) => parse(v === undefined ? {} : { http2: v }).http2;
+    expect([true, "on", "ON", "true", "1", " on "].map(http2)).to.deep.equal([true, true, true, true, true, true]);
+    expect([false, "off", "Off", "false", "0"].map(http2)).to.deep.equal([false, false, false, false, false]);
+    expect(http2(undefined)).to.equal(true);
+  });
+
   const refused: Array<[RawRunOptions, string]> = [
     [{ caCert: undefined }, "--ca-cert is required"],
     [{ caCert: "" }, "--ca-cert is required"],
@@ -119,6 +126,8 @@ describe("tproxy run config", () => {
     [{ workers: "x2" }, '--workers "x2" must be "auto" or a whole number from 1 to 256'],
     [{ onFilterError: "ignore" }, '--on-filter-error "ignore" must be deny or allow'],
     [{ logFormat: "pretty" }, '--log-format "pretty" must be text or json'],
+    [{ http2: "yes please" }, '--http2 "yes please" must be on or off'],
+    [{ http2: "" }, '--http2 "" must be on or off'],
     [{ listenAddress: "localhost" }, '--listen-address "localhost" is not an IP address'],
     [{ probeAddress: "192.0.2.300" }, '--probe-address "192.0.2.300" is not an IP address'],
   ];

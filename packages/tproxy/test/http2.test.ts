@@ -4,7 +4,7 @@
 import { expect } from "chai";
 import { join } from "node:path";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
-import { ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
+import { GOOGLE_IP, POD_IP, ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
 
 const CLIENT = join(import.meta.dirname, "h2-client.ts");
 
@@ -61,6 +61,37 @@ describe("HTTP/2 from the pod, judged per stream (network namespaces, iptables R
   };
   const streams = async (servername: string, requests: Array<{ path: string; authority?: string; method?: string }>): Promise<StreamResult[]> =>
     JSON.parse(await h2({ mode: "requests", host: servername, servername, requests })) as StreamResult[];
+
+  it("offers HTTP/1.1 only with --http2 off (control: the same request to the default proxy gets HTTP/2)", async () => {
+    // A second proxy, --http2 off, takes the pod's connections to www.google.com only.
+    const off = await world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", join(world.dir, "filter", "filter.ts"), "--upstream-ca", world.publicCa.certPath, "--workers", "1", "--transparent-port", "15180", "--metrics-port", "15181", "--http2", "off"]);
+    const rule = ["PREROUTING", "-s", POD_IP, "-d", GOOGLE_IP, "-p", "tcp", "--dport", "443", "-j", "REDIRECT", "--to-ports", "15180"];
+    await world.node.must("iptables", ["-t", "nat", "-I", ...rule]);
+    try {
+      const r = await curl(["--http2", "https://www.google.com/"]);
+      expect([r.status, r.version]).to.deep.equal([418, "1.1"]);
+      const control = await curl(["--http2", "https://storage.googleapis.com/allowed"]);
+      expect([control.status, control.version]).to.deep.equal([200, "2"]);
+    } finally {
+      await world.node.must("iptables", ["-t", "nat", "-D", ...rule]);
+      await off.stop("SIGTERM");
+    }
+  });
+
+  it("refuses cleartext HTTP/2 (prior knowledge) in HTTP/2's terms: GOAWAY HTTP_1_1_REQUIRED with the reason", async () => {
+    // Node's own HTTP/2 client, over plain TCP to port 80 (REDIRECTed to the proxy like any request).
+    const script = `
+      const s = require("node:http2").connect("http://www.google.com");
+      s.on("goaway", (code, last, data) => { console.log(JSON.stringify({ code, last, data: data.toString() })); });
+      s.on("error", () => undefined);
+      s.on("close", () => process.exit(0));
+      s.request({ ":path": "/" }).on("error", () => undefined).end();`;
+    const r = await world.pod.run(process.execPath, ["-e", script], { timeoutMs: 15_000 });
+    expect(JSON.parse(r.stdout.trim().split("\n")[0]!)).to.deep.equal({ code: 13, last: 0, data: "tproxy: cleartext HTTP/2 is not served; use HTTP/1.1, or HTTP/2 over TLS" });
+    // Control: HTTP/1.1 on the same port is judged as usual (the filter's 418).
+    const h1 = await world.curl(["-o", "/dev/null", "-w", "%{http_code}", "http://www.google.com/"]);
+    expect(h1.stdout).to.equal("418");
+  });
 
   it("answers curl --http2 with the filter's decisions, over HTTP/2; --http1.1 still works", async () => {
     const ok = await curl(["--http2", "https://storage.googleapis.com/allowed"]);
