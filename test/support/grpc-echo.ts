@@ -10,8 +10,12 @@
 //   node grpc-echo.ts server-h2 ADDRESS PORT CERT KEY
 //     a plain HTTP/2 server (HTTP/1.1 too) answering "h2 <method> <path> <authority>" (or "1.1 ..."), so a test
 //     sees which protocol the upstream leg spoke; /trailers answers with the count of body bytes received and a trailer "x-upstream-trailer: kept".
+//   node grpc-echo.ts server-h1 ADDRESS PORT CERT KEY
+//     an HTTPS server that speaks HTTP/1.1 only and prints "seen METHOD PATH BYTES" for every request it parses,
+//     so a test sees what reached it as a request of its own (a smuggled one would show up here).
 import grpc from "@grpc/grpc-js";
 import http2 from "node:http2";
+import https from "node:https";
 import { readFileSync } from "node:fs";
 
 const json = {
@@ -117,11 +121,26 @@ function serverH2(address: string, port: string, cert: string, key: string): voi
   s.listen(Number(port), address, () => process.stdout.write("listening\n"));
 }
 
+function serverH1(address: string, port: string, cert: string, key: string): void {
+  const s = https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {
+    let bytes = 0;
+    req.on("data", (chunk: Buffer) => {
+      bytes += chunk.length;
+    });
+    req.on("end", () => {
+      process.stdout.write(`seen ${req.method} ${req.url} ${bytes}\n`);
+      res.end(`h1 ${req.method} ${req.url} ${bytes}\n`);
+    });
+  });
+  s.listen(Number(port), address, () => process.stdout.write("listening\n"));
+}
+
 const [mode, ...args] = process.argv.slice(2);
 if (mode === "server") server(args[0]!, args[1]!, args[2]!, args[3]!);
 else if (mode === "server-h2") serverH2(args[0]!, args[1]!, args[2]!, args[3]!);
+else if (mode === "server-h1") serverH1(args[0]!, args[1]!, args[2]!, args[3]!);
 else if (mode === "client") client(args[0]!, args[1]!, args[2]!, args[3] ?? "{}");
 else {
-  process.stderr.write("usage: grpc-echo.ts server|server-h2 ADDRESS PORT CERT KEY | client TARGET CA METHOD JSON\n");
+  process.stderr.write("usage: grpc-echo.ts server|server-h2|server-h1 ADDRESS PORT CERT KEY | client TARGET CA METHOD JSON\n");
   process.exit(2);
 }

@@ -9,9 +9,11 @@ import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { NAMES, NODE_POD_SIDE, POD_IP6, ProxyWorld, REPO, TRANSPARENT_PORT, type Proc } from "../../../test/support/world.ts";
 
 const GRPC_ECHO = join(REPO, "test/support/grpc-echo.ts");
+const RAW_CLIENT = join(import.meta.dirname, "h2-raw-client.ts");
 const GRPC_IP = "10.88.2.40";
 const H2_IP = "10.88.2.41";
 const H2_IP6 = "fd88:2::41";
+const H1_IP = "10.88.2.42";
 const STANDARD_PORT = "1080";
 
 const FILTER = `
@@ -23,7 +25,7 @@ export default {
       if (r.path === "/test.Echo/Denied") flow.respond(403, "method test.Echo/Denied is not allowed by policy");
       return;
     }
-    if (r.host === "h2.example" || r.host === "h2v6.example" || r.host === "storage.googleapis.com" || r.host === "untrusted.example") return;
+    if (r.host === "h2.example" || r.host === "h2v6.example" || r.host === "h1.example" || r.host === "storage.googleapis.com" || r.host === "untrusted.example") return;
     flow.respond(418, "Access Denied by Administrator");
   },
 } satisfies Filter;
@@ -40,19 +42,22 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
   this.timeout(60_000);
   let world: ProxyWorld;
   let proxy: Proc;
+  let h1Server: Proc;
   let ca: { cert: string; key: string };
 
   before(async function () {
     world = await ProxyWorld.create("tgu");
-    const names = { ...NAMES, "grpc.example": GRPC_IP, "h2.example": H2_IP, "h2v6.example": H2_IP6 };
+    const names = { ...NAMES, "grpc.example": GRPC_IP, "h2.example": H2_IP, "h2v6.example": H2_IP6, "h1.example": H1_IP };
     world.pod.hosts(names);
     world.node.hosts(names);
-    for (const ip of [GRPC_IP, H2_IP]) await world.net.must("ip", ["addr", "add", `${ip}/32`, "dev", "lo"]);
+    for (const ip of [GRPC_IP, H2_IP, H1_IP]) await world.net.must("ip", ["addr", "add", `${ip}/32`, "dev", "lo"]);
     // IPv6 answers neighbour solicitations only for addresses of the interface asked: the outside's veth.
     const veth = /^\d+: (\S+)\s+inet6 fd88:2::10\//m.exec(await world.net.must("ip", ["-o", "-6", "addr", "show"]))?.[1];
     await world.net.must("ip", ["-6", "addr", "add", `${H2_IP6}/64`, "dev", veth!, "nodad"]);
     const grpcCert = world.publicCa.issue("grpc", ["grpc.example"]);
-    const h2Cert = world.publicCa.issue("h2", ["h2.example", "h2v6.example"]);
+    const h2Cert = world.publicCa.issue("h2", ["h2.example", "h2v6.example", "h1.example"]);
+    h1Server = world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h1", H1_IP, "443", h2Cert.certPath, h2Cert.keyPath]);
+    await h1Server.waitForLine(/^listening/);
     await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server", GRPC_IP, "443", grpcCert.certPath, grpcCert.keyPath]).waitForLine(/^listening/);
     await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h2", H2_IP, "443", h2Cert.certPath, h2Cert.keyPath]).waitForLine(/^listening/);
     await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h2", H2_IP6, "443", h2Cert.certPath, h2Cert.keyPath]).waitForLine(/^listening/);
@@ -159,5 +164,51 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
   it("speaks HTTP/2 on both legs over IPv6 as over IPv4", async () => {
     const r = await curl(["-6", "--http2", "https://h2v6.example/v6"]);
     expect([r.status, r.version, r.body]).to.deep.equal([200, "2", "h2 GET /v6 h2v6.example"]);
+  });
+
+  describe("smuggling from an HTTP/2 stream into the HTTP/1.1 upstream leg", () => {
+    const smuggled = (name: string) => `GET /smuggled-${name} HTTP/1.1\r\nhost: h1.example\r\n\r\n`;
+    const pseudo = (path = "/a"): Array<[string, string]> => [[":method", "POST"], [":scheme", "https"], [":path", path], [":authority", "h1.example"]];
+    const raw = async (headers: Array<[string, string]>, data?: string) => {
+      const spec = { host: "h1.example", servername: "h1.example", ca: ca.cert, streams: [{ headers, ...(data === undefined ? {} : { data }) }] };
+      const r = await world.pod.run(process.execPath, [RAW_CLIENT, JSON.stringify(spec)], { timeoutMs: 20_000 });
+      if (r.code !== 0) throw new Error(`raw h2 client failed (${r.code}): ${r.stderr}`);
+      return JSON.parse(r.stdout) as { streams: Array<{ answered: boolean; reset: number | null }>; goaway: number | null };
+    };
+    const seen = () => h1Server.lines.filter((l) => l.startsWith("seen "));
+
+    it("control: a body holding a request line reaches the HTTP/1.1 server as body bytes of one request", async () => {
+      const body = smuggled("control");
+      const r = await raw([...pseudo("/control"), ["content-length", String(body.length)]], body);
+      expect(r.streams[0]!.answered).to.equal(true);
+      expect(seen()).to.include(`seen POST /control ${body.length}`);
+      expect(seen().join("\n")).to.not.contain("/smuggled");
+    });
+
+    const attempts: Array<[string, Array<[string, string]>, string | undefined]> = [
+      ["transfer-encoding: chunked ending the body early", [...pseudo("/te"), ["transfer-encoding", "chunked"]], `0\r\n\r\n${smuggled("te")}`],
+      ["a content-length shorter than the DATA", [...pseudo("/cl"), ["content-length", "0"]], smuggled("cl")],
+      ["CR LF inside a header value", [...pseudo("/crlf"), ["x-note", `a\r\n\r\n${smuggled("crlf")}`]], undefined],
+      ["CR LF inside :path", pseudo(`/p HTTP/1.1\r\nhost: h1.example\r\n\r\n${smuggled("path")}`), undefined],
+      ["CR LF inside :authority", [[":method", "GET"], [":scheme", "https"], [":path", "/auth"], [":authority", `h1.example\r\n\r\n${smuggled("authority")}`]], undefined],
+      ["a connection header naming content-length", [...pseudo("/conn"), ["connection", "content-length"], ["content-length", "5"]], "12345"],
+      ["an upper-case header name", [...pseudo("/upper"), ["Transfer-Encoding", "chunked"]], `0\r\n\r\n${smuggled("upper")}`],
+    ];
+    for (const [what, headers, data] of attempts) {
+      it(`never lets ${what} start a request of its own upstream`, async () => {
+        const before = seen().length;
+        const r = await raw(headers, data);
+        // Refused on the stream (RST_STREAM PROTOCOL_ERROR: transfer-encoding, a connection header, CR LF in a
+        // pseudo-header, an upper-case name) or the session (GOAWAY: DATA beyond content-length), or sent as one
+        // request without the field (nghttp2 drops a regular field whose value holds CR or LF).
+        expect(r.streams[0]!.answered || r.streams[0]!.reset !== null || r.goaway !== null, JSON.stringify(r)).to.equal(true);
+        const upstream = seen().slice(before);
+        expect(upstream.join("\n")).to.not.contain("/smuggled");
+        expect(upstream.length, upstream.join("\n")).to.be.at.most(1);
+        // The proxy goes on serving.
+        const after = await curl(["--http2", "https://h1.example/after"]);
+        expect(after.status).to.equal(200);
+      });
+    }
   });
 });

@@ -24,6 +24,11 @@ const UPSTREAM_SETTINGS = Object.freeze({
 const HTTP1_REMEMBERED_MS = 10 * 60_000;
 /** A session with no stream for this long is closed (the HTTP/1.1 pool's sockets live as long as the server keeps them). */
 const SESSION_IDLE_MS = 60_000;
+/**
+ * Sessions kept at once, as the HTTP/1.1 pool keeps at most 256 idle sockets: beyond it the least recently used
+ * one is closed (its streams in flight finish), so that streams to many names cannot pile up sessions.
+ */
+const MAX_SESSIONS = 256;
 
 export type UpstreamLeg = { kind: "h2"; session: http2.ClientHttp2Session } | { kind: "h1"; socket: TLSSocket | undefined };
 
@@ -55,7 +60,12 @@ export class Http2Upstreams {
   leg(target: Target): Promise<UpstreamLeg> | UpstreamLeg {
     const key = `${target.host}\0${target.port}`;
     const session = this.#sessions.get(key);
-    if (session !== undefined && !session.closed && !session.destroyed) return { kind: "h2", session };
+    if (session !== undefined && !session.closed && !session.destroyed) {
+      // Most recently used last (a Map keeps insertion order): the first one is the one to close.
+      this.#sessions.delete(key);
+      this.#sessions.set(key, session);
+      return { kind: "h2", session };
+    }
     const until = this.#http1.get(key);
     if (until !== undefined) {
       if (until > Date.now()) return { kind: "h1", socket: undefined };
@@ -102,6 +112,11 @@ export class Http2Upstreams {
       maxSessionMemory: UPSTREAM_SETTINGS.maxSessionMemory,
     });
     this.#sessions.set(key, session);
+    if (this.#sessions.size > MAX_SESSIONS) {
+      const [oldestKey, oldest] = this.#sessions.entries().next().value!;
+      this.#sessions.delete(oldestKey);
+      oldest.close();
+    }
     const forget = (): void => {
       if (this.#sessions.get(key) === session) this.#sessions.delete(key);
     };
