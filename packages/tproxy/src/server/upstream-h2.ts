@@ -38,6 +38,8 @@ export interface Http2UpstreamOptions {
   /** The guarded lookup for a port: the address policy applies to every name resolved for a session. */
   lookupFor(port: number): LookupFunction;
   log: Logger;
+  /** Sessions kept at once (default MAX_SESSIONS). */
+  maxSessions?: number;
 }
 
 export class Http2Upstreams {
@@ -112,7 +114,7 @@ export class Http2Upstreams {
       maxSessionMemory: UPSTREAM_SETTINGS.maxSessionMemory,
     });
     this.#sessions.set(key, session);
-    if (this.#sessions.size > MAX_SESSIONS) {
+    if (this.#sessions.size > (this.#opts.maxSessions ?? MAX_SESSIONS)) {
       const [oldestKey, oldest] = this.#sessions.entries().next().value!;
       this.#sessions.delete(oldestKey);
       oldest.close();
