@@ -9,7 +9,8 @@
 //     {code, details, messages, trailer}.
 //   node grpc-echo.ts server-h2 ADDRESS PORT CERT KEY
 //     a plain HTTP/2 server (HTTP/1.1 too) answering "h2 <method> <path> <authority>" (or "1.1 ..."), so a test
-//     sees which protocol the upstream leg spoke; /trailers answers with the count of body bytes received and a trailer "x-upstream-trailer: kept".
+//     sees which protocol the upstream leg spoke; /refuse-once... refuses its first HTTP/2 stream per path
+//     (RST_STREAM REFUSED_STREAM, then GOAWAY); /trailers answers with the count of body bytes received and a trailer "x-upstream-trailer: kept".
 //   node grpc-echo.ts server-h1 ADDRESS PORT CERT KEY
 //     an HTTPS server that speaks HTTP/1.1 only and prints "seen METHOD PATH BYTES" for every request it parses,
 //     so a test sees what reached it as a request of its own (a smuggled one would show up here).
@@ -102,7 +103,16 @@ function client(target: string, ca: string, method: string, input: string): void
 }
 
 function serverH2(address: string, port: string, cert: string, key: string): void {
+  const refused = new Set<string>();
   const s = http2.createSecureServer({ cert: readFileSync(cert), key: readFileSync(key), allowHTTP1: true }, (req, res) => {
+    if (req.url.startsWith("/refuse-once") && req.httpVersion === "2.0" && !refused.has(req.url)) {
+      // As a server does that closes a session (GOAWAY) just as a stream arrives: the stream is refused, unprocessed.
+      refused.add(req.url);
+      process.stdout.write(`refused ${req.url}\n`);
+      req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      req.stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, 0);
+      return;
+    }
     const version = req.httpVersion === "2.0" ? "h2" : req.httpVersion;
     const authority = req.httpVersion === "2.0" ? req.headers[":authority"] : req.headers.host;
     let bytes = 0;

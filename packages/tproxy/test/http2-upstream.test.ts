@@ -43,6 +43,7 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
   let world: ProxyWorld;
   let proxy: Proc;
   let h1Server: Proc;
+  let h2Server: Proc;
   let ca: { cert: string; key: string };
 
   before(async function () {
@@ -59,7 +60,8 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
     h1Server = world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h1", H1_IP, "443", h2Cert.certPath, h2Cert.keyPath]);
     await h1Server.waitForLine(/^listening/);
     await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server", GRPC_IP, "443", grpcCert.certPath, grpcCert.keyPath]).waitForLine(/^listening/);
-    await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h2", H2_IP, "443", h2Cert.certPath, h2Cert.keyPath]).waitForLine(/^listening/);
+    h2Server = world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h2", H2_IP, "443", h2Cert.certPath, h2Cert.keyPath]);
+    await h2Server.waitForLine(/^listening/);
     await world.spawn(world.net, process.execPath, [GRPC_ECHO, "server-h2", H2_IP6, "443", h2Cert.certPath, h2Cert.keyPath]).waitForLine(/^listening/);
     ca = await world.makeProxyCa();
     const filterDir = join(world.dir, "filter");
@@ -124,6 +126,17 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
     const r = await curl(["--http2", "https://h2.example/some/path?q=1"]);
     expect([r.status, r.version]).to.deep.equal([200, "2"]);
     expect(r.body).to.equal("h2 GET /some/path?q=1 h2.example");
+  });
+
+  it("sends a bodiless stream the server refused (GOAWAY race) once more, on a new session; one with a streamed body is not", async () => {
+    const r = await curl(["--http2", "https://h2.example/refuse-once/get"]);
+    expect([r.status, r.body]).to.deep.equal([200, "h2 GET /refuse-once/get h2.example"]);
+    expect(h2Server.lines).to.include("refused /refuse-once/get");
+    // Control: a body already streamed into the refused stream is gone, so that request fails (502) rather than
+    // being sent again without it.
+    const post = await curl(["--http2", "--data-binary", "payload", "https://h2.example/refuse-once/post"]);
+    expect(post.status).to.equal(502);
+    expect(h2Server.lines).to.include("refused /refuse-once/post");
   });
 
   it("keeps HTTP/1.1 upstream for HTTP/1.1 clients, and for servers that choose http/1.1 (control for the above)", async () => {

@@ -414,37 +414,30 @@ export class Interceptor {
   }
 
   #forward(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers): void {
-    const upstreams = this.#upstreams;
-    if (upstreams === undefined || !state.h2 || target.scheme !== "https") {
+    if (this.#upstreams === undefined || !state.h2 || target.scheme !== "https") {
       this.#forwardHttp1(state, req, res, target, headers);
       return;
     }
+    this.#overLeg(state, req, res, target, headers);
+  }
+
+  /** An h2 client's stream over the target's upstream leg: its HTTP/2 session, or HTTP/1.1 (upstream-h2.ts). */
+  #overLeg(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers, refusedBy?: ClientHttp2Session): void {
+    const retried = refusedBy !== undefined;
     const go = (leg: UpstreamLeg): void => {
-      if (leg.kind === "h2") this.#forwardHttp2(state, req, res, target, headers, leg.session);
+      if (res.destroyed) {
+        // The client went away while the connection was being made.
+        if (leg.kind === "h1") leg.socket?.destroy();
+      } else if (leg.kind === "h2") this.#forwardHttp2(state, req, res, target, headers, leg.session, retried);
       else this.#forwardHttp1(state, req, res, target, headers, false, leg.socket);
     };
-    let leg: Promise<UpstreamLeg> | UpstreamLeg;
     try {
-      leg = upstreams.leg(target);
+      const leg = this.#upstreams!.leg(target, refusedBy);
+      if (leg instanceof Promise) leg.then(go, (err: NodeJS.ErrnoException) => this.#failedUpstream(state, res, target, err));
+      else go(leg);
     } catch (err) {
       this.#failedUpstream(state, res, target, err as NodeJS.ErrnoException);
-      return;
     }
-    if (!(leg instanceof Promise)) {
-      go(leg);
-      return;
-    }
-    leg.then(
-      (l) => {
-        if (res.destroyed) {
-          // The client went away while the connection was being made.
-          if (l.kind === "h1") l.socket?.destroy();
-          return;
-        }
-        go(l);
-      },
-      (err: NodeJS.ErrnoException) => this.#failedUpstream(state, res, target, err),
-    );
   }
 
   /** An upstream exchange that failed: its status and reason, or a reset when the answer has begun. */
@@ -461,7 +454,7 @@ export class Interceptor {
    * One stream to `target` on an upstream HTTP/2 session: the pseudo-headers name exactly the judged target
    * (`:authority` its authority, whatever Host the filter's headers carry).
    */
-  #forwardHttp2(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers, session: ClientHttp2Session): void {
+  #forwardHttp2(state: RequestState, req: ClientRequest, res: ClientResponse, target: Target, headers: Headers, session: ClientHttp2Session, retried = false): void {
     const out: http2.OutgoingHttpHeaders = forwardableHeaders(headers);
     delete out.host;
     // gRPC servers may require "te: trailers", the one TE value HTTP/2 allows (RFC 9113 8.2.2).
@@ -501,15 +494,28 @@ export class Interceptor {
         this.#internalError(err, res);
       });
     });
-    stream.on("error", (err: NodeJS.ErrnoException) => {
-      if (!answered) this.#failedUpstream(state, res, target, err);
-      else res.destroy();
-    });
-    stream.once("close", () => {
-      // Reset by the server (or its session gone) before any answer, without an error event.
-      if (!answered && !res.headersSent && !res.destroyed) {
-        this.#failedUpstream(state, res, target, Object.assign(new Error(`stream closed (code ${stream.rstCode ?? "none"})`), { code: "ERR_HTTP2_STREAM_CLOSED" }));
+    let failed = false;
+    const fail = (err: NodeJS.ErrnoException): void => {
+      if (failed) return;
+      failed = true;
+      if (answered) {
+        res.destroy();
+        return;
       }
+      // A stream the server refused was not processed (RFC 9113 8.7): the race of a new stream with the
+      // server's GOAWAY (nginx sends one every 1000 requests). A bodiless one is sent again, once, on a new
+      // session (the refusing one may not have told its GOAWAY yet); one whose body was streamed cannot be.
+      if (!retried && endStream && stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM && !res.destroyed) {
+        this.#log.debug({ id: state.id, url: target.url }, "upstream refused the stream; sending it again");
+        this.#overLeg(state, req, res, target, headers, session);
+        return;
+      }
+      this.#failedUpstream(state, res, target, err);
+    };
+    stream.on("error", fail);
+    // Reset by the server (or its session gone) before any answer, without an error event.
+    stream.once("close", () => {
+      if (!answered) fail(Object.assign(new Error(`stream closed (code ${stream.rstCode ?? "none"})`), { code: "ERR_HTTP2_STREAM_CLOSED" }));
     });
     if (endStream) return;
     this.#sendBody(req, res, stream, held);

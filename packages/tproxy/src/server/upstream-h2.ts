@@ -57,11 +57,18 @@ export class Http2Upstreams {
   /**
    * The leg for a stream to `target` (https): a session (reused, or new when the server chooses h2), or HTTP/1.1:
    * with the fresh socket that learnt it (for this one request), or none (use the pool). Rejects with the
-   * connection's error (lookup refused by the policy, certificate, refused...).
+   * connection's error (lookup refused by the policy, certificate, refused...). `avoid`: a session that just
+   * refused a stream, not to be used again.
    */
-  leg(target: Target): Promise<UpstreamLeg> | UpstreamLeg {
+  leg(target: Target, avoid?: http2.ClientHttp2Session): Promise<UpstreamLeg> | UpstreamLeg {
     const key = `${target.host}\0${target.port}`;
-    const session = this.#sessions.get(key);
+    let session = this.#sessions.get(key);
+    if (session !== undefined && session === avoid) {
+      // The session refused a stream (its GOAWAY may not have arrived yet): the retry gets a new one.
+      this.#sessions.delete(key);
+      session.close();
+      session = undefined;
+    }
     if (session !== undefined && !session.closed && !session.destroyed) {
       // Most recently used last (a Map keeps insertion order): the first one is the one to close.
       this.#sessions.delete(key);
