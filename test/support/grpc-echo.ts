@@ -75,7 +75,11 @@ function client(target: string, ca: string, method: string, input: string): void
   const deadline = new Date(Date.now() + 15_000);
   const messages: unknown[] = [];
   let trailer: string | undefined;
+  let reported = false;
+  // A failed streaming call emits "error" and may still emit "end": one line per call.
   const done = (err: grpc.ServiceError | null) => {
+    if (reported) return;
+    reported = true;
     process.stdout.write(JSON.stringify({ code: err ? err.code : 0, details: err ? err.details : "", messages, trailer }) + "\n");
     c.close();
   };
