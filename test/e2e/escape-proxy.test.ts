@@ -11,17 +11,14 @@ import { waitFor } from "../support/netns.ts";
 import { TestCa } from "../support/pki.ts";
 import { METRICS_PORT, REPO, TRANSPARENT_PORT, type Proc } from "../support/world.ts";
 import { sourceHash } from "../../packages/tproxy/test/helpers.ts";
-import { GOOGLE_IP, METADATA_IP, SERVICE_CIDR, SERVICE_IP, STORAGE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
+import { GOOGLE_IP, METADATA_IP, SERVICE_CIDR, SERVICE_IP, STORAGE_IP, TutorialWorld, type PodNs, TUTORIAL_HOSTS } from "../support/tutorial-world.ts";
 
 const PREFIX = "tpx4";
 const FILES_IP = "10.90.2.40";
 const NODE_LOCKED_SIDE = "10.90.3.1";
 const NODE_APP_SIDE = "10.90.1.1";
 const HOSTS = {
-  "www.google.com": GOOGLE_IP,
-  "storage.googleapis.com": STORAGE_IP,
-  metadata: METADATA_IP,
-  "metadata.google.internal": METADATA_IP,
+  ...TUTORIAL_HOSTS,
   "files.example": FILES_IP,
   "loopback.example": "127.0.0.1",
   "kubernetes.default.svc": SERVICE_IP,

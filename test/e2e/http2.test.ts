@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { waitFor } from "../support/netns.ts";
 import { TestCa } from "../support/pki.ts";
 import { REPO } from "../support/world.ts";
-import { BUCKET_URL, CHART_FILTER, GOOGLE_IP, METADATA_IP, STORAGE_IP, TutorialWorld, type PodNs } from "../support/tutorial-world.ts";
+import { BUCKET_URL, CHART_FILTER, GOOGLE_IP, TutorialWorld, type PodNs, TUTORIAL_HOSTS } from "../support/tutorial-world.ts";
 import { wiringTitle } from "../support/datapath.ts";
 
 const PREFIX = "tpg";
@@ -22,10 +22,7 @@ const GRPC_OTHER_PORT = 50051;
 const DENIED_TEXT = "method test.Echo/Denied is not allowed by policy";
 // The tutorial's names (tutorial-world.ts) and the gRPC server's.
 const HOSTS = {
-  "www.google.com": GOOGLE_IP,
-  "storage.googleapis.com": STORAGE_IP,
-  metadata: METADATA_IP,
-  "metadata.google.internal": METADATA_IP,
+  ...TUTORIAL_HOSTS,
   "grpc.example": GRPC_IP,
 };
 

@@ -43,7 +43,8 @@ export const NODE_IP = "10.90.2.1";
 export const INTERNET_IP6 = "fd90:2::10";
 export const BUCKET_URL = "https://storage.googleapis.com/solutions-public-assets/";
 
-const HOSTS: Record<string, string> = {
+/** The tutorial's names, as every namespace of the world resolves them (suites add their own servers' names). */
+export const TUTORIAL_HOSTS: Readonly<Record<string, string>> = {
   "www.google.com": GOOGLE_IP,
   "storage.googleapis.com": STORAGE_IP,
   metadata: METADATA_IP,
@@ -252,7 +253,7 @@ export class TutorialWorld {
     }
     await this.internet.must("ip", ["route", "add", "default", "via", NODE_IP]);
     await this.internet.must("ip", ["-6", "route", "add", "default", "via", "fd90:2::1"]);
-    for (const ns of [this.node, this.app.ns, this.locked.ns]) ns.hosts(HOSTS);
+    for (const ns of [this.node, this.app.ns, this.locked.ns]) ns.hosts(TUTORIAL_HOSTS);
 
     // The "internet": servers with certificates from a stand-in public CA.
     const publicCa = new TestCa(this.dir, "public");
@@ -290,7 +291,7 @@ export class TutorialWorld {
       await link(ns, [`10.90.${n}.2/24`], this.node, [`10.90.${n}.1/24`]);
       await ns.must("ip", ["route", "add", "default", "via", `10.90.${n}.1`]);
     }
-    ns.hosts(HOSTS);
+    ns.hosts(TUTORIAL_HOSTS);
     return { name, ns, ip: `10.90.${n}.2` };
   }
 
@@ -301,7 +302,7 @@ export class TutorialWorld {
   async sandboxNs(): Promise<Netns> {
     const ns = await this.#ns(uniqueName(`${this.prefix}s`));
     this.#extraNs.push(ns);
-    ns.hosts(HOSTS);
+    ns.hosts(TUTORIAL_HOSTS);
     return ns;
   }
 
