@@ -109,6 +109,16 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
     expect(direct.code).to.equal(0);
   });
 
+  it("answers a denied gRPC-Web call over HTTP/1.1 with the status in its headers (control: a plain request gets the filter's 403)", async () => {
+    const r = await world.curl(["--cacert", ca.cert, "--http1.1", "-sS", "-D", "-", "-o", "/dev/null", "-X", "POST", "-H", "content-type: application/grpc-web+proto", "--data-binary", "x", "https://grpc.example/test.Echo/Denied"]);
+    expect(r.stdout).to.match(/^HTTP\/1\.1 200 /);
+    expect(r.stdout).to.match(/\ngrpc-status: 7\r\n/);
+    expect(r.stdout).to.match(/\ngrpc-message: method test\.Echo\/Denied is not allowed by policy\r\n/);
+    expect(r.stdout).to.match(/\ncontent-type: application\/grpc-web\+proto\r\n/);
+    const plain = await curl(["--http1.1", "-X", "POST", "https://grpc.example/test.Echo/Denied"]);
+    expect([plain.status, plain.body]).to.deep.equal([403, "method test.Echo/Denied is not allowed by policy"]);
+  });
+
   it("streams a server-streaming call's messages and then its status and trailers", async () => {
     const r = await grpcCall("pod", "Stream", { n: 5 });
     expect(r.code).to.equal(0);
