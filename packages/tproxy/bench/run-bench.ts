@@ -1,7 +1,7 @@
 // `npm run bench`: tproxy against Squid, mitmproxy and the direct path, in one run, through the same
 // iptables REDIRECT rules, in network namespaces:
 //
-//   client (wrk, 10.77.1.2) ── node (router: nat PREROUTING REDIRECT, or none) ── upstream (nginx, 10.77.2.10:80 and :443)
+//   client (wrk, h2load; 10.77.1.2) ── node (router: nat PREROUTING REDIRECT, or none) ── upstream (nginx, 10.77.2.10:80 and :443)
 //
 // The four paths (BENCH_PATHS picks some; all by default), switched by the node's REDIRECT rule:
 //   direct     no rule: the client reaches nginx itself. The ceiling the others are measured against.
@@ -13,6 +13,11 @@
 // Every proxy runs in the node namespace, makes the same decision (the bucket's URLs pass, anything else
 // gets 418), checked with curl before measuring, and verifies upstream certificates against the bench's
 // public CA. No client verifies a proxy's certificate (wrk cannot), on every path alike.
+//
+// The HTTP/2 case (https-h2: few connections, many concurrent streams each, from h2load) runs on the paths
+// that speak HTTP/2 to clients: direct, tproxy (HTTP/2 is on in its default configuration) and mitmproxy;
+// Squid has none, so it is skipped there. Before it, every path is checked to negotiate h2 with the client
+// and with nginx (nginx answers a probe URL with the protocol it was asked over).
 //
 // Not a test: it prints numbers. Paths alternate within each case so drift on a shared machine hits
 // all alike; results are reported as ratios. Writes results/latest.{md,json,svg}.
@@ -47,6 +52,10 @@ const MEMORY_LIMIT_MIB = Number(process.env.BENCH_MEMORY_LIMIT_MIB ?? 512);
 const UPSTREAM = "10.77.2.10";
 const NAME = "storage.googleapis.com";
 const PREFIX = "/solutions-public-assets";
+/** The HTTP/2 case: few connections, many concurrent streams on each (tproxy allows 100 per session). */
+const H2_CASE = "https-h2";
+const H2_CONNS = 4;
+const H2_STREAMS = 32;
 const HOSTNAMES = Array.from({ length: 200 }, (_, i) => `h${String(i).padStart(3, "0")}.bench.example`);
 
 /** What one load generator run measured on the client. */
@@ -72,6 +81,8 @@ interface Case {
   title: string;
   run(): Promise<Load>;
   coldProxies?: boolean;
+  /** Paths this case cannot run on, with the reason (printed, and written under the results). */
+  skip?: Partial<Record<PathName, string>>;
 }
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -81,9 +92,11 @@ function preflight(): void {
     process.stderr.write("bench: needs root (network namespaces, iptables, cgroups)\n");
     process.exit(1);
   }
-  const tools: [string, string, PathName?][] = [["wrk", "wrk"], ["nginx", "nginx-light"], ["iptables", "iptables"], ["curl", "curl"], ["openssl", "openssl"],
-    ["mitmdump", "mitmproxy", "mitmproxy"], ["squid", "squid-openssl", "squid"]];
-  const missing = tools.filter(([cmd, , path]) => (!path || PATHS.includes(path)) && !hasCommand(cmd));
+  // [command, Debian package, needed]: a proxy's only for its path, h2load only for the HTTP/2 case.
+  const tools: [string, string, boolean][] = [["wrk", "wrk", true], ["nginx", "nginx-light", true], ["iptables", "iptables", true], ["curl", "curl", true],
+    ["openssl", "openssl", true], ["h2load", "nghttp2-client", selectedCases().some((c) => c.id === H2_CASE)],
+    ["mitmdump", "mitmproxy", PATHS.includes("mitmproxy")], ["squid", "squid-openssl", PATHS.includes("squid")]];
+  const missing = tools.filter(([cmd, , needed]) => needed && !hasCommand(cmd));
   if (missing.length === 0) return;
   const pkgs = missing.map(([, p]) => p).join(" ");
   if (!hasCommand("apt-get")) {
@@ -110,6 +123,7 @@ function versions(): Record<string, string> {
   const v: Record<string, string> = {};
   if (PATHS.includes("squid")) v.squid = first("squid", ["-v"]).replace(/^Squid Cache: Version /, "");
   if (PATHS.includes("mitmproxy")) v.mitmproxy = first("mitmdump", ["--version"]).replace(/^Mitmproxy: /, "");
+  if (selectedCases().some((c) => c.id === H2_CASE)) v.h2load = first("h2load", ["--version"]).replace(/^h2load nghttp2\//, "");
   return v;
 }
 
@@ -159,10 +173,14 @@ http {
   sendfile on;
   server {
     listen ${UPSTREAM}:80;
-    listen ${UPSTREAM}:443 ssl;
+    # nginx 1.22 (Debian 12): http2 is a listen parameter ("http2 on;" came with 1.25.1). Clients without
+    # ALPN h2 (wrk; tproxy and mitmproxy for HTTP/1.1 clients) still get HTTP/1.1.
+    listen ${UPSTREAM}:443 ssl http2;
     ssl_certificate ${cert.certPath};
     ssl_certificate_key ${cert.keyPath};
     root ${dir}/www;
+    # The protocol nginx was asked over, for the HTTP/2 check: tells whether a proxy's upstream leg is h2.
+    location = ${PREFIX}/protocol { default_type text/plain; return 200 "$server_protocol"; }
   }
 }
 `);
@@ -305,6 +323,34 @@ async function checkDecisions(): Promise<void> {
   }
 }
 
+/** What the HTTP/2 check found per path: the protocol on the client leg and on the leg to nginx. */
+const h2Legs: Partial<Record<PathName, { client: string; upstream: string }>> = {};
+
+/**
+ * Before the HTTP/2 case: each of its paths negotiates h2 with the client (curl --http2, the version curl
+ * reports), still makes the bench's decision over it (200 / 418), and says which protocol its leg to nginx
+ * speaks (nginx's probe URL answers with $server_protocol). A client leg that is not h2 stops the bench:
+ * the case would measure HTTP/1.1 under an HTTP/2 title.
+ */
+async function checkHttp2(c: Case): Promise<void> {
+  for (const path of PATHS.filter((p) => !c.skip?.[p])) {
+    await usePath(path);
+    const expected: [string, string][] = [[`https://${NAME}${PREFIX}/protocol`, "200"], [small("https"), "200"]];
+    if (path !== "direct") expected.push([`https://${HOSTNAMES[0]}/private/small`, "418"]);
+    const got: { code: string; body: string }[] = [];
+    for (const [url, status] of expected) {
+      const r = await client.run("curl", ["-sk", "--http2", "-w", "\n%{http_version} %{http_code}", "--max-time", "10", url]);
+      const lines = r.stdout.split("\n");
+      const [version = "", code = ""] = (lines.pop() ?? "").split(" ");
+      if (version !== "2") throw new Error(`${path}: curl --http2 got HTTP/${version || "nothing"} for ${url}, not HTTP/2: the ${c.id} case needs h2 negotiated with the client (ALPN)`);
+      if (code !== status) throw new Error(`${path} answered ${code || "nothing"} over HTTP/2 for ${url}, expected ${status}: it does not make the bench's decision for streams`);
+      got.push({ code, body: lines.join("\n").trim() });
+    }
+    h2Legs[path] = { client: "HTTP/2", upstream: got[0]!.body || "unknown" };
+    log(`  HTTP/2 check ${path}: client leg HTTP/2, leg to nginx ${h2Legs[path].upstream}; allowed ${got[1]!.code}${got[2] ? `, denied ${got[2].code}` : ""}`);
+  }
+}
+
 // ---- load generators ----
 
 function toMs(value: string): number {
@@ -335,6 +381,34 @@ async function wrk(url: string, connections: number, extra: string[] = []): Prom
   const errors = non2xx + (sockErr ? sockErr.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
   if (rps === 0) log(`  wrk gave no result: ${r.stderr.trim() || out.trim()}`);
   return { rps, mbps, p50ms, p99ms, errors, requests };
+}
+
+/**
+ * h2load (nghttp2-client): `conns` connections with up to `streams` concurrent streams each, for SECONDS.
+ * It prints no percentiles, so they come from its per-request log (start µs, status, elapsed µs).
+ * A run that did not negotiate h2 throws: h2load would quietly fall back to HTTP/1.1.
+ */
+async function h2load(url: string, conns: number, streams: number): Promise<Load> {
+  const logFile = join(dir, "h2load.log");
+  rmSync(logFile, { force: true });
+  const cmd = `ulimit -n $(ulimit -Hn); h2load -t ${Math.min(2, conns)} -c ${conns} -m ${streams} -D ${SECONDS} --log-file=${logFile} ${url}`;
+  const r = await client.run("sh", ["-c", cmd], { timeoutMs: (SECONDS + 30) * 1000 });
+  const out = r.stdout;
+  const protocol = /Application protocol: (\S+)/.exec(out)?.[1];
+  if (protocol !== "h2") throw new Error(`h2load negotiated ${protocol ?? "no protocol"} with ${url}, not h2: ${r.stderr.trim() || out.trim().split("\n").slice(-5).join(" | ")}`);
+  const fin = /finished in ([\d.]+)(\w+), ([\d.]+) req\/s, ([\d.]+)(\w+)\/s/.exec(out);
+  const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  if (!fin || !counts) {
+    log(`  h2load gave no result: ${r.stderr.trim() || out.trim()}`);
+    return { rps: 0, mbps: 0, p50ms: NaN, p99ms: NaN, errors: 0, requests: 0 };
+  }
+  const [done, failed] = [Number(counts[3]), Number(counts[5])]; // failed: non-2xx answers and stream/connection errors
+  const elapsed = existsSync(logFile)
+    ? readFileSync(logFile, "utf8").split("\n").map((l) => Number(l.split("\t")[2])).filter((n) => Number.isFinite(n)).sort((a, b) => a - b)
+    : [];
+  const pct = (q: number) => (elapsed.length ? elapsed[Math.min(elapsed.length - 1, Math.floor(elapsed.length * q))]! / 1000 : NaN);
+  const mbps = toMB(`${fin[4]}${fin[5]!.toUpperCase()}`);
+  return { rps: Number(fin[3]), mbps, p50ms: pct(0.5), p99ms: pct(0.99), errors: failed, requests: done };
 }
 
 // 200 first requests to 200 distinct names, 8 at a time, a new TLS connection each: certificate minting.
@@ -403,7 +477,16 @@ const CASES: Case[] = [
   { id: "https-1mib", title: "1 MiB HTTPS downloads, 16 conns", run: () => wrk(`https://${NAME}${PREFIX}/1m`, 16) },
   { id: "distinct-names", title: "first requests to 200 names", run: distinctNames, coldProxies: true },
   { id: "https-1000conns", title: "small HTTPS, 1,000 conns", run: () => wrk(small("https"), 1000) },
+  // After the 1,000-connection case so that it does not change what that case starts from; it opens only a few.
+  {
+    id: H2_CASE, title: `small HTTP/2, ${H2_CONNS} conns × ${H2_STREAMS} streams`, run: () => h2load(small("https"), H2_CONNS, H2_STREAMS),
+    skip: { squid: "Squid has no HTTP/2 (neither toward clients nor toward servers)" },
+  },
 ];
+
+function selectedCases(): Case[] {
+  return CASES.filter((c) => !ONLY || ONLY.includes(c.id));
+}
 
 // ---- measuring the proxy ----
 
@@ -511,7 +594,7 @@ type Results = Record<string, Partial<Record<PathName, Sample>>>;
 
 interface NodeCost {
   /** RSS summed over each proxy's processes at the end of a case's runs (median), and the highest peak. */
-  rssMiB: Record<"keepalive16" | "conns1000" | "peak1000", Partial<Record<ProxyName, number>>>;
+  rssMiB: Record<"keepalive16" | "conns1000" | "peak1000" | "h2", Partial<Record<ProxyName, number>>>;
   /** CPU-seconds each proxy spent per 1,000 requests, per case (median of the rounds). */
   cpuSecondsPer1000Requests: Record<string, Partial<Record<ProxyName, number>>>;
   /** The tproxy path's memory cgroup over the whole run (every case, the 1,000-connection one last). */
@@ -550,6 +633,7 @@ function nodeCost(results: Results): NodeCost {
       keepalive16: per((r, p) => r[p]?.rssMiB, results["https-keepalive"]),
       conns1000: per((r, p) => r[p]?.rssMiB, results["https-1000conns"]),
       peak1000: per((r, p) => r[p]?.peakRssMiB, results["https-1000conns"]),
+      h2: per((r, p) => r[p]?.rssMiB, results[H2_CASE]),
     },
     cpuSecondsPer1000Requests: Object.fromEntries(Object.entries(results).map(([id, r]) => [id, per((r, p) => r[p]?.cpuSecPer1k, r)])),
     tproxyMemoryCgroup,
@@ -600,6 +684,7 @@ function markdown(results: Results, cost: NodeCost): string {
       ["RSS, 16 keep-alive HTTPS conns (MiB)", ...proxies.map((p) => fmt(cost.rssMiB.keepalive16[p]))],
       ["RSS, 1,000 HTTPS conns (MiB)", ...proxies.map((p) => fmt(cost.rssMiB.conns1000[p]))],
       ["peak RSS, 1,000 HTTPS conns (MiB)", ...proxies.map((p) => fmt(cost.rssMiB.peak1000[p]))],
+      [`RSS, HTTP/2: ${H2_CONNS} conns × ${H2_STREAMS} streams (MiB)`, ...proxies.map((p) => fmt(cost.rssMiB.h2[p]))],
     ],
   );
   const cpu = table(
@@ -620,8 +705,15 @@ function markdown(results: Results, cost: NodeCost): string {
       `the 1,000-connection one last: peak usage **${fmt(m.peakMiB)} MiB** (the cgroup's own count: process memory, page cache and kernel memory such as socket buffers), ` +
       `**${fmt(m.oomKills)} OOM kills** (processes the kernel killed in the group; the bench found the tproxy process it started dead and restarted it ${fmt(m.restarts)} times).`;
 
+  const skipped = cases.flatMap((c) => PATHS.filter((p) => c.skip?.[p]).map((p) => `${LABEL[p]} did not run "${c.title}": ${c.skip![p]}.`));
+  const legs = Object.entries(h2Legs).filter(([p]) => p !== "direct").map(([p, l]) => `${LABEL[p as PathName]} ${l.upstream}`);
+  const h2 = results[H2_CASE]
+    ? `"${CASES.find((c) => c.id === H2_CASE)!.title}" is h2load's HTTP/2 over TLS: h2 was negotiated with the client on every path (checked with curl --http2 before measuring, and in every h2load run); ` +
+      `the proxies' leg to nginx spoke ${legs.join(", ") || "—"} (nginx's own answer to a probe).`
+    : "";
+  const notes = [...skipped, h2].filter(Boolean).join("\n");
   return `${throughput}
-
+${notes ? `\n${notes}\n` : ""}
 Latency (median of the rounds) and errors (sum of the rounds: non-2xx responses, connect/read/write errors and timeouts):
 
 ${latency}
@@ -684,12 +776,15 @@ async function main(): Promise<void> {
   env = await buildWorld();
   await startProxies();
   await checkDecisions();
+  const h2 = selectedCases().find((c) => c.id === H2_CASE);
+  if (h2) await checkHttp2(h2);
   const results: Results = {};
-  for (const c of CASES.filter((c) => !ONLY || ONLY.includes(c.id))) {
+  for (const c of selectedCases()) {
     const samples: Partial<Record<PathName, Sample[]>> = {};
+    for (const path of PATHS.filter((p) => c.skip?.[p])) log(`  ${c.id} ${path}: skipped, ${c.skip![path]}`);
     for (let round = 0; round < ROUNDS; round += 1) {
       if (c.coldProxies) await startProxies();
-      for (const path of PATHS) {
+      for (const path of PATHS.filter((p) => !c.skip?.[p])) {
         if (c.coldProxies && round > 0) await startProxies();
         const s = await measure(path, c);
         (samples[path] ??= []).push(s);
@@ -711,7 +806,7 @@ async function main(): Promise<void> {
   const partial = ONLY !== undefined || process.env.BENCH_PATHS !== undefined;
   const out = partial ? join(dir, "partial") : RESULTS;
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, "latest.json"), JSON.stringify({ date: stamp, machine: machine(), versions: v, seconds: SECONDS, rounds: ROUNDS, paths: PATHS, results, nodeCost: cost }, null, 2) + "\n");
+  writeFileSync(join(out, "latest.json"), JSON.stringify({ date: stamp, machine: machine(), versions: v, seconds: SECONDS, rounds: ROUNDS, paths: PATHS, results, nodeCost: cost, http2Legs: h2Legs }, null, 2) + "\n");
   writeFileSync(join(out, "latest.svg"), chart(results));
   writeFileSync(join(out, "latest.md"), md);
   log(partial ? "a partial run (BENCH_CASES or BENCH_PATHS set): results/ left as it was" : `wrote ${join(RESULTS, "latest.json")}, latest.svg and latest.md`);
