@@ -25,7 +25,8 @@
 // Environment: BENCH_CASES (ids, comma-separated), BENCH_PATHS, BENCH_ROUNDS (2), BENCH_SECONDS (5),
 // BENCH_TPROXY_ARGS (extra `tproxy run` arguments), BENCH_NODE_FLAGS (node flags for tproxy, e.g.
 // --cpu-prof), BENCH_MEMORY_LIMIT_MIB (512, the chart's limit), BENCH_DEBUG (tproxy's memory metrics after
-// each run), BENCH_REDRAW (redraw latest.svg from latest.json, measuring nothing). A partial run
+// each run), BENCH_H2_CONNS and BENCH_H2_STREAMS (the HTTP/2 case's connections, 4, and concurrent streams on
+// each, 32), BENCH_REDRAW (redraw latest.svg from latest.json, measuring nothing). A partial run
 // (BENCH_CASES or BENCH_PATHS set) leaves results/ as it was.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -54,8 +55,8 @@ const NAME = "storage.googleapis.com";
 const PREFIX = "/solutions-public-assets";
 /** The HTTP/2 case: few connections, many concurrent streams on each (tproxy allows 100 per session). */
 const H2_CASE = "https-h2";
-const H2_CONNS = 4;
-const H2_STREAMS = 32;
+const H2_CONNS = Number(process.env.BENCH_H2_CONNS ?? 4);
+const H2_STREAMS = Number(process.env.BENCH_H2_STREAMS ?? 32);
 const HOSTNAMES = Array.from({ length: 200 }, (_, i) => `h${String(i).padStart(3, "0")}.bench.example`);
 
 /** What one load generator run measured on the client. */
