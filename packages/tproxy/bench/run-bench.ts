@@ -162,6 +162,11 @@ async function buildWorld(): Promise<{ publicCa: string; tproxyCa: { cert: strin
   writeFileSync(join(www, "small"), "x".repeat(100));
   writeFileSync(join(www, "1m"), Buffer.alloc(1024 * 1024, 0x61));
   const conf = join(dir, "nginx.conf");
+  // nginx -V lists its build options on stderr; without the HTTP/2 module, "http2" below would stop nginx.
+  const nginxH2 = /--with-http_v2_module/.test(execFileSync("sh", ["-c", "nginx -V 2>&1"]).toString());
+  if (!nginxH2 && selectedCases().some((c) => c.id === H2_CASE)) {
+    throw new Error(`nginx has no HTTP/2 module (no --with-http_v2_module in nginx -V), which the ${H2_CASE} case needs: install Debian's nginx-light or leave ${H2_CASE} out of BENCH_CASES`);
+  }
   writeFileSync(conf, `
 worker_processes 2;
 pid ${dir}/nginx.pid;
@@ -176,7 +181,7 @@ http {
     listen ${UPSTREAM}:80;
     # nginx 1.22 (Debian 12): http2 is a listen parameter ("http2 on;" came with 1.25.1). Clients without
     # ALPN h2 (wrk; tproxy and mitmproxy for HTTP/1.1 clients) still get HTTP/1.1.
-    listen ${UPSTREAM}:443 ssl http2;
+    listen ${UPSTREAM}:443 ssl${nginxH2 ? " http2" : ""};
     ssl_certificate ${cert.certPath};
     ssl_certificate_key ${cert.keyPath};
     root ${dir}/www;
