@@ -91,7 +91,8 @@ class Notices {
       this.#log.warn({ client }, `${stream ? "HTTP/2 stream ended" : "connection closed"}: ${what} (${detail}); further such lines are summarised every ${NOTICE_WINDOW_MS / 1000} s`);
       return;
     }
-    if (stream) what = `HTTP/2 stream: ${what}`;
+    // The summary line counts connections; a stream's end says its connection was kept.
+    if (stream) what = `${what} (HTTP/2 streams ended, their connections kept)`;
     let byClient = this.#counts.get(what);
     if (!byClient) this.#counts.set(what, (byClient = new Map()));
     byClient.set(client, (byClient.get(client) ?? 0) + 1);
