@@ -44,7 +44,6 @@ describe("HTTP/2 bounds: per-stream request timeout and frame floods (network na
   const h2 = async (spec: Record<string, unknown>): Promise<string> => {
     const r = await world.pod.run(process.execPath, [CLIENT, JSON.stringify({ ca: ca.cert, host: HOST, servername: HOST, ...spec })], { timeoutMs: 40_000 });
     if (r.code !== 0) throw new Error(`h2 client failed (${r.code}): ${r.stderr}`);
-    if (process.env.HB_DEBUG) console.log(spec.mode, r.stdout.trim().slice(0, 300));
     return r.stdout;
   };
   const served = async (path: string): Promise<void> => {
@@ -71,6 +70,8 @@ describe("HTTP/2 bounds: per-stream request timeout and frame floods (network na
       expect(after!.body).to.equal(`${HOST} POST /after-trickle\n`);
       // Counted and noted as a stream's end, not a connection's.
       await proxy.waitForLine(/HTTP\/2 stream ended: request body too slow \(bound 1000 ms\)/);
+      // The stream's request line shows the 408 the client got.
+      await proxy.waitForLine(/\/trickle -> 408 .* h2$/);
     });
 
     it("passes a body that completes within the bound (the control), even sent slowly", async () => {

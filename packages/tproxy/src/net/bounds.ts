@@ -63,6 +63,7 @@ interface Tracked {
 /** One open HTTP/2 stream: when it opened, and whether its request (headers and whole body) is in. */
 interface StreamBound {
   readonly since: number;
+  /** In, or ended for not being in: no longer swept. */
   complete: boolean;
 }
 
@@ -220,8 +221,8 @@ export class ConnectionGuard {
       this.#watched.add(server);
       // Made (and emitted) before the session's own 'stream' listeners below run; let go with the stream.
       const record = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void => void this.#compat.set(req.stream, { req, res });
+      // Not 'connect': a listener there changes where the compatibility API sends CONNECT streams.
       server.on("request", record);
-      server.on("connect", record);
     }
     session.on("stream", (stream: http2.Http2Stream) => {
       open.set(stream, { since: Date.now(), complete: false });
@@ -324,7 +325,8 @@ export class ConnectionGuard {
         s.complete = true;
         continue;
       }
-      open.delete(stream);
+      // Kept until it closes (after its 408 is sent), so that the session does not look idle meanwhile.
+      s.complete = true;
       this.#metrics.rejectedConnections.inc({ reason: "request-timeout" });
       this.#notices.note("request body too slow", t.client, `bound ${ms} ms`, true);
       this.#endStream(stream as http2.ServerHttp2Stream, ms);
