@@ -7,7 +7,7 @@
 // on "listening"); the server that runs the pipeline is fed connections by hand and never listens,
 // so the bounds are kept here, for every connection whichever server parses it, by one sweep timer.
 import type http from "node:http";
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
@@ -41,6 +41,8 @@ export const DEFAULT_BOUNDS: ConnectionBounds = Object.freeze({
 /** How often a rate-limited notice may be logged: one line, then one summary per window. */
 const NOTICE_WINDOW_MS = 10_000;
 
+const http2Constants = http2.constants;
+
 type Phase = "handshake" | "idle" | "head" | "request" | "tunnel" | "session";
 
 interface Tracked {
@@ -54,8 +56,21 @@ interface Tracked {
   base: number;
   req: http.IncomingMessage | undefined;
   res: http.ServerResponse | undefined;
-  /** An HTTP/2 connection: its streams now open (idle means none for idleTimeoutMs). */
-  streams: number;
+  /** An HTTP/2 connection: its streams now open (idle means none for idleTimeoutMs), each with its request bound. */
+  streams: Map<http2.Http2Stream, StreamBound> | undefined;
+}
+
+/** One open HTTP/2 stream: when it opened, and whether its request (headers and whole body) is in. */
+interface StreamBound {
+  readonly since: number;
+  /** In, or ended for not being in: no longer swept. */
+  complete: boolean;
+}
+
+/** The compatibility API's request and response of a stream, when the server made them. */
+interface CompatPair {
+  readonly req: http2.Http2ServerRequest;
+  readonly res: http2.Http2ServerResponse;
 }
 
 /** Logs a burst of like events as one line and then at most one summary line per window. */
@@ -69,13 +84,16 @@ class Notices {
     this.#log = log;
   }
 
-  note(what: string, client: string, detail: string): void {
+  /** `stream`: an HTTP/2 stream was ended, not its connection. */
+  note(what: string, client: string, detail: string, stream = false): void {
     const now = Date.now();
     if (now >= this.#windowEnds && !this.#timer) {
       this.#windowEnds = now + NOTICE_WINDOW_MS;
-      this.#log.warn({ client }, `connection closed: ${what} (${detail}); further such lines are summarised every ${NOTICE_WINDOW_MS / 1000} s`);
+      this.#log.warn({ client }, `${stream ? "HTTP/2 stream ended" : "connection closed"}: ${what} (${detail}); further such lines are summarised every ${NOTICE_WINDOW_MS / 1000} s`);
       return;
     }
+    // The summary line counts connections; a stream's end says its connection was kept.
+    if (stream) what = `${what} (HTTP/2 streams ended, their connections kept)`;
     let byClient = this.#counts.get(what);
     if (!byClient) this.#counts.set(what, (byClient = new Map()));
     byClient.set(client, (byClient.get(client) ?? 0) + 1);
@@ -107,7 +125,9 @@ export class ConnectionGuard {
   readonly #all = new Set<Tracked>();
   readonly #byStream = new WeakMap<Duplex, Tracked>();
   readonly #perClient: ClientCounts;
-  readonly #watched = new WeakSet<http.Server>();
+  readonly #watched = new WeakSet<http.Server | http2.Http2Server>();
+  /** Each HTTP/2 stream's compatibility request and response, to answer a stream that overstays its bound. */
+  readonly #compat = new WeakMap<http2.Http2Stream, CompatPair>();
   readonly #sweepMs: number;
   #timer: NodeJS.Timeout | undefined;
 
@@ -143,7 +163,7 @@ export class ConnectionGuard {
       raw.resetAndDestroy();
       return false;
     }
-    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined, streams: 0 };
+    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined, streams: undefined };
     this.#all.add(t);
     this.#byStream.set(raw, t);
     raw.once("close", () => {
@@ -173,8 +193,20 @@ export class ConnectionGuard {
 
   /**
    * The connection now carries an HTTP/2 session. Its frames are bounded by the session's own settings
-   * (proxy.ts: concurrent streams, header list size, session memory, invalid frames, rejected streams); kept
-   * here: the session is closed once it has had no open stream for idleTimeoutMs.
+   * (server/http2.ts: concurrent streams, header list size, session memory, invalid frames, rejected streams,
+   * resets) and by nghttp2's (CONTINUATION frames per header block, queued SETTINGS and PING acks). Kept here:
+   *
+   * - the session is closed once it has had no open stream for idleTimeoutMs (bytes do not reset this: pings,
+   *   settings or a header block that never completes do not keep a session without streams);
+   * - each stream's request, its headers and whole body, must be in within requestTimeoutMs of the stream's
+   *   open, as an HTTP/1.1 request's must; an overdue stream alone is ended (408, or RST_STREAM CANCEL once
+   *   its answer has begun), the session's other streams go on.
+   *
+   * headerTimeoutMs has no HTTP/2 bound of its own: Node makes a stream only once its header block is whole
+   * (it never surfaces a partial one), and nghttp2 bounds a block in size (maxHeaderListSize) and in frames
+   * (a few CONTINUATIONs, then the session ends); while a block is open the client can send nothing else on
+   * the session. A block that never completes is bounded by the idle bound on a session without streams; on
+   * a session with an open stream it holds that one block (at most maxHeaderListSize) until the stream ends.
    */
   session(raw: net.Socket, top: net.Socket, session: http2.Http2Session): void {
     const t = this.#byStream.get(raw);
@@ -182,11 +214,21 @@ export class ConnectionGuard {
     t.top = top;
     this.#byStream.set(top, t);
     this.#enter(t, "session");
+    const open = new Map<http2.Http2Stream, StreamBound>();
+    t.streams = open;
+    const server = (session as http2.ServerHttp2Session).server as http2.Http2Server | undefined;
+    if (server && !this.#watched.has(server)) {
+      this.#watched.add(server);
+      // Made (and emitted) before the session's own 'stream' listeners below run; let go with the stream.
+      const record = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void => void this.#compat.set(req.stream, { req, res });
+      // Not 'connect': a listener there changes where the compatibility API sends CONNECT streams.
+      server.on("request", record);
+    }
     session.on("stream", (stream: http2.Http2Stream) => {
-      t.streams += 1;
+      open.set(stream, { since: Date.now(), complete: false });
       stream.once("close", () => {
-        t.streams -= 1;
-        if (t.streams === 0) t.since = Date.now();
+        open.delete(stream);
+        if (open.size === 0) t.since = Date.now();
       });
     });
   }
@@ -263,12 +305,60 @@ export class ConnectionGuard {
           if (b.requestTimeoutMs > 0 && age >= b.requestTimeoutMs && t.req && !t.req.complete) this.#close(t, "request-timeout", "request body too slow", b.requestTimeoutMs);
           break;
         case "session":
-          if (t.streams === 0 && b.idleTimeoutMs > 0 && age >= b.idleTimeoutMs) this.#close(t, undefined, "idle", b.idleTimeoutMs);
+          if (t.streams?.size === 0 && b.idleTimeoutMs > 0 && age >= b.idleTimeoutMs) this.#close(t, undefined, "idle", b.idleTimeoutMs);
+          else if (t.streams && b.requestTimeoutMs > 0) this.#sweepStreams(t, t.streams, now);
           break;
         case "tunnel":
           break;
       }
     }
+  }
+
+  /** Ends each stream of a session whose request is still not in after requestTimeoutMs. */
+  #sweepStreams(t: Tracked, open: Map<http2.Http2Stream, StreamBound>, now: number): void {
+    const ms = this.bounds.requestTimeoutMs;
+    for (const [stream, s] of open) {
+      if (s.complete || now - s.since < ms) continue;
+      // In once the client has sent END_STREAM (remoteClose), whether or not the pipeline has read it all yet;
+      // a body the pipeline does not read (a slow upstream) stays incomplete, as an HTTP/1.1 request's does.
+      if (stream.readableEnded || stream.state.remoteClose === 1) {
+        s.complete = true;
+        continue;
+      }
+      // Kept until it closes (after its 408 is sent), so that the session does not look idle meanwhile.
+      s.complete = true;
+      this.#metrics.rejectedConnections.inc({ reason: "request-timeout" });
+      this.#notices.note("request body too slow", t.client, `bound ${ms} ms`, true);
+      this.#endStream(stream as http2.ServerHttp2Stream, ms);
+    }
+  }
+
+  /**
+   * Ends one overdue stream. The request is destroyed first, with an error, so that the pipeline destroys its
+   * upstream request rather than ending it: the stream's close would otherwise end the request as if its body
+   * were whole, and the upstream would get a cut body as a complete one.
+   */
+  #endStream(stream: http2.ServerHttp2Stream, ms: number): void {
+    const pair = this.#compat.get(stream);
+    if (pair && !pair.req.destroyed) {
+      // Readable.destroy emits the error, which nobody may be listening for yet (the filter is still deciding).
+      if (pair.req.listenerCount("error") > 0) pair.req.destroy(new Error(`request body not received within ${ms} ms`));
+      else pair.req.destroy();
+    }
+    if (stream.destroyed || stream.closed) return;
+    if (!stream.headersSent) {
+      const body = `tproxy: request body not received within ${ms} ms\n`;
+      if (pair) {
+        // Through the response the pipeline holds, so that its request line shows the 408.
+        pair.res.writeHead(408, { "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(body) });
+        pair.res.end(body);
+      } else {
+        stream.respond({ ":status": 408, "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(body) });
+        stream.end(body);
+      }
+      return;
+    }
+    stream.close(http2Constants.NGHTTP2_CANCEL);
   }
 
   #close(t: Tracked, reason: string | undefined, what: string, ms: number): void {

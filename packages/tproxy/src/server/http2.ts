@@ -31,6 +31,17 @@ export const HTTP2_LIMITS = Object.freeze({
    */
   streamResetBurst: 1000,
   streamResetRate: 33,
+  /**
+   * PING and SETTINGS floods (CVE-2019-9512, CVE-2019-9515): frames of either from the client, each of which owes
+   * an ack, beyond a burst of this many, refilled at controlFrameRate per second, end the session with GOAWAY
+   * ENHANCE_YOUR_CALM. nghttp2's own bound [max_outbound_ack: 1000, not settable from Node] ends a session only
+   * when more than 1000 acks wait in its queue at once, which PINGs over TLS never reach (one 16 KiB record holds
+   * 963 of them), and Node stops reading while its writes wait: a client that floods PINGs and never reads the
+   * acks stalls its session, held as long as any of its streams, rather than ending it (Envoy ends it: 1000
+   * outbound control frames [max_outbound_control_frames]). The same burst and rate as for resets.
+   */
+  controlFrameBurst: 1000,
+  controlFrameRate: 33,
 });
 
 /** The HTTP/2 server whose 'request' events the interceptor handles (attach it before use). */
@@ -51,6 +62,24 @@ export function createHttp2Server(log: Logger): http2.Http2Server {
   server.on("session", (session: http2.ServerHttp2Session) => {
     session.on("error", () => session.destroy());
     session.on("frameError", () => undefined);
+    boundControlFrames(session, log);
   });
   return server;
+}
+
+/** Ends a session whose client sends PING and SETTINGS frames faster than HTTP2_LIMITS allows (a token bucket). */
+function boundControlFrames(session: http2.ServerHttp2Session, log: Logger): void {
+  const L = HTTP2_LIMITS;
+  let tokens = L.controlFrameBurst;
+  let at = Date.now();
+  const take = (): void => {
+    const now = Date.now();
+    tokens = Math.min(L.controlFrameBurst, tokens + ((now - at) * L.controlFrameRate) / 1000) - 1;
+    at = now;
+    if (tokens >= 0 || session.destroyed) return;
+    log.info({ burst: L.controlFrameBurst, rate: L.controlFrameRate }, "HTTP/2 session ended: PING/SETTINGS flood");
+    session.destroy(undefined, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  };
+  session.on("ping", take);
+  session.on("remoteSettings", take);
 }
