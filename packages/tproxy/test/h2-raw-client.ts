@@ -11,7 +11,8 @@ interface Spec {
   host: string;
   servername: string;
   ca: string;
-  streams: Array<{ headers: Array<[string, string]>; data?: string }>;
+  /** reset: after the data (sent without END_STREAM), RST_STREAM CANCEL: a client giving up mid-body. */
+  streams: Array<{ headers: Array<[string, string]>; data?: string; reset?: boolean }>;
 }
 const spec = JSON.parse(process.argv[2] ?? "{}") as Spec;
 
@@ -77,7 +78,15 @@ for (const [i, s] of spec.streams.entries()) {
   const id = 1 + 2 * i;
   const data = s.data === undefined ? undefined : Buffer.from(s.data, "latin1");
   socket.write(frame(1, 0x4 | (data === undefined ? 0x1 : 0), id, block(s.headers)));
-  if (data !== undefined) socket.write(frame(0, 0x1, id, data));
+  if (data !== undefined) socket.write(frame(0, s.reset ? 0 : 0x1, id, data));
+  if (s.reset) {
+    // Give the proxy time to pass the bytes on before the reset.
+    await new Promise((r) => setTimeout(r, 300));
+    const cancel = Buffer.alloc(4);
+    cancel.writeUInt32BE(8);
+    socket.write(frame(3, 0, id, cancel));
+    results[i]!.reset = 8;
+  }
   // Each stream is answered or reset before the next (a generous bound, not a speed assertion).
   const until = Date.now() + 5000;
   while (Date.now() < until && !results[i]!.answered && results[i]!.reset === null && goaway === null) await new Promise((r) => setTimeout(r, 20));

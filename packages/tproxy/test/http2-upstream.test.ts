@@ -192,8 +192,8 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
   describe("smuggling from an HTTP/2 stream into the HTTP/1.1 upstream leg", () => {
     const smuggled = (name: string) => `GET /smuggled-${name} HTTP/1.1\r\nhost: h1.example\r\n\r\n`;
     const pseudo = (path = "/a"): Array<[string, string]> => [[":method", "POST"], [":scheme", "https"], [":path", path], [":authority", "h1.example"]];
-    const raw = async (headers: Array<[string, string]>, data?: string) => {
-      const spec = { host: "h1.example", servername: "h1.example", ca: ca.cert, streams: [{ headers, ...(data === undefined ? {} : { data }) }] };
+    const raw = async (headers: Array<[string, string]>, data?: string, reset = false) => {
+      const spec = { host: "h1.example", servername: "h1.example", ca: ca.cert, streams: [{ headers, reset, ...(data === undefined ? {} : { data }) }] };
       const r = await world.pod.run(process.execPath, [RAW_CLIENT, JSON.stringify(spec)], { timeoutMs: 20_000 });
       if (r.code !== 0) throw new Error(`raw h2 client failed (${r.code}): ${r.stderr}`);
       return JSON.parse(r.stdout) as { streams: Array<{ answered: boolean; reset: number | null }>; goaway: number | null };
@@ -206,6 +206,16 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
       expect(r.streams[0]!.answered).to.equal(true);
       expect(seen()).to.include(`seen POST /control ${body.length}`);
       expect(seen().join("\n")).to.not.contain("/smuggled");
+    });
+
+    it("cuts the upstream request off when the client resets its stream mid-body (control: the same body ended is one whole request)", async () => {
+      const before = seen().length;
+      await raw(pseudo("/reset-mid-body"), "part of a body", true);
+      // Time for the upstream to have seen a request, if one had been completed.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(seen().slice(before).join("\n")).to.not.contain("/reset-mid-body");
+      await raw(pseudo("/ended-body"), "part of a body");
+      expect(seen().slice(before)).to.deep.equal(["seen POST /ended-body 14"]);
     });
 
     const attempts: Array<[string, Array<[string, string]>, string | undefined]> = [

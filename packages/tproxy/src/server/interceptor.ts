@@ -543,6 +543,11 @@ export class Interceptor {
       upstream.end();
       return;
     }
+    if (isHttp2(req)) {
+      // A stream the client resets mid-body ends its request object as if the body were whole: the upstream
+      // request is cut off instead, or it would take the part that came for the whole (a chunked one ends).
+      req.once("aborted", () => upstream.destroy());
+    }
     relay(req, upstream);
   }
 
