@@ -21,8 +21,8 @@
 //   node h2-client.ts '{"mode":"pings-then-request",...,"requests":[...]}': a few PINGs and SETTINGS (each
 // acknowledged), then the requests on the same session.
 import http2 from "node:http2";
-import tls from "node:tls";
 import { readFileSync } from "node:fs";
+import { frame, rawSession as openRawSession, type Frame, type RawSession } from "./h2-frames.ts";
 
 interface Spec {
   mode: "requests" | "rapid-reset" | "idle" | "bodies" | "continuation" | "continuation-stall" | "continuation-split" | "ack-flood" | "pings-then-request";
@@ -77,43 +77,17 @@ async function requests(): Promise<void> {
   session.close();
 }
 
-/** A frame: 9-byte header (length, type, flags, stream id) and payload. */
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-}
-
 async function rapidReset(): Promise<void> {
   const started = Date.now();
-  const socket = tls.connect({ host: spec.host, port: 443, servername: spec.servername, ca, ALPNProtocols: ["h2"] });
-  await new Promise<void>((resolve, reject) => socket.once("secureConnect", resolve).once("error", reject));
+  const { socket, ended, state } = await rawSession();
   // HPACK: :method GET (static 2), :scheme https (7), :path / (4), :authority (name index 1, literal value).
   const name = Buffer.from(spec.servername);
   const block = Buffer.concat([Buffer.from([0x82, 0x87, 0x84, 0x01, name.length]), name]);
-  let goaway: number | undefined;
-  let received = Buffer.alloc(0);
-  socket.on("data", (chunk: Buffer) => {
-    received = Buffer.concat([received, chunk]);
-    while (received.length >= 9) {
-      const length = received.readUIntBE(0, 3);
-      if (received.length < 9 + length) break;
-      if (received[3] === 7) goaway = received.readUInt32BE(9 + 4);
-      received = received.subarray(9 + length);
-    }
-  });
-  let closed = false;
-  const ended = new Promise<void>((resolve) => socket.once("close", () => ((closed = true), resolve())));
-  socket.on("error", () => undefined);
-  socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]));
   const cancel = Buffer.alloc(4);
   cancel.writeUInt32BE(8);
   let sent = 0;
   const total = spec.streams ?? 20_000;
-  while (sent < total && !closed && goaway === undefined) {
+  while (sent < total && !state.closed && state.goaway === undefined) {
     const batch: Buffer[] = [];
     for (let i = 0; i < 100 && sent < total; i += 1, sent += 1) {
       const id = 1 + 2 * sent;
@@ -124,7 +98,7 @@ async function rapidReset(): Promise<void> {
   }
   // The session should end soon after the flood; a generous bound, not a speed assertion.
   await Promise.race([ended, new Promise((r) => setTimeout(r, 10_000).unref())]);
-  process.stdout.write(JSON.stringify({ sent, goaway: goaway ?? null, closed, ms: Date.now() - started }) + "\n");
+  process.stdout.write(JSON.stringify({ sent, goaway: state.goaway ?? null, closed: state.closed, ms: Date.now() - started }) + "\n");
   socket.destroy();
 }
 
@@ -162,29 +136,8 @@ async function bodies(): Promise<void> {
   session.close();
 }
 
-/** A TLS connection that chose h2, with the preface and an empty SETTINGS sent, and the frames it receives parsed. */
-async function rawSession(): Promise<{ socket: tls.TLSSocket; frames: Array<{ type: number; flags: number; stream: number; payload: Buffer }>; ended: Promise<void>; state: { closed: boolean; goaway: number | undefined } }> {
-  const socket = tls.connect({ host: spec.host, port: 443, servername: spec.servername, ca, ALPNProtocols: ["h2"] });
-  await new Promise<void>((resolve, reject) => socket.once("secureConnect", resolve).once("error", reject));
-  const frames: Array<{ type: number; flags: number; stream: number; payload: Buffer }> = [];
-  const state = { closed: false, goaway: undefined as number | undefined };
-  let received = Buffer.alloc(0);
-  socket.on("data", (chunk: Buffer) => {
-    received = Buffer.concat([received, chunk]);
-    while (received.length >= 9) {
-      const length = received.readUIntBE(0, 3);
-      if (received.length < 9 + length) break;
-      const f = { type: received[3]!, flags: received[4]!, stream: received.readUInt32BE(5) & 0x7fffffff, payload: received.subarray(9, 9 + length) };
-      if (f.type === 7) state.goaway = f.payload.readUInt32BE(4);
-      frames.push(f);
-      received = received.subarray(9 + length);
-    }
-  });
-  const ended = new Promise<void>((resolve) => socket.once("close", () => ((state.closed = true), resolve())));
-  socket.on("error", () => undefined);
-  socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]));
-  return { socket, frames, ended, state };
-}
+/** A raw session to the spec's host (h2-frames.ts). */
+const rawSession = (): Promise<RawSession> => openRawSession({ host: spec.host, servername: spec.servername, ca });
 
 /** HPACK, literal without indexing: a static-table name (1 :authority, 4 :path) with a raw value (< 127 bytes). */
 const literal = (nameIndex: number, value: string): Buffer => Buffer.concat([Buffer.from([nameIndex, Buffer.byteLength(value)]), Buffer.from(value)]);
@@ -234,7 +187,7 @@ async function continuationStall(): Promise<void> {
 }
 
 /** Reads a response off raw frames: the :status of an indexed static entry (8..14) and the DATA of stream 1. */
-function response(frames: Array<{ type: number; flags: number; stream: number; payload: Buffer }>): { status: number; body: string; ended: boolean } {
+function response(frames: Frame[]): { status: number; body: string; ended: boolean } {
   const STATIC: Record<number, number> = { 8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500 };
   let status = 0;
   let body = "";
