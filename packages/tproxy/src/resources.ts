@@ -9,15 +9,27 @@ import { join, posix } from "node:path";
 
 // The memory cost model, from `npm run bench` measurements (packages/tproxy/bench): what the memory cgroup
 // was charged with 1 and with 4 serving threads and 1,000 busy HTTPS connections (200 and 349 MiB peak), and
-// with 2 threads and 5,000 open ones (441-451 MiB, packages/tproxy/test/memory-limit.test.ts), rounded up.
+// with 2 threads and 5,000 open ones (441-451 MiB, packages/tproxy/test/memory-limit.test.ts), rounded up;
+// the cost per connection from HTTP/2 sessions (the same test).
 // charts/tproxy/files/sizing.yaml holds the same numbers for the chart's render-time check (a chart test
 // keeps the two equal).
 /** Memory of the proxy before its first serving thread (runtime and code, the supervisor), MiB. */
 export const BASE_MIB = 90;
 /** What each serving thread adds under load (its JavaScript heap, young generation bounded to 8 MiB), MiB. */
 export const PER_WORKER_MIB = 50;
-/** What one open proxied connection adds (sockets, TLS state, buffers), KiB. */
-export const PER_CONNECTION_KIB = 64;
+/**
+ * What one open proxied connection adds (sockets, TLS state, buffers), KiB. Sized for an HTTP/2 session,
+ * which is what curl, browsers and gRPC clients open by default (test/memory-limit.test.ts, 2 threads,
+ * cgroup usage, from idle to 1,000 and from 1,000 to 2,500 or 3,000): an h2 session that has answered and
+ * waits 95-119 KiB, an HTTP/1.1 keep-alive connection 72-91 KiB; rounded up. At 64 KiB, the HTTP/1.1
+ * figure, the cap admitted 5,000 h2 sessions within 512 MiB (480-484 MiB charged, 507 MiB peak) and 500
+ * slow answers on top had the proxy killed; at 128 it admits 2,576, which with those 500 peak at 345 MiB.
+ * Not counted here, for the cap counts connections: each request in flight to an upstream holds an
+ * upstream connection of its own, 62-75 KiB (one per HTTP/1.1 connection, up to maxConcurrentStreams
+ * per h2 session), and an h2 stream whose answer the client does not read holds about 450-550 KiB
+ * (up to about 50 MiB per session of 100 streams, whatever the flow-control windows).
+ */
+export const PER_CONNECTION_KIB = 128;
 /** Connections the proxy must be able to hold at once within its memory limit, over all workers. */
 export const RESERVE_CONNECTIONS = 1000;
 
