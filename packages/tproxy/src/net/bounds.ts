@@ -224,13 +224,44 @@ export class ConnectionGuard {
       // Not 'connect': a listener there changes where the compatibility API sends CONNECT streams.
       server.on("request", record);
     }
-    session.on("stream", (stream: http2.Http2Stream) => {
+    // Before the server's own listener, which hands the stream to the pipeline: a refused stream never reaches it.
+    session.prependListener("stream", (stream: http2.Http2Stream) => {
+      // A stream beyond the session's first holds what a connection with one request holds (an upstream
+      // connection, buffers: memory-limit.test.ts), so it is counted against the same caps. Otherwise one pod
+      // could hold 100 requests in flight per connection where HTTP/1.1 holds one, past --max-connections.
+      const counted = open.size > 0;
+      if (counted && !this.#admitStream(t.client)) {
+        stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        return;
+      }
       open.set(stream, { since: Date.now(), complete: false });
       stream.once("close", () => {
         open.delete(stream);
+        if (counted) {
+          this.#perClient.release(t.client);
+          this.#perClient.releaseTotal();
+        }
         if (open.size === 0) t.since = Date.now();
       });
     });
+  }
+
+  /** Counts one more HTTP/2 stream in flight against the proxy's and the client's caps; false: refused. */
+  #admitStream(client: string): boolean {
+    const total = this.bounds.maxConnections;
+    if (!this.#perClient.acquireTotal(total)) {
+      this.#metrics.rejectedConnections.inc({ reason: "stream-proxy-limit" });
+      this.#notices.note("HTTP/2 stream refused: proxy connection limit (--max-connections, streams in flight counted)", client, `limit ${total}`);
+      return false;
+    }
+    const max = this.bounds.maxClientConnections;
+    if (this.#perClient.acquire(client, max) === false) {
+      this.#perClient.releaseTotal();
+      this.#metrics.rejectedConnections.inc({ reason: "stream-client-limit" });
+      this.#notices.note("HTTP/2 stream refused: per-client connection limit (streams in flight counted)", client, `limit ${max}`);
+      return false;
+    }
+    return true;
   }
 
   /** Follows the requests of a server that parses tracked connections. */

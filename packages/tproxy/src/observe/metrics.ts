@@ -149,7 +149,7 @@ export class ProxyMetrics {
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
   );
   readonly openConnections = new Gauge<"mode">("tproxy_open_connections", "Client connections open, by mode");
-  readonly rejectedConnections = new Counter<"reason">("tproxy_rejected_connections_total", "Client connections closed by the proxy, by reason: unknown-protocol (neither TLS nor HTTP, or a refused TLS server name), h2c (cleartext HTTP/2), tls-handshake, client-limit (--max-client-connections), proxy-limit (--max-connections), handshake-timeout, header-timeout, request-timeout");
+  readonly rejectedConnections = new Counter<"reason">("tproxy_rejected_connections_total", "Client connections closed by the proxy, by reason: unknown-protocol (neither TLS nor HTTP, or a refused TLS server name), h2c (cleartext HTTP/2), tls-handshake, client-limit (--max-client-connections), proxy-limit (--max-connections), stream-client-limit and stream-proxy-limit (an HTTP/2 stream refused by the same limits, which count streams in flight beyond a session's first), handshake-timeout, header-timeout, request-timeout");
   readonly certCacheEntries = new Gauge("tproxy_certificate_cache_entries", "Leaf certificates held in memory");
   readonly certCacheLookups = new Counter<"result">("tproxy_certificate_cache_lookups_total", "Leaf certificate lookups, by result: hit (in this thread's cache), shared (minted by another serving thread), mint");
   readonly filterReloads = new Counter<"result">("tproxy_filter_reloads_total", "Filter loads, by result (success or error)");

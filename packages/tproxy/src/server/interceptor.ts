@@ -323,6 +323,8 @@ export class Interceptor {
   }
 
   async #handle(req: ClientRequest, res: ClientResponse): Promise<void> {
+    // A stream refused as it opened (net/bounds.ts: the connection limits count streams) is not a request.
+    if (isHttp2(req) && req.stream.closed) return;
     const state = this.#newState(this.connectionInfo(req), req);
     state.req = req;
     this.inFlight += 1;
