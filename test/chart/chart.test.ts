@@ -784,7 +784,7 @@ describe("helm chart charts/tproxy", function () {
       // The message shows the size in MiB unless it is written in Mi, so the tests see what the chart read.
       const forms: [unknown, number, string][] = [
         ["512Mi", 512 * MIB, "512Mi"],
-        ["212.5Mi", 212.5 * MIB, "212.5Mi"],
+        ["312.5Mi", 312.5 * MIB, "312.5Mi"],
         ["0.5Gi", 512 * MIB, "0.5Gi (512 MiB)"],
         ["524288Ki", 512 * MIB, "524288Ki (512 MiB)"],
         ["536870912", 512 * MIB, "536870912 (512 MiB)"],
