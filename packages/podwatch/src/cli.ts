@@ -36,12 +36,12 @@ const program = new Command("tproxy-podwatch")
   .action(async (raw: RawOptions) => {
     const config = parseConfig(raw);
     const log = pino({ name: "tproxy-podwatch", level: process.env.TPROXY_LOG_LEVEL ?? "info" });
-    const podwatch = await startPodwatch(config, { log });
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal }, "stopping");
+    // The handlers come first: a SIGTERM while podwatch starts (an uninstall right after a restart) must
+    // still get its final stop once the start is done, not the default action, which would end the
+    // process with neither the uninstall's clean-up nor the CNI uninstall marker.
+    let stopping: string | undefined;
+    let started: Awaited<ReturnType<typeof startPodwatch>> | undefined;
+    const finish = (signal: string, podwatch: NonNullable<typeof started>) => {
       // SIGTERM is the kubelet's: a restart or an uninstall, which shutdown() tells apart. SIGINT (a
       // terminal) just stops; the chains stay as they are.
       (signal === "SIGTERM" ? podwatch.shutdown() : podwatch.stop()).then(
@@ -52,8 +52,16 @@ const program = new Command("tproxy-podwatch")
         },
       );
     };
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = signal;
+      log.info({ signal }, started ? "stopping" : "stopping once started");
+      if (started) finish(signal, started);
+    };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
+    started = await startPodwatch(config, { log });
+    if (stopping) finish(stopping, started);
   });
 
 // The subcommand's flags are its own, even those named as the daemon's (--namespace, --annotation).

@@ -5,9 +5,9 @@
 // comes from the pod events themselves; drift repair, the resync's job, is tested on its own with a
 // short resync.
 import { expect } from "chai";
-import type { ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -35,6 +35,8 @@ interface LaunchOptions {
   /** Replaces the default flags (`--node-name node-a --resync 10m --metrics-port 0`). */
   args?: string[];
   env?: Record<string, string>;
+  /** Return as soon as it is spawned, not once it serves /healthz. */
+  unready?: boolean;
 }
 
 describe("tproxy-podwatch in a node namespace (integration)", function () {
@@ -69,6 +71,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
         }
       }
     });
+    if (opts.unready) return { child, logs, statusPort: 0, node: where };
     await waitFor("podwatch to serve /healthz", () => logs.some((l) => l.msg === "serving /healthz and /metrics") || child.exitCode !== null, 15_000);
     if (child.exitCode !== null) throw new Error(`podwatch exited ${child.exitCode}: ${stderr}`);
     const statusPort = Number(logs.find((l) => l.msg === "serving /healthz and /metrics")?.port);
@@ -477,7 +480,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       { mode: 0o755 },
     );
     try {
-      pw = await launch({ env: { PATH: `${bin}:${process.env.PATH ?? ""}` } });
+      pw = await launch({ env: { PATH: `${bin}:${process.env.PATH ?? ""}` }, unready: true });
       api.createPod({ name: "blocked", nodeName: "node-a", annotations: ON, podIP: "10.244.0.70" });
       await waitFor("/healthz to report the failure", async () => (await health(pw!)).status === "503", 5_000, 100);
       expect((await health(pw!)).body).to.include({ healthy: false, lastApplyOk: false });
@@ -654,6 +657,31 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
         const uninstall = await launch({ ...other, args });
         await waitFor("the CNI socket", () => existsSync(sock), 5_000);
         await halt(uninstall);
+        expect(readFileSync(`${sock}.uninstall`, "utf8")).to.equal(`daemonset ${DS.join("/")} not found\n`);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it("stopped (SIGTERM) while it is still starting: its final stop runs once started (an uninstall's CNI marker is left), not the signal's default", async () => {
+      const dir = mkdtempSync(join(tmpdir(), "podwatch-cni-early-"));
+      const sock = join(dir, "cni.sock");
+      try {
+        // The start made slow where it is surely under way: the first iptables program it runs (to choose the
+        // backend) waits, once, after leaving a flag the test sees.
+        const bin = join(dir, "bin");
+        mkdirSync(bin);
+        for (const tool of ["iptables-nft-save", "iptables-legacy-save"]) {
+          const real = execFileSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).trim();
+          writeFileSync(join(bin, tool), `#!/bin/sh\nif mkdir ${dir}/slowed 2>/dev/null; then sleep 2; fi\nexec ${real} "$@"\n`, { mode: 0o755 });
+        }
+        const other = await otherNode();
+        const early = await launch({ ...other, args: [...flags("node-u10"), "--cni-socket", sock], env: { PATH: `${bin}:${process.env.PATH ?? ""}` }, unready: true });
+        await waitFor("its start to be under way", () => existsSync(join(dir, "slowed")), 5_000);
+        expect(existsSync(sock)).to.equal(false);
+        await halt(early);
+        expect({ code: early.child.exitCode, signal: early.child.signalCode }).to.deep.equal({ code: 0, signal: null });
+        expect(early.logs.some((l) => l.msg === "stopping once started")).to.equal(true);
         expect(readFileSync(`${sock}.uninstall`, "utf8")).to.equal(`daemonset ${DS.join("/")} not found\n`);
       } finally {
         rmSync(dir, { recursive: true, force: true });
