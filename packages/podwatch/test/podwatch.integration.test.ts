@@ -480,7 +480,7 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       { mode: 0o755 },
     );
     try {
-      pw = await launch({ env: { PATH: `${bin}:${process.env.PATH ?? ""}` }, unready: true });
+      pw = await launch({ env: { PATH: `${bin}:${process.env.PATH ?? ""}` } });
       api.createPod({ name: "blocked", nodeName: "node-a", annotations: ON, podIP: "10.244.0.70" });
       await waitFor("/healthz to report the failure", async () => (await health(pw!)).status === "503", 5_000, 100);
       expect((await health(pw!)).body).to.include({ healthy: false, lastApplyOk: false });
