@@ -46,6 +46,7 @@ program
   .addOption(new Option("--header-timeout <ms>", "a request head must arrive within this of its first byte (0: off)").env("TPROXY_HEADER_TIMEOUT").default("10000"))
   .addOption(new Option("--idle-timeout <ms>", "a client connection may wait this long for its next request (0: off)").env("TPROXY_IDLE_TIMEOUT").default("30000"))
   .addOption(new Option("--request-timeout <ms>", "a whole request, head and body, must arrive within this of its first byte (0: off)").env("TPROXY_REQUEST_TIMEOUT").default("300000"))
+  .addOption(new Option("--send-timeout <ms>", "an answer whose client takes none of it for this long is cut off: the connection reset, or the HTTP/2 stream alone (0: off)").env("TPROXY_SEND_TIMEOUT").default("60000"))
   .addOption(new Option("--max-connections <n>", 'connections the proxy holds open at once from all sources; more are reset at once (0: no cap; "auto": what the container\'s memory limit holds at the measured cost per connection, none without a limit)').env("TPROXY_MAX_CONNECTIONS").default("auto"))
   .addOption(new Option("--max-client-connections <n>", "connections one source address may hold open at once; more are reset at once (0: no cap)").env("TPROXY_MAX_CLIENT_CONNECTIONS").default("512"))
   .addOption(new Option("--log-format <format>", "log lines as text (for people) or json").choices(["text", "json"]).env("TPROXY_LOG_FORMAT").default("text"))

@@ -82,6 +82,7 @@ export interface RawRunOptions {
   headerTimeout?: string;
   idleTimeout?: string;
   requestTimeout?: string;
+  sendTimeout?: string;
   maxClientConnections?: string;
   maxConnections?: string;
   podIdentityFile?: string;
@@ -207,6 +208,7 @@ export function parseRunConfig(raw: RawRunOptions, autoWorkers: () => number = (
     headerTimeoutMs: bound("--header-timeout", raw.headerTimeout, 10_000, "milliseconds"),
     idleTimeoutMs: bound("--idle-timeout", raw.idleTimeout, 30_000, "milliseconds"),
     requestTimeoutMs: bound("--request-timeout", raw.requestTimeout, 300_000, "milliseconds"),
+    sendTimeoutMs: bound("--send-timeout", raw.sendTimeout, 60_000, "milliseconds"),
     maxClientConnections: bound("--max-client-connections", raw.maxClientConnections, 512, "connections", 1_000_000),
     maxConnections: raw.maxConnections === undefined || raw.maxConnections === "" || raw.maxConnections === "auto"
       ? autoMaxConnections(workerCount)

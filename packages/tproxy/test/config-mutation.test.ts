@@ -49,6 +49,7 @@ describe("tproxy run config", () => {
       headerTimeoutMs: 10_000,
       idleTimeoutMs: 30_000,
       requestTimeoutMs: 300_000,
+      sendTimeoutMs: 60_000,
       maxClientConnections: 512,
       maxConnections: 0,
     });

@@ -29,11 +29,11 @@ export interface RawSession {
 }
 
 /**
- * A TLS connection to host:443 that chose h2, with the client preface and an empty SETTINGS sent; `onFrame` sees
- * each frame as it arrives (after it is recorded).
+ * A TLS connection to host:443 (from `localAddress`, if given) that chose h2, with the client preface and a SETTINGS
+ * frame (`settings`: its payload, empty by default) sent; `onFrame` sees each frame as it arrives (after it is recorded).
  */
-export async function rawSession(opts: { host: string; servername: string; ca: Buffer }, onFrame?: (f: Frame, s: RawSession) => void): Promise<RawSession> {
-  const socket = tls.connect({ host: opts.host, port: 443, servername: opts.servername, ca: opts.ca, ALPNProtocols: ["h2"] });
+export async function rawSession(opts: { host: string; servername: string; ca: Buffer; localAddress?: string; settings?: Buffer }, onFrame?: (f: Frame, s: RawSession) => void): Promise<RawSession> {
+  const socket = tls.connect({ host: opts.host, port: 443, servername: opts.servername, ca: opts.ca, ALPNProtocols: ["h2"], ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
   await new Promise<void>((resolve, reject) => socket.once("secureConnect", resolve).once("error", reject));
   const session: RawSession = { socket, frames: [], ended: Promise.resolve(), state: { closed: false, goaway: undefined } };
   let received = Buffer.alloc(0);
@@ -51,7 +51,7 @@ export async function rawSession(opts: { host: string; servername: string; ca: B
   });
   session.ended = new Promise<void>((resolve) => socket.once("close", () => ((session.state.closed = true), resolve())));
   socket.on("error", () => undefined);
-  socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]));
+  socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, opts.settings ?? Buffer.alloc(0))]));
   return session;
 }
 

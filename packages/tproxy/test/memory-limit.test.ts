@@ -321,85 +321,8 @@ const keep = (c, round) => c.request("/keep/" + c.i + "/" + round, servername + 
 })().catch((e) => { console.error(e); process.exit(1); });
 `;
 
-// node -e UNREAD CA SERVERNAME ADDRESS SOURCE SESSIONS STREAMS BYTES WINDOW
-// A client that asks for large answers and never reads them: SESSIONS h2 sessions from SOURCE, each opening
-// STREAMS streams of GET /bytes/BYTES at once, having announced WINDOW as every stream's flow-control window
-// (and the connection's as their sum, at most 2^31-1). It reads until every stream's response HEADERS has
-// come, then stops reading its socket for good. Prints {"phase":"stalled",...} and waits for a line on
-// stdin. Frames are written by hand: a library client reads on its own.
-const UNREAD = String.raw`
-const tls = require("node:tls");
-const ca = require("node:fs").readFileSync(process.argv[1]);
-const servername = process.argv[2], address = process.argv[3], source = process.argv[4];
-const sessions = Number(process.argv[5]), streams = Number(process.argv[6]), bytes = Number(process.argv[7]), window = Number(process.argv[8]);
-
-function frame(type, flags, id, payload) {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(id, 5);
-  return Buffer.concat([head, payload]);
-}
-// HPACK: literal field without indexing, new name, no Huffman (names and values here are short: < 127 octets).
-function block(fields) {
-  return Buffer.concat(fields.flatMap(([k, v]) => [Buffer.from([0x00, k.length]), Buffer.from(k), Buffer.from([v.length]), Buffer.from(v)]));
-}
-const u32 = (v) => { const b = Buffer.alloc(4); b.writeUInt32BE(v); return b; };
-const setting = (id, v) => Buffer.concat([Buffer.from([0, id]), u32(v)]);
-
-function open(s) {
-  return new Promise((resolve, reject) => {
-    const sock = tls.connect({ host: address, port: 443, servername, ca, localAddress: source, ALPNProtocols: ["h2"] });
-    const got = { answered: 0, data: 0, goaway: null, closed: false };
-    let buf = Buffer.alloc(0);
-    let stalled = false;
-    sock.once("secureConnect", () => {
-      if (sock.alpnProtocol !== "h2") return reject(new Error("ALPN chose " + sock.alpnProtocol));
-      const out = [Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.concat([setting(2, 0), setting(4, window)]))];
-      // The connection's window: as large as the streams' together (at most 2^31-1).
-      const more = Math.min(2 ** 31 - 1, window * streams) - 65535;
-      if (more > 0) out.push(frame(8, 0, 0, u32(more)));
-      for (let k = 0; k < streams; k++) {
-        out.push(frame(1, 0x5, 2 * k + 1, block([[":method", "GET"], [":scheme", "https"], [":path", "/bytes/" + bytes + "?s=" + s + "&k=" + k], [":authority", servername]])));
-      }
-      sock.write(Buffer.concat(out));
-    });
-    sock.on("data", (chunk) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) break;
-        const type = buf[3], flags = buf[4];
-        if (type === 4 && !(flags & 1)) sock.write(frame(4, 1, 0, Buffer.alloc(0))); // ack the proxy's SETTINGS
-        if (type === 1) got.answered += 1;
-        if (type === 0) got.data += len;
-        if (type === 7) got.goaway = buf.readUInt32BE(9 + 4);
-        buf = buf.subarray(9 + len);
-      }
-      // Every stream answered and its body begun: from here on, nothing more is read.
-      if (!stalled && got.answered === streams) {
-        stalled = true;
-        sock.pause();
-        resolve(got);
-      }
-    });
-    sock.on("error", (e) => reject(new Error(e.code || e.message)));
-    sock.on("close", () => { got.closed = true; if (!stalled) reject(new Error("closed by the proxy after " + got.answered + " answers" + (got.goaway === null ? "" : ", GOAWAY " + got.goaway))); });
-    setTimeout(() => { if (!stalled) reject(new Error("only " + got.answered + " of " + streams + " streams answered in 40 s")); }, 40_000).unref();
-  });
-}
-
-(async () => {
-  const results = await Promise.allSettled(Array.from({ length: sessions }, (_, s) => open(s)));
-  const errors = {};
-  for (const r of results) if (r.status === "rejected") errors[r.reason.message] = (errors[r.reason.message] || 0) + 1;
-  const ok = results.filter((r) => r.status === "fulfilled");
-  console.log(JSON.stringify({ phase: "stalled", ok: ok.length, errors, dataBytes: ok.reduce((a, r) => a + r.value.data, 0) }));
-  await new Promise((r) => process.stdin.once("data", r));
-  process.exit(0);
-})().catch((e) => { console.error(e); process.exit(1); });
-`;
+// The client that asks for large answers and never reads them (its mode "h2-sessions").
+const UNREAD_CLIENT = join(import.meta.dirname, "unread-client.ts");
 
 interface Round {
   phase: string;
@@ -694,9 +617,11 @@ function memorySuite(protocol: "http/1.1" | "h2"): void {
           // A proxy of its own: what the earlier thousands of sessions left in its heap is not this test's.
           await proxy.stop("SIGKILL");
           cgroup = newCgroup(this, `unread-${window}`, limit.bytes);
-          proxy = await startProxyIn(cgroup, ["--workers", "auto"]);
+          // What unread answers hold while nothing cuts them off (--send-timeout does: send-timeout.test.ts).
+          proxy = await startProxyIn(cgroup, ["--workers", "auto", "--send-timeout", "0"]);
           const before = measure("before the unread answers");
-          const unread = new Proc(world.pod.spawn(process.execPath, ["-e", UNREAD, ca.cert, "storage.googleapis.com", STORAGE_IP, SOURCES[0]!, String(SESSIONS), String(STREAMS), String(BYTES), String(window)], { stdio: ["pipe", "pipe", "pipe"] }));
+          const spec = { mode: "h2-sessions", ca: ca.cert, servername: "storage.googleapis.com", address: STORAGE_IP, source: SOURCES[0]!, sessions: SESSIONS, streams: STREAMS, bytes: BYTES, window };
+          const unread = new Proc(world.pod.spawn(process.execPath, [UNREAD_CLIENT, JSON.stringify(spec)], { stdio: ["pipe", "pipe", "pipe"] }));
           try {
             let upstream = 0;
             const series: number[] = [];
@@ -736,6 +661,50 @@ function memorySuite(protocol: "http/1.1" | "h2"): void {
           expectAlive();
         });
       }
+
+      it(`with --send-timeout, the same unread answers (${SESSIONS} sessions × ${STREAMS} streams) are cut off after the bound, and a second pod's like flood reuses their memory rather than adding to it`, async function () {
+        this.timeout(180_000);
+        await proxy.stop("SIGKILL");
+        cgroup = newCgroup(this, "unread-bounded", limit.bytes);
+        const BOUND_MS = 5_000;
+        proxy = await startProxyIn(cgroup, ["--workers", "auto", "--send-timeout", String(BOUND_MS)]);
+        const before = measure("before the unread answers");
+        const flood = (source: string): Proc => {
+          const spec = { mode: "h2-sessions", ca: ca.cert, servername: "storage.googleapis.com", address: STORAGE_IP, source, sessions: SESSIONS, streams: STREAMS, bytes: BYTES, window: 65_535 };
+          return new Proc(world.pod.spawn(process.execPath, [UNREAD_CLIENT, JSON.stringify(spec)], { stdio: ["pipe", "pipe", "pipe"] }));
+        };
+        const round = async (client: Proc): Promise<{ usage: number; upstream: number }> => {
+          const held = await highest(async () => {
+            const stalled = JSON.parse(await client.waitForLine(/"phase":"stalled"/, 60_000)) as Round;
+            expect({ ok: stalled.ok, errors: stalled.errors }, `sessions whose every stream was answered${proxyWarnings()}`).to.deep.equal({ ok: SESSIONS, errors: {} });
+            return upstreamConnections();
+          });
+          let left = -1;
+          await waitFor("every unread answer to be cut off (no upstream connection left)", async () => (left = await upstreamConnections()) === 0, BOUND_MS + 20_000, 500)
+            .catch((e: Error) => { throw new Error(`${e.message}: ${left} left${proxyWarnings()}`); });
+          return { usage: held.usage, upstream: held.result };
+        };
+        // Both clients stay connected, never reading: only the bound lets go of what they asked for.
+        const first = flood(SOURCES[0]!);
+        let second: Proc | undefined;
+        try {
+          const one = await round(first);
+          second = flood(SOURCES[1]!);
+          const two = await round(second);
+          const grew1 = one.usage - before.usage;
+          const grew2 = two.usage - before.usage;
+          console.log(`      ${SESSIONS} × ${STREAMS} unread answers under --send-timeout ${BOUND_MS}, from two pods one after the other: cgroup usage grew ${fmtMiB(grew1)} at the first's height, ${fmtMiB(grew2)} at the second's`);
+          // Before the bound: an upstream connection per stream (the first pod's were gone when the second's came).
+          expect([one.upstream, two.upstream], "upstream connections while the answers were held").to.deep.equal([SESSIONS * STREAMS, SESSIONS * STREAMS]);
+          // Held (no bound), the second flood's answers would come on top of the first's: about twice.
+          expect(grew2, `the second flood's height (${fmtMiB(grew2)}) against the first's (${fmtMiB(grew1)})`).to.be.below(grew1 * 1.5);
+          expect(metric(await metricsOf(world), "tproxy_rejected_connections_total", { reason: "send-timeout" })).to.equal(2 * SESSIONS * STREAMS);
+        } finally {
+          await first.stop("SIGKILL");
+          await second?.stop("SIGKILL");
+        }
+        expectAlive();
+      });
 
       return;
     }

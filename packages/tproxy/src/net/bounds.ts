@@ -1,7 +1,9 @@
 // Time and count bounds on client connections, so that one pod cannot hold the proxy's memory or
 // sockets: a connection must finish its TLS handshake (and the first-bytes sniff), each request head,
 // and each request body within a bound, may sit idle between requests only so long, and one source
-// address may hold only so many connections at once.
+// address may hold only so many connections at once. An answer the client stops taking (a pod that never
+// reads) is cut off after a bound, as nginx's send_timeout does: until then it holds socket buffers on both
+// legs, most of them kernel memory charged to the proxy's cgroup.
 //
 // Node's own headersTimeout/requestTimeout are checked only for servers that listen (the check starts
 // on "listening"); the server that runs the pipeline is fed connections by hand and never listens,
@@ -9,7 +11,7 @@
 import type http from "node:http";
 import http2 from "node:http2";
 import type net from "node:net";
-import type { Duplex } from "node:stream";
+import type { Duplex, Writable } from "node:stream";
 import type { Logger } from "pino";
 import type { ProxyMetrics } from "../observe/metrics.ts";
 import { ClientCounts } from "./client-counts.ts";
@@ -23,6 +25,11 @@ export interface ConnectionBounds {
   readonly idleTimeoutMs: number;
   /** From the first byte of a request until its whole body has arrived, in ms (0: off). Default 300000. */
   readonly requestTimeoutMs: number;
+  /**
+   * How long an answer may wait for its client to take any of it (bytes queued toward the client, none of
+   * them taken), in ms (0: off): the connection is reset, or for HTTP/2 the stream alone. Default 60000.
+   */
+  readonly sendTimeoutMs: number;
   /** Connections one source address may hold open at once, over all serving threads (0: no cap). Default 512. */
   readonly maxClientConnections: number;
   /** Connections the proxy holds open at once from all sources (0: no cap). `tproxy run`: what its memory limit holds (--max-connections auto). */
@@ -34,6 +41,7 @@ export const DEFAULT_BOUNDS: ConnectionBounds = Object.freeze({
   headerTimeoutMs: 10_000,
   idleTimeoutMs: 30_000,
   requestTimeoutMs: 300_000,
+  sendTimeoutMs: 60_000,
   maxClientConnections: 512,
   maxConnections: 0,
 });
@@ -44,6 +52,48 @@ const NOTICE_WINDOW_MS = 10_000;
 const http2Constants = http2.constants;
 
 type Phase = "handshake" | "idle" | "head" | "request" | "tunnel" | "session";
+
+/** Bytes queued toward a client, since when none of them were taken, and the drains counted then. */
+interface Stall {
+  pending: number;
+  since: number;
+  drains: number;
+}
+
+/** What the send bound knows of one writer toward a client: a connection's socket, or an HTTP/2 stream. */
+interface Progress {
+  stall: Stall | undefined;
+  /** 'drain' events of `watched`: each says the whole queue was taken. */
+  drains: number;
+  watched: Writable | undefined;
+}
+
+/**
+ * How long the client of `w` has taken none of the bytes queued toward it (0: it took some since the last
+ * sweep, or nothing waits). Node's queue of a socket or stream shrinks only as writes complete, that is as
+ * the client's side takes them (TCP window, HTTP/2 flow control). Progress is a queue that shrank, or one that
+ * drained (emptied, then filled again by a relay that waited for the drain: its length alone could look
+ * unchanged). A queue that did neither, or grew (more queued, nothing taken), is a stall.
+ */
+function stalledMs(p: Progress, w: Writable, now: number): number {
+  const pending = w.writableLength;
+  if (pending === 0) {
+    p.stall = undefined;
+    return 0;
+  }
+  if (p.watched !== w) {
+    // Only writers that ever had bytes waiting at a sweep get the listener; it goes with the writer.
+    p.watched = w;
+    w.on("drain", () => void (p.drains += 1));
+  }
+  const s = p.stall;
+  if (s === undefined || s.drains !== p.drains || pending < s.pending) {
+    p.stall = { pending, since: now, drains: p.drains };
+    return 0;
+  }
+  s.pending = pending;
+  return now - s.since;
+}
 
 interface Tracked {
   readonly client: string;
@@ -58,13 +108,17 @@ interface Tracked {
   res: http.ServerResponse | undefined;
   /** An HTTP/2 connection: its streams now open (idle means none for idleTimeoutMs), each with its request bound. */
   streams: Map<http2.Http2Stream, StreamBound> | undefined;
+  /** Bytes queued toward the client (HTTP/1.1, tunnels) and whether it takes them. */
+  send: Progress;
 }
 
 /** One open HTTP/2 stream: when it opened, and whether its request (headers and whole body) is in. */
 interface StreamBound {
   readonly since: number;
-  /** In, or ended for not being in: no longer swept. */
+  /** In, or ended for not being in: no longer swept for the request bound. */
   complete: boolean;
+  /** Bytes of its answer queued toward the client and whether it takes them. */
+  send: Progress;
 }
 
 /** The compatibility API's request and response of a stream, when the server made them. */
@@ -138,7 +192,7 @@ export class ConnectionGuard {
     this.#metrics = metrics;
     this.#notices = new Notices(log);
     // A deadline is noticed within a quarter of the shortest bound (at most 1 s late).
-    const enabled = [bounds.handshakeTimeoutMs, bounds.headerTimeoutMs, bounds.idleTimeoutMs, bounds.requestTimeoutMs].filter((t) => t > 0);
+    const enabled = [bounds.handshakeTimeoutMs, bounds.headerTimeoutMs, bounds.idleTimeoutMs, bounds.requestTimeoutMs, bounds.sendTimeoutMs].filter((t) => t > 0);
     this.#sweepMs = Math.min(1000, Math.max(10, Math.floor(Math.min(4000, ...enabled) / 4)));
   }
 
@@ -163,7 +217,7 @@ export class ConnectionGuard {
       raw.resetAndDestroy();
       return false;
     }
-    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined, streams: undefined };
+    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined, streams: undefined, send: { stall: undefined, drains: 0, watched: undefined } };
     this.#all.add(t);
     this.#byStream.set(raw, t);
     raw.once("close", () => {
@@ -234,7 +288,7 @@ export class ConnectionGuard {
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
-      open.set(stream, { since: Date.now(), complete: false });
+      open.set(stream, { since: Date.now(), complete: false, send: { stall: undefined, drains: 0, watched: undefined } });
       stream.once("close", () => {
         open.delete(stream);
         if (counted) {
@@ -320,6 +374,12 @@ export class ConnectionGuard {
         t.since = now;
         continue;
       }
+      // Whatever the phase (an answer, a tunnel's bytes, a pipelined answer): bytes the client takes none of.
+      // An HTTP/2 session's socket is the session's; its streams are swept one by one below.
+      if (b.sendTimeoutMs > 0 && t.phase !== "session" && stalledMs(t.send, t.top, now) >= b.sendTimeoutMs) {
+        this.#close(t, "send-timeout", "answer not taken by the client", b.sendTimeoutMs);
+        continue;
+      }
       const age = now - t.since;
       switch (t.phase) {
         case "handshake":
@@ -337,7 +397,7 @@ export class ConnectionGuard {
           break;
         case "session":
           if (t.streams?.size === 0 && b.idleTimeoutMs > 0 && age >= b.idleTimeoutMs) this.#close(t, undefined, "idle", b.idleTimeoutMs);
-          else if (t.streams && b.requestTimeoutMs > 0) this.#sweepStreams(t, t.streams, now);
+          else if (t.streams && (b.requestTimeoutMs > 0 || b.sendTimeoutMs > 0)) this.#sweepStreams(t, t.streams, now);
           break;
         case "tunnel":
           break;
@@ -345,11 +405,22 @@ export class ConnectionGuard {
     }
   }
 
-  /** Ends each stream of a session whose request is still not in after requestTimeoutMs. */
+  /**
+   * Ends each stream of a session whose request is still not in after requestTimeoutMs, and each whose client
+   * has taken none of its answer for sendTimeoutMs (RST_STREAM CANCEL: a client that withholds the stream's
+   * flow-control window, or the whole session's bytes).
+   */
   #sweepStreams(t: Tracked, open: Map<http2.Http2Stream, StreamBound>, now: number): void {
     const ms = this.bounds.requestTimeoutMs;
+    const sendMs = this.bounds.sendTimeoutMs;
     for (const [stream, s] of open) {
-      if (s.complete || now - s.since < ms) continue;
+      if (sendMs > 0 && !stream.destroyed && stalledMs(s.send, stream, now) >= sendMs) {
+        this.#metrics.rejectedConnections.inc({ reason: "send-timeout" });
+        this.#notices.note("answer not taken by the client", t.client, `bound ${sendMs} ms`, true);
+        this.#cancelStream(stream);
+        continue;
+      }
+      if (ms === 0 || s.complete || now - s.since < ms) continue;
       // In once the client has sent END_STREAM (remoteClose), whether or not the pipeline has read it all yet;
       // a body the pipeline does not read (a slow upstream) stays incomplete, as an HTTP/1.1 request's does.
       if (stream.readableEnded || stream.state.remoteClose === 1) {
@@ -392,11 +463,33 @@ export class ConnectionGuard {
     stream.close(http2Constants.NGHTTP2_CANCEL);
   }
 
+  /**
+   * Resets a stream whose answer its client does not take. Its compatibility request is destroyed first, so
+   * that the pipeline cuts its upstream request off rather than waiting on it. The stream is destroyed here,
+   * not only closed: a close waits until its RST_STREAM is sent, which never comes when the client does not
+   * read the session's socket either. The RST_STREAM CANCEL goes out whenever the socket takes it.
+   */
+  #cancelStream(stream: http2.Http2Stream): void {
+    const pair = this.#compat.get(stream);
+    if (pair && !pair.req.destroyed) pair.req.destroy();
+    if (!stream.closed) stream.close(http2Constants.NGHTTP2_CANCEL);
+    stream.destroy();
+  }
+
   #close(t: Tracked, reason: string | undefined, what: string, ms: number): void {
     this.#all.delete(t);
     if (reason) {
       this.#metrics.rejectedConnections.inc({ reason });
       this.#notices.note(what, t.client, `bound ${ms} ms`);
+    }
+    // A reset, not a close: the bytes queued toward a client that does not read would otherwise stay in the
+    // kernel's send queue (charged to the proxy) while it retries them, and the client would never learn.
+    if (reason === "send-timeout") {
+      try {
+        t.raw.resetAndDestroy();
+      } catch {
+        // not a TCP socket (a test's pipe): destroyed below
+      }
     }
     t.top.destroy();
     t.raw.destroy();
