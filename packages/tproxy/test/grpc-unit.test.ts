@@ -1,7 +1,7 @@
 // The proxy's own answers to gRPC calls (server/grpc.ts): which calls are gRPC, the status each HTTP status
 // stands for, and grpc-message's percent-encoding as gRPC clients decode it.
 import { expect } from "chai";
-import { grpcAnswerHeaders, grpcMessage, grpcStatusFor, isGrpc } from "../src/server/grpc.ts";
+import { grpcAnswerHeaders, grpcMessage, grpcStatusFor, grpcStatusOf, isGrpc } from "../src/server/grpc.ts";
 
 describe("gRPC answers (unit)", () => {
   it("takes application/grpc and its variants as gRPC, and nothing else", () => {
@@ -34,5 +34,10 @@ describe("gRPC answers (unit)", () => {
     expect(own.headers["grpc-message"]).to.equal("log in first");
     expect(own.headers["content-type"]).to.equal("application/grpc+proto");
     expect(grpcAnswerHeaders(403, {}, "  ", "application/grpc").headers).to.not.have.property("grpc-message");
+  });
+
+  it("reads a server's grpc-status for the request line: a number, or nothing for what is not one", () => {
+    expect([grpcStatusOf("0"), grpcStatusOf("7"), grpcStatusOf(" 14 "), grpcStatusOf(["5", "6"])]).to.deep.equal([0, 7, 14, 5]);
+    for (const bad of [undefined, "", "OK", "-1", "1e3", "7 8", "99999999999"]) expect(grpcStatusOf(bad), String(bad)).to.equal(undefined);
   });
 });

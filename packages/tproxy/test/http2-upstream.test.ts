@@ -95,7 +95,8 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
   it("carries an allowed gRPC call to a server that speaks only HTTP/2: its answer and its trailing metadata", async () => {
     const r = await grpcCall("pod", "Allowed", { msg: "hello" });
     expect(r).to.deep.equal({ code: 0, details: "", messages: [{ echo: "hello", server: "grpc-echo" }], trailer: "kept" });
-    expect(proxy.output).to.match(/POST https:\/\/grpc\.example\/test\.Echo\/Allowed -> 200 .* allowed h2/);
+    // The request line ends with the server's status, read from its trailers.
+    await proxy.waitForLine(/POST https:\/\/grpc\.example\/test\.Echo\/Allowed -> 200 .* allowed h2 grpc-status=0$/);
   });
 
   it("answers a denied gRPC method with PERMISSION_DENIED and the filter's message; the server allows it (control)", async () => {
@@ -126,10 +127,11 @@ describe("HTTP/2 upstream and gRPC through the proxy (network namespaces, iptabl
     expect(r.trailer).to.equal("kept");
   });
 
-  it("passes a server's trailers-only error answer on as the server gave it", async () => {
+  it("passes a server's trailers-only error answer on as the server gave it, its status on the request line", async () => {
     const r = await grpcCall("pod", "Fail");
     expect(r.code).to.equal(5);
     expect(r.details).to.equal("no such thing");
+    await proxy.waitForLine(/POST https:\/\/grpc\.example\/test\.Echo\/Fail -> 200 .* allowed h2 grpc-status=5$/);
   });
 
   it("speaks HTTP/2 upstream for an h2 client when the server chooses it, naming exactly the judged authority", async () => {

@@ -61,7 +61,10 @@ export interface RequestRecord {
   filter: string | undefined;
   /** "h2": the request was one stream of an HTTP/2 connection (absent: HTTP/1.x). */
   protocol?: "h2";
-  /** The gRPC status the proxy's own answer to a gRPC request carried (its HTTP status is `status`). */
+  /**
+   * A gRPC call's status: the one the proxy's own answer carried (its HTTP status is `status`), or the server's
+   * (its trailers' grpc-status, or a trailers-only answer's).
+   */
   grpc?: number;
 }
 

@@ -62,3 +62,10 @@ export function grpcAnswerHeaders(status: number, headers: OutgoingHttpHeaders, 
   if (headers["grpc-message"] === undefined && text.trim() !== "") out["grpc-message"] = grpcMessage(text);
   return { headers: out, code };
 }
+
+/** A grpc-status header's value as a status code (0-16 and any other integer a server sends), or undefined. */
+export function grpcStatusOf(value: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (v === undefined || !/^\d{1,9}$/.test(v.trim())) return undefined;
+  return Number(v.trim());
+}

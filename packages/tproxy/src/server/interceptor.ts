@@ -25,7 +25,7 @@ import { BodyTap, DEFAULT_MAX_BODY_BYTES, refusalAnswer, type BodyRefusal, type 
 import { decide, type Decision, type DecideDeps, type FilterOutcome, type RequestHead } from "./decide.ts";
 import type { ConnectionInfo, Target, TargetRules } from "./target.ts";
 import { Http2Upstreams, type UpstreamLeg } from "./upstream-h2.ts";
-import { grpcAnswerHeaders, isGrpc } from "./grpc.ts";
+import { grpcAnswerHeaders, grpcStatusOf, isGrpc } from "./grpc.ts";
 
 export { PROBE_BODY, PROBE_HEADER } from "./decide.ts";
 
@@ -103,6 +103,8 @@ interface RequestState {
   grpc: string | undefined;
   /** The proxy's answer to a gRPC call: the HTTP status it stands for, and the gRPC status sent. */
   grpcAnswer: { status: number; code: number } | undefined;
+  /** The server's grpc-status: from its trailers, or from the headers of a trailers-only answer. */
+  grpcStatus: number | undefined;
 }
 
 /**
@@ -273,6 +275,7 @@ export class Interceptor {
       requestHeld: undefined,
       grpc: isGrpc(req.headers["content-type"]) ? (req.headers["content-type"] as string) : undefined,
       grpcAnswer: undefined,
+      grpcStatus: undefined,
     };
   }
 
@@ -655,6 +658,7 @@ export class Interceptor {
         // A trailers-only answer stays one: its status (gRPC's grpc-status) is in the one HEADERS frame, which
         // ends the stream; sent as headers then empty trailers, a gRPC client would find no status.
         upRes.resume();
+        state.grpcStatus = grpcStatusOf(up.headers["grpc-status"]);
         h2res.stream.respond({ ...out, ":status": up.status }, { endStream: true });
         return;
       }
@@ -667,7 +671,9 @@ export class Interceptor {
     // Trailers (gRPC's status) go on as they came, once the body has ended and before the answer ends.
     const addTrailers = (): void => {
       const trailers = up.trailers();
-      if (trailers !== undefined && Object.keys(trailers).length > 0) res.addTrailers(forwardableHeaders(trailers) as Record<string, string>);
+      if (trailers === undefined || Object.keys(trailers).length === 0) return;
+      state.grpcStatus = grpcStatusOf(trailers["grpc-status"]);
+      res.addTrailers(forwardableHeaders(trailers) as Record<string, string>);
     };
     if (held) {
       for (const chunk of held.chunks) {
@@ -753,7 +759,7 @@ export class Interceptor {
       reason: state.reason,
       filter: state.version?.hash,
       ...(state.h2 ? { protocol: "h2" as const } : {}),
-      ...(state.grpcAnswer !== undefined ? { grpc: state.grpcAnswer.code } : {}),
+      ...(state.grpcAnswer !== undefined ? { grpc: state.grpcAnswer.code } : state.grpcStatus !== undefined ? { grpc: state.grpcStatus } : {}),
     });
   }
 
