@@ -9,7 +9,7 @@ import { expect } from "chai";
 import { join } from "node:path";
 import { writeConfigMap } from "../../../test/support/configmap.ts";
 import { waitFor } from "../../../test/support/netns.ts";
-import { ProxyWorld, STORAGE_IP, type Proc } from "../../../test/support/world.ts";
+import { ProxyWorld, STORAGE_IP, TRANSPARENT_PORT, type Proc } from "../../../test/support/world.ts";
 import { metric, metricsOf } from "./helpers.ts";
 
 const CLIENT = join(import.meta.dirname, "unread-client.ts");
@@ -50,8 +50,8 @@ describe("--send-timeout: answers a client does not take (network namespaces, ip
     await world?.close();
   });
 
-  const start = (sendTimeout: number): Promise<Proc> =>
-    world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", filter, "--upstream-ca", world.publicCa.certPath, "--workers", "1", "--send-timeout", String(sendTimeout)]);
+  const start = (sendTimeout: number, more: string[] = []): Promise<Proc> =>
+    world.startProxy(["--ca-cert", ca.cert, "--ca-key", ca.key, "--filter", filter, "--upstream-ca", world.publicCa.certPath, "--workers", "1", "--send-timeout", String(sendTimeout), ...more]);
 
   const client = async (spec: Record<string, unknown>): Promise<string> => {
     const r = await world.pod.run(process.execPath, [CLIENT, JSON.stringify({ ca: ca.cert, servername: HOST, address: HOST, ...spec })], { timeoutMs: 40_000 });
@@ -65,7 +65,17 @@ describe("--send-timeout: answers a client does not take (network namespaces, ip
     return out.split("\n").filter((l) => l.trim() !== "").length;
   };
 
-  /** A client that asks for answers on one HTTP/2 session and reads none of its bytes (unread-client.ts), kept until stopped. */
+  /** Bytes the node's kernel holds queued toward the pod on the proxy's sockets (Send-Q of its port's connections, any state). */
+  const queuedTowardPod = async (): Promise<number> => {
+    const out = await world.node.must("ss", ["-Htn", "sport", "=", `:${TRANSPARENT_PORT}`]);
+    return out.split("\n").filter((l) => l.trim() !== "").reduce((sum, l) => sum + Number(l.trim().split(/\s+/)[2] ?? 0), 0);
+  };
+
+  /**
+   * A client that asks for answers on one HTTP/2 session and reads none of its bytes (unread-client.ts), kept until
+   * stopped. Its windows are the largest HTTP/2 allows, so that the proxy sends until TCP itself stops it: the
+   * session's socket is stalled, not only its streams.
+   */
   const spawnUnread = (spec: Record<string, unknown>): Proc => world.spawn(world.pod, process.execPath, [CLIENT, JSON.stringify(spec)]);
 
   describe(`with the bound (${BOUND_MS} ms)`, () => {
@@ -113,12 +123,26 @@ describe("--send-timeout: answers a client does not take (network namespaces, ip
       await proxy.waitForLine(/GET https:\/\/storage\.googleapis\.com\/bytes\/67108864 -> 200\(incomplete\) .* h2$/);
     });
 
-    it("HTTP/2: a session whose socket is not read at all has its streams reset and is closed; its upstream requests are cut off", async () => {
-      const unread = spawnUnread({ mode: "h2-sessions", ca: ca.cert, servername: HOST, address: STORAGE_IP, sessions: 1, streams: 4, bytes: LARGE, window: 65_535 });
+  });
+
+  describe(`with the bound (${BOUND_MS} ms) and a short idle bound (1000 ms)`, () => {
+    let proxy: Proc;
+    before(async () => {
+      proxy = await start(BOUND_MS, ["--idle-timeout", "1000"]);
+    });
+    after(async () => {
+      await proxy.stop("SIGKILL");
+    });
+
+    it("HTTP/2: a session whose socket is not read at all has its streams reset, its upstream requests cut off, and is then reset itself: nothing stays queued toward it", async () => {
+      const unread = spawnUnread({ mode: "h2-sessions", ca: ca.cert, servername: HOST, address: STORAGE_IP, sessions: 1, streams: 4, bytes: LARGE, window: 2 ** 31 - 1 });
       try {
         const stalled = JSON.parse(await unread.waitForLine(/"phase":"stalled"/, 20_000)) as { ok: number; errors: Record<string, number> };
         expect(stalled).to.include({ ok: 1 });
         await waitFor("the upstream connections to close", async () => (await upstreamConnections()) === 0, BOUND_MS + 5_000);
+        // Closed as idle once its streams are gone, with a reset: a plain close would leave what was queued in
+        // the kernel, retried toward a client that does not read (the control below shows it queued).
+        await waitFor("no byte queued toward the pod", async () => (await queuedTowardPod()) === 0, 5_000);
       } finally {
         await unread.stop("SIGKILL");
       }
@@ -146,11 +170,12 @@ describe("--send-timeout: answers a client does not take (network namespaces, ip
     });
 
     it("HTTP/2: a session whose socket is not read keeps its upstream requests open", async () => {
-      const unread = spawnUnread({ mode: "h2-sessions", ca: ca.cert, servername: HOST, address: STORAGE_IP, sessions: 1, streams: 4, bytes: LARGE, window: 65_535 });
+      const unread = spawnUnread({ mode: "h2-sessions", ca: ca.cert, servername: HOST, address: STORAGE_IP, sessions: 1, streams: 4, bytes: LARGE, window: 2 ** 31 - 1 });
       try {
         await unread.waitForLine(/"phase":"stalled"/, 20_000);
         await new Promise((r) => setTimeout(r, BOUND_MS + 2_000));
         expect(await upstreamConnections()).to.equal(4);
+        expect(await queuedTowardPod(), "bytes queued toward the pod").to.be.above(0);
       } finally {
         await unread.stop("SIGKILL");
       }

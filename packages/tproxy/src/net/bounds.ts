@@ -110,6 +110,12 @@ interface Tracked {
   streams: Map<http2.Http2Stream, StreamBound> | undefined;
   /** Bytes queued toward the client (HTTP/1.1, tunnels) and whether it takes them. */
   send: Progress;
+  /**
+   * An HTTP/2 stream of it was cut off for --send-timeout: its client withholds windows or does not read the
+   * socket at all, so the session is reset when it closes, not ended (bytes still queued toward it are dropped
+   * rather than left in the kernel, which would keep retrying them).
+   */
+  resetOnClose: boolean;
 }
 
 /** One open HTTP/2 stream: when it opened, and whether its request (headers and whole body) is in. */
@@ -217,7 +223,7 @@ export class ConnectionGuard {
       raw.resetAndDestroy();
       return false;
     }
-    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined, streams: undefined, send: { stall: undefined, drains: 0, watched: undefined } };
+    const t: Tracked = { client, raw, top: raw, phase, since: Date.now(), base: raw.bytesRead, req: undefined, res: undefined, streams: undefined, send: { stall: undefined, drains: 0, watched: undefined }, resetOnClose: false };
     this.#all.add(t);
     this.#byStream.set(raw, t);
     raw.once("close", () => {
@@ -417,6 +423,7 @@ export class ConnectionGuard {
       if (sendMs > 0 && !stream.destroyed && stalledMs(s.send, stream, now) >= sendMs) {
         this.#metrics.rejectedConnections.inc({ reason: "send-timeout" });
         this.#notices.note("answer not taken by the client", t.client, `bound ${sendMs} ms`, true);
+        t.resetOnClose = true;
         this.#cancelStream(stream);
         continue;
       }
@@ -484,7 +491,7 @@ export class ConnectionGuard {
     }
     // A reset, not a close: the bytes queued toward a client that does not read would otherwise stay in the
     // kernel's send queue (charged to the proxy) while it retries them, and the client would never learn.
-    if (reason === "send-timeout") {
+    if (reason === "send-timeout" || t.resetOnClose) {
       try {
         t.raw.resetAndDestroy();
       } catch {
