@@ -110,6 +110,12 @@ describe("--send-timeout: answers a client does not take (network namespaces, ip
       expect(Date.now() - began, "how long the answer took: more than the bound, or this shows nothing").to.be.above(2 * BOUND_MS);
     });
 
+    it("WebSocket: resets a tunnel whose client stops reading what the server sends", async () => {
+      const r = JSON.parse(await client({ mode: "ws", bytes: 24 * MIB, stallMs: STALL_MS })) as { echoed: number; closeCode?: number };
+      // 1006: closed without a close frame (the reset); the echo never came whole.
+      expect(r).to.deep.equal({ echoed: 0, closeCode: 1006 });
+    });
+
     it("HTTP/2: resets only the stream whose client withholds its window; the session's next stream is answered", async () => {
       const cut = async (): Promise<number> => metric(await metricsOf(world), "tproxy_rejected_connections_total", { reason: "send-timeout" });
       const before = await cut();
@@ -161,6 +167,12 @@ describe("--send-timeout: answers a client does not take (network namespaces, ip
     it("HTTP/1.1: the client that stopped reading gets its whole answer once it reads again", async () => {
       const r = JSON.parse(await client({ mode: "h1", path: `/bytes/${LARGE}`, stallMs: STALL_MS })) as H1Result;
       expect(r).to.deep.equal({ status: 200, length: LARGE, bytes: LARGE });
+    });
+
+    it("WebSocket: the tunnel's client gets the whole echo once it reads again", async () => {
+      const r = JSON.parse(await client({ mode: "ws", bytes: 24 * MIB, stallMs: STALL_MS })) as { echoed: number; closeCode?: number };
+      // The upstream prefixes its echo with its name.
+      expect(r).to.deep.equal({ echoed: 24 * MIB + `${HOST}: `.length });
     });
 
     it("HTTP/2: the stream whose window was withheld is answered whole", async () => {

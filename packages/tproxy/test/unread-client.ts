@@ -17,13 +17,20 @@
 // One HTTP/2 session (node:http2): a GET of `path` whose body it does not read (its stream's window is never
 // given back) for M ms, then a GET of `then` on the same session; prints {"first":{status,bytes,rstCode,error},
 // "then":{status,body}}.
+//
+//   node unread-client.ts '{"mode":"ws","ca":...,"servername":...,"bytes":B,"stallMs":M}'
+// A WebSocket (wss://servername/) that sends one message of B bytes, which the upstream echoes, and takes none of
+// the echo for M ms; prints {"echoed": bytes of the echo received, "closeCode": the close code if it was closed}.
+import { once } from "node:events";
 import http2 from "node:http2";
+import type net from "node:net";
 import { readFileSync } from "node:fs";
 import tls from "node:tls";
+import { WebSocket } from "ws";
 import { frame, literalBlock, rawSession, type RawSession } from "./h2-frames.ts";
 
 interface Spec {
-  mode: "h2-sessions" | "h1" | "h2-stream";
+  mode: "h2-sessions" | "h1" | "h2-stream" | "ws";
   ca: string;
   servername: string;
   address: string;
@@ -165,6 +172,27 @@ async function h2Stream(): Promise<void> {
   session.destroy();
 }
 
-const modes = { "h2-sessions": h2Sessions, h1, "h2-stream": h2Stream } as const;
+async function ws(): Promise<void> {
+  const socket = new WebSocket(`wss://${spec.servername}/`, { ca, maxPayload: 0 });
+  socket.on("error", () => undefined);
+  await once(socket, "open");
+  let got = 0;
+  socket.on("message", (data: Buffer) => void (got += data.length));
+  const closed = new Promise<number>((resolve) => socket.once("close", (code: number) => resolve(code)));
+  // The upstream echoes the message back; its bytes are not taken for stallMs.
+  const raw = (socket as unknown as { _socket: net.Socket })._socket;
+  raw.pause();
+  socket.send(Buffer.alloc(spec.bytes ?? 1, 0x62));
+  await sleep(spec.stallMs ?? 0);
+  raw.resume();
+  const code = await Promise.race([closed, (async () => {
+    while (got < (spec.bytes ?? 1)) await sleep(50);
+    return undefined;
+  })(), sleep(20_000).then(() => -1)]);
+  print({ echoed: got, closeCode: code });
+  socket.terminate();
+}
+
+const modes = { "h2-sessions": h2Sessions, h1, "h2-stream": h2Stream, ws } as const;
 await modes[spec.mode]();
 process.exit(0);
