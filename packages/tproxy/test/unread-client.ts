@@ -13,6 +13,11 @@
 //   ... '"takeBytes":K,"pauseMs":P' instead of stallMs: takes K bytes, pauses P ms, and so on to the end (a slow
 // reader that keeps taking).
 //
+//   node unread-client.ts '{"mode":"h1-connections","ca":...,"servername":...,"address":...,"source":...,"connections":C,"bytes":B}'
+// C HTTP/1.1 connections over TLS from SOURCE, each a GET of /bytes/B whose answer's head it reads and then
+// nothing more; prints {"phase":"stalled",...} once every head has come, and waits for a line on stdin (or to
+// be killed).
+//
 //   node unread-client.ts '{"mode":"h2-stream","ca":...,"servername":...,"address":...,"path":...,"stallMs":M,"then":PATH}'
 // One HTTP/2 session (node:http2): a GET of `path` whose body it does not read (its stream's window is never
 // given back) for M ms, then a GET of `then` on the same session; prints {"first":{status,bytes,rstCode,error},
@@ -30,7 +35,8 @@ import { WebSocket } from "ws";
 import { frame, literalBlock, rawSession, type RawSession } from "./h2-frames.ts";
 
 interface Spec {
-  mode: "h2-sessions" | "h1" | "h2-stream" | "ws";
+  mode: "h2-sessions" | "h1" | "h1-connections" | "h2-stream" | "ws";
+  connections?: number;
   ca: string;
   servername: string;
   address: string;
@@ -144,6 +150,34 @@ async function h1(): Promise<void> {
   print({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1] ?? 0), length: Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1] ?? -1), bytes, error });
 }
 
+async function h1Connections(): Promise<void> {
+  const { connections = 1, bytes = 1 } = spec;
+  const open = (k: number): Promise<tls.TLSSocket> =>
+    new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: spec.address, port: 443, servername: spec.servername, ca, ALPNProtocols: ["http/1.1"], ...(spec.source ? { localAddress: spec.source } : {}) });
+      let head = "";
+      socket.once("secureConnect", () => socket.write(`GET /bytes/${bytes}?k=${k} HTTP/1.1\r\nHost: ${spec.servername}\r\n\r\n`));
+      const onData = (chunk: Buffer): void => {
+        head += chunk.toString("latin1");
+        if (!head.includes("\r\n\r\n")) return;
+        // The head is in: from here on, nothing more is read.
+        socket.off("data", onData);
+        socket.pause();
+        resolve(socket);
+      };
+      socket.on("data", onData);
+      socket.on("error", (e: NodeJS.ErrnoException) => reject(new Error(e.code ?? e.message)));
+      setTimeout(() => reject(new Error("no answer's head in 40 s")), 40_000).unref();
+    });
+  const results = await Promise.allSettled(Array.from({ length: connections }, (_, k) => open(k)));
+  const errors: Record<string, number> = {};
+  for (const r of results) if (r.status === "rejected") errors[(r.reason as Error).message] = (errors[(r.reason as Error).message] ?? 0) + 1;
+  print({ phase: "stalled", ok: results.filter((r) => r.status === "fulfilled").length, errors });
+  const alive = setInterval(() => undefined, 60_000);
+  await new Promise((r) => process.stdin.once("data", r));
+  clearInterval(alive);
+}
+
 async function h2Stream(): Promise<void> {
   const session = http2.connect(`https://${spec.servername}`, { ca, servername: spec.servername, createConnection: () => tls.connect({ host: spec.address, port: 443, servername: spec.servername, ca, ALPNProtocols: ["h2"] }) });
   session.on("error", () => undefined);
@@ -193,6 +227,6 @@ async function ws(): Promise<void> {
   socket.terminate();
 }
 
-const modes = { "h2-sessions": h2Sessions, h1, "h2-stream": h2Stream, ws } as const;
+const modes = { "h2-sessions": h2Sessions, h1, "h1-connections": h1Connections, "h2-stream": h2Stream, ws } as const;
 await modes[spec.mode]();
 process.exit(0);
