@@ -583,9 +583,17 @@ describe("tproxy-podwatch in a node namespace (integration)", function () {
       api.createPod({ name: "both", nodeName: "node-r", annotations: ON, podIP: ["10.244.9.7", "fd00:9::7"] });
       await waitRules("both's rule", ["default/both 10.244.9.7"], "ipv4", 5_000, other.node);
       await waitRules("both's IPv6 rule", ["default/both fd00:9::7"], "ipv6", 5_000, other.node);
-      await sleep(500); // the second's first passes, if it disagreed, would rewrite by now
-      const before = await tables(other.node);
       const writes = (r: Running) => r.logs.filter((l) => WRITES.has(String(l.msg))).length;
+      // Settled: neither has written for a second (their first passes may still write on a busy machine). Two
+      // that fight never settle, and this times out.
+      let seen = -1;
+      await waitFor("both podwatches to settle (a second without a write)", () => {
+        const n = writes(first) + writes(second);
+        const quiet = n === seen;
+        seen = n;
+        return quiet;
+      }, 15_000, 1_000);
+      const before = await tables(other.node);
       const [w1, w2] = [writes(first), writes(second)];
       const passes = (r: Running) => r.logs.filter((l) => l.msg === "reconciled").length;
       const [p1, p2] = [passes(first), passes(second)];
