@@ -607,6 +607,51 @@ function memorySuite(protocol: "http/1.1" | "h2"): void {
       expect((await readyz(world)).status).to.equal(200);
     });
 
+    /** The unread-answers client (unread-client.ts) in the pod, to the storage upstream, with `spec`'s mode and counts. */
+    function spawnUnread(spec: Record<string, unknown>): Proc {
+      const all = { ca: ca.cert, servername: "storage.googleapis.com", address: STORAGE_IP, ...spec };
+      return new Proc(world.pod.spawn(process.execPath, [UNREAD_CLIENT, JSON.stringify(all)], { stdio: ["pipe", "pipe", "pipe"] }));
+    }
+
+    /**
+     * What a client of spawnUnread(spec) that never reads makes the proxy hold, from before it starts: waits until
+     * it stalled with `ok` (connections or sessions) all answered, samples the cgroup every 5 s four times (a
+     * plateau is a bound, a climb is not), counts the upstream connections, then checks that others are still
+     * served and that the usage stopped climbing. The caller checks the growth against its own bound.
+     */
+    async function holdUnread(spec: Record<string, unknown>, ok: number, what: string): Promise<{ grew: number; series: number[]; held: { rss: number; usage: number }; upstream: number; dataBytes: number | undefined }> {
+      const before = measure("before the unread answers");
+      const unread = spawnUnread(spec);
+      try {
+        let upstream = 0;
+        const series: number[] = [];
+        const held = await highest(async () => {
+          const stalled = JSON.parse(await unread.waitForLine(/"phase":"stalled"/, 60_000)) as Round & { dataBytes?: number };
+          expect({ ok: stalled.ok, errors: stalled.errors }, `${what} whose answers began${proxyWarnings()}`).to.deep.equal({ ok, errors: {} });
+          // Long enough for any buffering to show (the upstream writes each answer as fast as it is taken).
+          for (let s = 0; s < 4; s++) {
+            await sleep(5_000);
+            series.push(cgroup.usage());
+          }
+          upstream = await upstreamConnections();
+          return stalled;
+        });
+        expectAlive();
+        // Others are still served, while the unread answers are held.
+        const others = startClient(100);
+        try {
+          const open = JSON.parse(await others.waitForLine(/"phase":"open"/, 60_000)) as Round;
+          expect({ ok: open.ok, errors: open.errors }, `other ${what} while the unread ones are held${proxyWarnings()}`).to.deep.equal({ ok: 100, errors: {} });
+        } finally {
+          await others.stop("SIGKILL");
+        }
+        expect(series[3]!, `usage 20 s in against 10 s in (${series.map(fmtMiB).join(", ")}): still climbing`).to.be.below(series[1]! + 16 * MIB);
+        return { grew: held.usage - before.usage, series, held, upstream, dataBytes: held.result.dataBytes };
+      } finally {
+        await unread.stop("SIGKILL");
+      }
+    }
+
     if (!h2) {
       // What one pod can make HTTP/1.1 connections hold: answers far larger than any buffer, asked for and never
       // read, as many as the HTTP/2 suite's streams. Measured 750-910 KiB per connection, more than an HTTP/2
@@ -621,36 +666,9 @@ function memorySuite(protocol: "http/1.1" | "h2"): void {
         cgroup = newCgroup(this, "unread-h1", limit.bytes);
         // What unread answers hold while nothing cuts them off (--send-timeout does: send-timeout.test.ts).
         proxy = await startProxyIn(cgroup, ["--workers", "auto", "--send-timeout", "0"]);
-        const before = measure("before the unread answers");
-        const spec = { mode: "h1-connections", ca: ca.cert, servername: "storage.googleapis.com", address: STORAGE_IP, source: SOURCES[0]!, connections: CONNECTIONS, bytes: BYTES };
-        const unread = new Proc(world.pod.spawn(process.execPath, [UNREAD_CLIENT, JSON.stringify(spec)], { stdio: ["pipe", "pipe", "pipe"] }));
-        try {
-          const series: number[] = [];
-          const held = await highest(async () => {
-            const stalled = JSON.parse(await unread.waitForLine(/"phase":"stalled"/, 60_000)) as Round;
-            expect({ ok: stalled.ok, errors: stalled.errors }, `connections whose answer's head came${proxyWarnings()}`).to.deep.equal({ ok: CONNECTIONS, errors: {} });
-            for (let s = 0; s < 4; s++) {
-              await sleep(5_000);
-              series.push(cgroup.usage());
-            }
-            return stalled;
-          });
-          const grew = held.usage - before.usage;
-          console.log(`      ${CONNECTIONS} unread ${BYTES / MIB} MiB answers over HTTP/1.1: cgroup usage every 5 s ${series.map(fmtMiB).join(", ")}; highest proxy RSS ${fmtMiB(held.rss)}, cgroup usage ${fmtMiB(held.usage)}; grew ${fmtMiB(grew)}: ${kib(grew / CONNECTIONS)} per connection`);
-          expectAlive();
-          // Others are still served, while the unread answers are held.
-          const others = startClient(100);
-          try {
-            const open = JSON.parse(await others.waitForLine(/"phase":"open"/, 60_000)) as Round;
-            expect({ ok: open.ok, errors: open.errors }, `other connections while the unread ones are held${proxyWarnings()}`).to.deep.equal({ ok: 100, errors: {} });
-          } finally {
-            await others.stop("SIGKILL");
-          }
-          expect(series[3]!, `usage 20 s in against 10 s in (${series.map(fmtMiB).join(", ")}): still climbing`).to.be.below(series[1]! + 16 * MIB);
-          expect(grew, `memory the unread answers grew the proxy by (${fmtMiB(grew)})`).to.be.below(CONNECTIONS * 1280 * KIB);
-        } finally {
-          await unread.stop("SIGKILL");
-        }
+        const { grew, series, held } = await holdUnread({ mode: "h1-connections", source: SOURCES[0]!, connections: CONNECTIONS, bytes: BYTES }, CONNECTIONS, "connections");
+        console.log(`      ${CONNECTIONS} unread ${BYTES / MIB} MiB answers over HTTP/1.1: cgroup usage every 5 s ${series.map(fmtMiB).join(", ")}; highest proxy RSS ${fmtMiB(held.rss)}, cgroup usage ${fmtMiB(held.usage)}; grew ${fmtMiB(grew)}: ${kib(grew / CONNECTIONS)} per connection`);
+        expect(grew, `memory the unread answers grew the proxy by (${fmtMiB(grew)})`).to.be.below(CONNECTIONS * 1280 * KIB);
         expectAlive();
       });
     }
@@ -673,45 +691,14 @@ function memorySuite(protocol: "http/1.1" | "h2"): void {
           cgroup = newCgroup(this, `unread-${window}`, limit.bytes);
           // What unread answers hold while nothing cuts them off (--send-timeout does: send-timeout.test.ts).
           proxy = await startProxyIn(cgroup, ["--workers", "auto", "--send-timeout", "0"]);
-          const before = measure("before the unread answers");
-          const spec = { mode: "h2-sessions", ca: ca.cert, servername: "storage.googleapis.com", address: STORAGE_IP, source: SOURCES[0]!, sessions: SESSIONS, streams: STREAMS, bytes: BYTES, window };
-          const unread = new Proc(world.pod.spawn(process.execPath, [UNREAD_CLIENT, JSON.stringify(spec)], { stdio: ["pipe", "pipe", "pipe"] }));
-          try {
-            let upstream = 0;
-            const series: number[] = [];
-            const held = await highest(async () => {
-              const stalled = JSON.parse(await unread.waitForLine(/"phase":"stalled"/, 60_000)) as Round & { dataBytes: number };
-              expect({ ok: stalled.ok, errors: stalled.errors }, `sessions whose every stream was answered${proxyWarnings()}`).to.deep.equal({ ok: SESSIONS, errors: {} });
-              // Long enough for any buffering to show (the upstream writes each answer as fast as it is taken),
-              // the usage every 5 s printed: a plateau is a bound, a climb is not.
-              for (let s = 0; s < 4; s++) {
-                await sleep(5_000);
-                series.push(cgroup.usage());
-              }
-              upstream = await upstreamConnections();
-              return stalled;
-            });
-            const grew = held.usage - before.usage;
-            console.log(`      ${SESSIONS} × ${STREAMS} unread ${BYTES / MIB} MiB answers (windows ${window}; ${(held.result.dataBytes / MIB).toFixed(1)} MiB read before the client stopped; ${upstream} upstream connections open): ` +
-              `cgroup usage every 5 s ${series.map(fmtMiB).join(", ")}; highest proxy RSS ${fmtMiB(held.rss)}, cgroup usage ${fmtMiB(held.usage)}; grew ${fmtMiB(grew)}: ${kib(grew / SESSIONS)} per session, ${kib(grew / (SESSIONS * STREAMS))} per stream`);
-            expectAlive();
-            // Others are still served, while the unread answers are held.
-            const others = startClient(100);
-            try {
-              const open = JSON.parse(await others.waitForLine(/"phase":"open"/, 60_000)) as Round;
-              expect({ ok: open.ok, errors: open.errors }, `other sessions while the unread ones are held${proxyWarnings()}`).to.deep.equal({ ok: 100, errors: {} });
-            } finally {
-              await others.stop("SIGKILL");
-            }
-            // Bounded: what the sessions asked for (100 GiB) never comes into the proxy, and what it holds stops
-            // growing. Not bounded by the windows, though: measured about 450-520 KiB per stream (an upstream
-            // connection of its own, ~65 KiB, and what the relay reads ahead of the client), 45-51 MiB per session
-            // of 100 streams, beyond maxSessionMemory (10 MiB), whatever the windows announced.
-            expect(series[3]!, `usage 20 s in against 10 s in (${series.map(fmtMiB).join(", ")}): still climbing`).to.be.below(series[1]! + 16 * MIB);
-            expect(grew, `memory the unread answers grew the proxy by (${fmtMiB(grew)})`).to.be.below(SESSIONS * STREAMS * 768 * KIB);
-          } finally {
-            await unread.stop("SIGKILL");
-          }
+          const { grew, series, held, upstream, dataBytes } = await holdUnread({ mode: "h2-sessions", source: SOURCES[0]!, sessions: SESSIONS, streams: STREAMS, bytes: BYTES, window }, SESSIONS, "sessions");
+          console.log(`      ${SESSIONS} × ${STREAMS} unread ${BYTES / MIB} MiB answers (windows ${window}; ${((dataBytes ?? 0) / MIB).toFixed(1)} MiB read before the client stopped; ${upstream} upstream connections open): ` +
+            `cgroup usage every 5 s ${series.map(fmtMiB).join(", ")}; highest proxy RSS ${fmtMiB(held.rss)}, cgroup usage ${fmtMiB(held.usage)}; grew ${fmtMiB(grew)}: ${kib(grew / SESSIONS)} per session, ${kib(grew / (SESSIONS * STREAMS))} per stream`);
+          // Bounded: what the sessions asked for (100 GiB) never comes into the proxy, and what it holds stops
+          // growing (holdUnread). Not bounded by the windows, though: measured about 450-520 KiB per stream (an
+          // upstream connection of its own, ~65 KiB, and what the relay reads ahead of the client), 45-51 MiB per
+          // session of 100 streams, beyond maxSessionMemory (10 MiB), whatever the windows announced.
+          expect(grew, `memory the unread answers grew the proxy by (${fmtMiB(grew)})`).to.be.below(SESSIONS * STREAMS * 768 * KIB);
           expectAlive();
         });
       }
@@ -725,10 +712,7 @@ function memorySuite(protocol: "http/1.1" | "h2"): void {
         // reuse); a short idle bound, so that sessions whose streams were all cut are reset soon after.
         proxy = await startProxyIn(cgroup, ["--workers", "1", "--send-timeout", String(BOUND_MS), "--idle-timeout", "2000"]);
         const before = measure("before the unread answers");
-        const flood = (source: string): Proc => {
-          const spec = { mode: "h2-sessions", ca: ca.cert, servername: "storage.googleapis.com", address: STORAGE_IP, source, sessions: SESSIONS, streams: STREAMS, bytes: BYTES, window: 65_535 };
-          return new Proc(world.pod.spawn(process.execPath, [UNREAD_CLIENT, JSON.stringify(spec)], { stdio: ["pipe", "pipe", "pipe"] }));
-        };
+        const flood = (source: string): Proc => spawnUnread({ mode: "h2-sessions", source, sessions: SESSIONS, streams: STREAMS, bytes: BYTES, window: 65_535 });
         const round = async (client: Proc): Promise<{ usage: number; upstream: number }> => {
           const held = await highest(async () => {
             const stalled = JSON.parse(await client.waitForLine(/"phase":"stalled"/, 60_000)) as Round;

@@ -2,8 +2,8 @@
 // sockets: a connection must finish its TLS handshake (and the first-bytes sniff), each request head,
 // and each request body within a bound, may sit idle between requests only so long, and one source
 // address may hold only so many connections at once. An answer the client stops taking (a pod that never
-// reads) is cut off after a bound, as nginx's send_timeout does: until then it holds socket buffers on both
-// legs, most of them kernel memory charged to the proxy's cgroup.
+// reads) is cut off after a bound, as nginx's send_timeout does: until then it holds buffers on both legs,
+// charged to the proxy's memory (memory-limit.test.ts: 750-910 KiB per unread HTTP/1.1 answer).
 //
 // Node's own headersTimeout/requestTimeout are checked only for servers that listen (the check starts
 // on "listening"); the server that runs the pipeline is fed connections by hand and never listens,
